@@ -1,0 +1,10 @@
+"""The planner's intermediate representation.
+
+`ir` owns the Graph data types, capture from torch.fx / torch.export, the text printer, JSON
+(de)serialisation, per-phase cost views and verifiers. It makes no policy decisions.
+"""
+
+from ir.errors import UserError
+from ir.graph import AttentionSpec, ExpertSpec, Graph, Layer, OpNode, TensorSpec
+
+__all__ = ["AttentionSpec", "ExpertSpec", "Graph", "Layer", "OpNode", "TensorSpec", "UserError"]

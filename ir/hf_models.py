@@ -1,0 +1,113 @@
+"""Build Hugging Face transformers models from configs on the meta device (never any weights).
+
+Also decides what a model consumes (token ids or pixels) and whether its attention is causal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from ir.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
+          "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def load_config_file(path: str | Path):
+    """A transformers config from a `config.json` file or a folder holding one."""
+    import transformers
+
+    file = Path(path)
+    if file.is_dir():
+        file = file / "config.json"
+    if not file.is_file():
+        raise UserError(f"config file not found: {file} (give a config.json or a folder holding one)")
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{file}: not valid JSON ({exc}); give a Hugging Face config.json") from None
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise UserError(f"{file}: no 'model_type' key; give a Hugging Face config.json")
+    try:
+        return transformers.AutoConfig.for_model(**data)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{file}: transformers cannot read this config ({exc})") from None
+
+
+def model_class(config):
+    """The transformers class named by `config.architectures`, else the causal-LM/base auto class."""
+    import transformers
+
+    for name in getattr(config, "architectures", None) or []:
+        cls = getattr(transformers, name, None)
+        if cls is not None:
+            return cls
+    for auto in (transformers.AutoModelForCausalLM, transformers.AutoModelForImageClassification,
+                 transformers.AutoModel):
+        mapping = getattr(auto, "_model_mapping", {})
+        if type(config) in mapping:
+            return mapping[type(config)]
+    raise UserError(f"no transformers model class for model_type '{config.model_type}'")
+
+
+def build_on_meta(config, dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+    """Instantiate the model of `config` on the meta device in `dtype`, in eval mode."""
+    cls = model_class(config)
+    with torch.device("meta"), default_dtype(dtype):
+        model = cls(config)
+    return model.eval()
+
+
+def is_vision(config) -> bool:
+    return hasattr(config, "num_channels") and not hasattr(config, "vocab_size")
+
+
+def is_causal(model: torch.nn.Module, config) -> bool:
+    name = type(model).__name__
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    return bool(getattr(config, "is_decoder", False)) or "CausalLM" in name or "LMHead" in name
+
+
+def image_size(config) -> int:
+    size = getattr(config, "image_size", 224)
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def example_inputs(model: torch.nn.Module, config, batch: int, seq_len: int) -> tuple[tuple, dict]:
+    """Meta example inputs: token ids [batch, seq_len] or pixels [batch, C, H, W]."""
+    params = inspect.signature(model.forward).parameters
+    if is_vision(config):
+        size = image_size(config)
+        pixels = torch.empty(batch, config.num_channels, size, size, device="meta",
+                             dtype=torch.get_default_dtype() if not _float_params(model) else _float_params(model))
+        return (), {"pixel_values": pixels}
+    kwargs = {"input_ids": torch.zeros(batch, seq_len, dtype=torch.long, device="meta")}
+    if "use_cache" in params:
+        kwargs["use_cache"] = False
+    return (), kwargs
+
+
+def _float_params(model: torch.nn.Module):
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None

@@ -1,0 +1,212 @@
+"""Per-phase cost views of one captured Graph: prefill, decode and training.
+
+The graph is captured once at a reference shape; each op's `scaling` says how its work changes
+with the shape (see `ir.graph`). Identical layers (equal signature) are evaluated once.
+
+Definitions (documented because every estimate downstream uses them):
+- prefill(batch, seq_len): `batch` prompts of `seq_len` tokens, no cache; causal attention over
+  the prompt; K/V of every token is written to the KV cache.
+- decode(batch, context_len): one new token per sequence attending to `context_len` tokens
+  (the cached ones, the new token included): K/V of `context_len` tokens read, 1 written.
+- train(batch, seq_len): forward + backward. Backward FLOPs are 2x forward for GEMM-like ops
+  (input and weight gradients), 2.5x for flash attention (its backward recomputes QK^T: 5
+  products against 2), 1x for everything else. `saved_activation_bytes` are the tensors the
+  backward pass reads, counted from the op kinds (GEMM inputs, attention q/k/v/out and its
+  log-sum-exp, norm inputs, inputs of non-linear element-wise ops), each tensor once.
+- MoE: a grouped expert GEMM reads the weights of the experts its tokens touch; with uniform
+  routing of `tokens` tokens to top-k of E experts, E * (1 - (1 - k/E)^tokens) are touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ir.errors import UserError
+from ir.graph import Graph, OpNode, dtype_bytes
+
+PHASES = ("prefill", "decode", "train")
+_GEMM_KINDS = {"linear", "matmul", "grouped_matmul", "conv"}
+_LINEAR_ELEMENTWISE = {"add", "sub", "neg", "add_", "iadd", "to", "_to_copy", "rsub", "sum"}
+_SAVES_NOTHING = {"view", "copy", "embedding", "routing", "reduction", "other"}
+_LSE_BYTES = 4  # float32 log-sum-exp per (batch, head, query) kept by flash attention
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Work and traffic of one layer in one phase (bytes in the graph's dtypes)."""
+
+    layer: int
+    flops: int
+    gemm_flops: int
+    attention_flops: int
+    weight_bytes_read: int
+    activation_bytes_read: int
+    activation_bytes_written: int
+    kv_read_bytes: int
+    kv_write_bytes: int
+    kv_bytes_per_token: int
+    saved_activation_bytes: int  # train only; 0 otherwise
+    experts_touched: float  # per MoE op, mean over MoE ops; 0 for dense layers
+
+
+@dataclass(frozen=True)
+class PhaseCosts:
+    """Costs of every layer of a graph in one phase at one shape."""
+
+    phase: str
+    batch: int
+    seq_len: int
+    context_len: int
+    tokens: int
+    layers: tuple[LayerCost, ...]
+
+    def total(self, field: str) -> float:
+        return sum(getattr(layer, field) for layer in self.layers)
+
+
+def expected_experts_touched(num_experts: int, top_k: int, tokens: int) -> float:
+    """Expected distinct experts hit by `tokens` tokens routed uniformly to top-k of E.
+
+    >>> round(expected_experts_touched(8, 2, 1), 3), round(expected_experts_touched(8, 2, 4096), 3)
+    (2.0, 8.0)
+    """
+    if tokens <= 0:
+        return 0.0
+    return num_experts * (1.0 - (1.0 - top_k / num_experts) ** tokens)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    tokens: int
+    batch: int
+    q_len: int
+    kv_len: int
+    ref_tokens: int
+    ref_pairs: int  # batch x seq x seq at capture
+
+
+def _storage_owner(graph: Graph, producer: int) -> int:
+    """The op whose output a view aliases (views share storage with their base)."""
+    for _ in range(16):
+        op = graph.ops[producer]
+        if op.kind != "view" or not op.inputs:
+            break
+        producer = op.inputs[0]
+    return producer
+
+
+def _saved_bytes(op: OpNode, graph: Graph, saved: set) -> int:
+    """Bytes of this op's inputs (by producer) that backward needs and nobody saved yet."""
+    if op.kind in _SAVES_NOTHING or (op.kind == "elementwise" and op.name.rsplit("_", 1)[0] in _LINEAR_ELEMENTWISE):
+        return 0
+    total = 0
+    for producer in map(lambda p: _storage_owner(graph, p), op.inputs):
+        if producer in saved:
+            continue
+        saved.add(producer)
+        total += graph.ops[producer].outputs[0].nbytes if graph.ops[producer].outputs else 0
+    if op.kind == "attention" and op.attention is not None:
+        a = op.attention
+        total += op.outputs[0].nbytes + a.batch * a.heads * a.q_len * _LSE_BYTES
+    return total
+
+
+def _op_cost(op: OpNode, graph: Graph, s: _Shape, kv_bytes: int, acc: dict) -> None:
+    factor = s.tokens / s.ref_tokens
+    if op.scaling == "attention" and op.attention is not None:
+        a = op.attention
+        flops = a.flops(s.batch, s.q_len, s.kv_len)
+        acc["attention_flops"] += flops
+        per_token_kv = 2 * a.kv_heads * a.head_dim * kv_bytes
+        acc["kv_bytes_per_token"] += per_token_kv
+        acc["kv_write_bytes"] += s.batch * s.q_len * per_token_kv
+        acc["kv_read_bytes"] += s.batch * max(s.kv_len - s.q_len, 0) * per_token_kv
+        q_bytes = op.input_specs[0].nbytes * s.batch * s.q_len // max(a.batch * a.q_len, 1)
+        acc["activation_bytes_read"] += q_bytes
+        acc["activation_bytes_written"] += q_bytes * a.value_dim // max(a.head_dim, 1)
+    else:
+        if op.scaling == "fixed":
+            factor = 1.0
+        elif op.scaling == "token_pairs":
+            factor = s.batch * s.q_len * s.kv_len / s.ref_pairs
+        flops = round(op.flops * factor)
+        weight = op.param_bytes
+        if op.kind == "embedding":
+            weight = round(op.param_bytes * factor)
+        elif op.experts is not None:
+            touched = expected_experts_touched(op.experts.num_experts, op.experts.top_k, s.tokens)
+            weight = round(op.experts.expert_param_bytes * touched)
+            acc["experts"].append(touched)
+        acc["weight_bytes_read"] += weight
+        act_read = op.bytes_read - (op.param_bytes if op.kind not in ("embedding",) else 0)
+        if op.kind == "embedding":
+            act_read = op.bytes_read - op.param_bytes
+        acc["activation_bytes_read"] += round(max(act_read, 0) * factor)
+        acc["activation_bytes_written"] += round(op.bytes_written * factor)
+        if op.kind in _GEMM_KINDS:
+            acc["gemm_flops"] += flops
+    acc["flops"] += flops
+
+
+def _layer_cost(graph: Graph, index: int, s: _Shape, phase: str, kv_bytes: int) -> LayerCost:
+    layer = graph.layers[index]
+    keys = ("flops", "gemm_flops", "attention_flops", "weight_bytes_read", "activation_bytes_read",
+            "activation_bytes_written", "kv_read_bytes", "kv_write_bytes", "kv_bytes_per_token")
+    acc: dict = dict.fromkeys(keys, 0)
+    acc["experts"] = []
+    saved_producers: set = set()
+    saved = 0
+    for op in graph.layer_ops(layer):
+        _op_cost(op, graph, s, kv_bytes, acc)
+        if phase == "train":
+            saved += _saved_bytes(op, graph, saved_producers)
+    if phase == "train":
+        other = acc["flops"] - acc["gemm_flops"] - acc["attention_flops"]
+        acc["flops"] += 2 * acc["gemm_flops"] + round(2.5 * acc["attention_flops"]) + other
+        acc["gemm_flops"] *= 3
+        acc["attention_flops"] = round(3.5 * acc["attention_flops"])
+        saved = round(saved * s.tokens / s.ref_tokens)
+    experts = acc.pop("experts")
+    return LayerCost(layer=index, **{k: int(acc[k]) for k in keys},
+                     saved_activation_bytes=int(saved),
+                     experts_touched=sum(experts) / len(experts) if experts else 0.0)
+
+
+def phase_costs(graph: Graph, phase: str, batch: int = 1, seq_len: int | None = None,
+                context_len: int | None = None, kv_dtype: str | None = None) -> PhaseCosts:
+    """Per-layer costs of `graph` in `phase` at the given shape.
+
+    >>> import planner
+    >>> g = planner.capture("tiny-llama", seq_len=16)
+    >>> phase_costs(g, "decode", batch=4, context_len=64).tokens
+    4
+    """
+    if phase not in PHASES:
+        raise UserError(f"unknown phase '{phase}'; use one of {', '.join(PHASES)}")
+    if batch < 1:
+        raise UserError(f"batch must be a positive integer, got {batch}")
+    sequence = graph.token_kind == "sequence"
+    seq = (seq_len or graph.seq_len) if sequence else 1
+    context = (context_len or seq) if sequence else 1
+    if seq < 1 or context < 1:
+        raise UserError("sequence and context lengths must be positive integers")
+    if phase == "decode":
+        shape_q, shape_kv, tokens = 1, context, batch
+    else:
+        shape_q, shape_kv, tokens = seq, seq, batch * seq
+    ref_seq = graph.seq_len if sequence else 1
+    s = _Shape(tokens=tokens, batch=batch, q_len=shape_q, kv_len=shape_kv,
+               ref_tokens=graph.capture_tokens, ref_pairs=graph.batch * ref_seq * ref_seq)
+    kv_bytes = dtype_bytes(kv_dtype or graph.dtype)
+    by_signature: dict[str, LayerCost] = {}
+    layers = []
+    for layer in graph.layers:
+        cached = by_signature.get(layer.signature)
+        if cached is None:
+            cached = by_signature[layer.signature] = _layer_cost(graph, layer.index, s, phase, kv_bytes)
+        layers.append(cached if cached.layer == layer.index else _with_index(cached, layer.index))
+    return PhaseCosts(phase, batch, seq, context if phase == "decode" else seq, tokens, tuple(layers))
+
+
+def _with_index(cost: LayerCost, index: int) -> LayerCost:
+    return replace(cost, layer=index)

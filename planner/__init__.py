@@ -1,0 +1,12 @@
+"""aot-planner's public Python API.
+
+>>> import planner
+>>> graph = planner.capture("tiny-llama", seq_len=16)
+>>> graph.param_count
+250432
+"""
+
+from planner.api import capture, inspect
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "capture", "inspect"]

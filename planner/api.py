@@ -1,0 +1,96 @@
+"""The public Python API (mirrors the CLI): capture and inspect for now.
+
+>>> import planner
+>>> report = planner.inspect("tiny-llama", seq_len=32)
+>>> report["totals"]["param_count"], report["distinct_blocks"]
+(250432, 1)
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ir.capture import capture_module
+from ir.errors import UserError
+from ir.graph import Graph
+from ir.phases import PHASES, phase_costs
+from planner.model_source import resolve
+
+log = logging.getLogger(__name__)
+
+_CACHE: dict[tuple, Graph] = {}
+_CACHE_LIMIT = 16
+
+
+def capture(model, *, batch: int = 1, seq_len: int | None = None, dtype: str = "bf16",
+            example_inputs: tuple | None = None, leaf_modules: tuple[str, ...] = ()) -> Graph:
+    """Capture a model (preset name, config.json path, ``pkg.module:factory`` or nn.Module).
+
+    Graphs of named models are cached in memory per (model, batch, seq_len, dtype).
+
+    >>> capture("gpt2", seq_len=128).layers[1].name
+    'transformer.h.0'
+    """
+    key = (model, batch, seq_len, dtype, tuple(leaf_modules)) if isinstance(model, str) else None
+    if key is not None and key in _CACHE:
+        return _CACHE[key]
+    source = resolve(model, batch=batch, seq_len=seq_len, dtype=dtype, example_inputs=example_inputs)
+    graph = capture_module(source.module, source.args, source.kwargs, name=source.name,
+                           seq_len=source.seq_len, causal=source.causal, config=source.config,
+                           leaf_modules=tuple(leaf_modules))
+    if key is not None:
+        if len(_CACHE) >= _CACHE_LIMIT:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = graph
+    return graph
+
+
+def _layer_rows(graph: Graph, costs) -> list[dict]:
+    rows = []
+    for layer, cost in zip(graph.layers, costs.layers):
+        rows.append({
+            "index": layer.index, "name": layer.name, "kind": layer.kind,
+            "signature": layer.signature, "is_moe": layer.is_moe, "ops": layer.op_end - layer.op_start,
+            "param_count": layer.param_count, "param_bytes": layer.param_bytes,
+            "flops": cost.flops, "weight_bytes_read": cost.weight_bytes_read,
+            "activation_bytes": cost.saved_activation_bytes if costs.phase == "train"
+            else cost.activation_bytes_written,
+            "kv_bytes_per_token": cost.kv_bytes_per_token,
+        })
+    return rows
+
+
+def inspect(model, *, batch: int = 1, seq_len: int | None = None, phase: str = "prefill",
+            context_len: int | None = None, dtype: str = "bf16",
+            example_inputs: tuple | None = None) -> dict:
+    """Per-layer parameters, FLOPs, activation and KV bytes of a model in one phase.
+
+    Returns the same dict as ``planner inspect --json``. `activation_bytes` is what backward keeps
+    for `train`, and the bytes the layer writes for `prefill`/`decode`.
+    """
+    if phase not in PHASES:
+        raise UserError(f"unknown phase '{phase}'; use one of {', '.join(PHASES)}")
+    if isinstance(model, torch.nn.Module):
+        graph = capture(model, example_inputs=example_inputs, seq_len=seq_len)
+    else:
+        graph = capture(model, batch=batch, seq_len=seq_len, dtype=dtype)
+    costs = phase_costs(graph, phase, batch=batch, seq_len=seq_len, context_len=context_len)
+    rows = _layer_rows(graph, costs)
+    return {
+        "model": graph.model, "architecture": graph.architecture,
+        "capture_method": graph.capture_method, "dtype": graph.dtype, "phase": phase,
+        "batch": batch, "seq_len": costs.seq_len if graph.token_kind == "sequence" else None,
+        "context_len": costs.context_len if phase == "decode" else None, "tokens": costs.tokens,
+        "config": dict(graph.config), "layers": rows,
+        "distinct_blocks": len({r["signature"] for r in rows if r["kind"] == "block"}),
+        "num_ops": len(graph.ops),
+        "totals": {
+            "param_count": graph.param_count, "param_bytes": graph.param_bytes,
+            "flops": int(costs.total("flops")),
+            "weight_bytes_read": int(costs.total("weight_bytes_read")),
+            "activation_bytes": int(sum(r["activation_bytes"] for r in rows)),
+            "kv_bytes_per_token": int(costs.total("kv_bytes_per_token")),
+        },
+    }

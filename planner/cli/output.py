@@ -1,0 +1,40 @@
+"""Shared output helpers for CLI commands: JSON on stdout, rich tables, human byte/FLOP units."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+
+def emit_json(obj) -> None:
+    """Print one JSON object on stdout (and nothing else there)."""
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def console() -> Console:
+    return Console(highlight=False, soft_wrap=False, width=max(Console().width, 120))
+
+
+def table(title: str, columns: list[str], rows: list[list[str]], right_from: int = 1) -> Table:
+    """A rich table; columns from index `right_from` on are right-aligned (numbers)."""
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for i, col in enumerate(columns):
+        t.add_column(col, justify="right" if i >= right_from else "left")
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def human(value: float, unit: str = "", base: int = 1000) -> str:
+    """1.5e9 -> '1.50 G'; bytes use base 1024 with 'B' units ('GiB')."""
+    prefixes = ["", "K", "M", "G", "T", "P", "E"]
+    v = float(value)
+    i = 0
+    while abs(v) >= base and i < len(prefixes) - 1:
+        v /= base
+        i += 1
+    suffix = (prefixes[i] + ("i" if base == 1024 and i else "")) + unit
+    return f"{v:.2f} {suffix}".rstrip() if i or v != int(v) else f"{int(v)} {unit}".rstrip()

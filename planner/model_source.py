@@ -1,0 +1,132 @@
+"""Resolve a MODEL reference (preset, config.json path, pkg.module:factory or nn.Module) to a
+meta-device module plus example inputs, ready for `ir.capture`."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ir.errors import UserError
+from ir.hf_models import (DTYPES, build_on_meta, default_dtype, example_inputs, is_causal,
+                          is_vision, load_config_file)
+from planner.presets import get_preset, preset_config
+
+DEFAULT_SEQ_LEN = 2048
+
+
+@dataclass
+class ModelSource:
+    """A model ready to capture: the module (on meta), example inputs and how to count tokens."""
+
+    name: str
+    module: torch.nn.Module
+    args: tuple
+    kwargs: dict
+    seq_len: int | None  # None for models whose input has no sequence axis (vision)
+    causal: bool
+    config: dict = field(default_factory=dict)
+
+
+def summarize_config(config) -> dict:
+    """The architecture numbers later passes need, under uniform names (absent ones omitted)."""
+    keys = {
+        "hidden_size": "hidden_size", "num_layers": "num_hidden_layers",
+        "num_heads": "num_attention_heads", "num_kv_heads": "num_key_value_heads",
+        "head_dim": "head_dim", "intermediate_size": "intermediate_size", "vocab_size": "vocab_size",
+        "num_experts": "num_local_experts", "experts_per_token": "num_experts_per_tok",
+        "max_position_embeddings": "max_position_embeddings", "model_type": "model_type",
+    }
+    out = {}
+    for ours, theirs in keys.items():
+        value = getattr(config, theirs, None)
+        if value is None and ours == "num_experts":
+            value = getattr(config, "num_experts", None)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            out[ours] = value
+    if "num_heads" in out and "num_kv_heads" not in out:
+        out["num_kv_heads"] = out["num_heads"]
+    return out
+
+
+def _check_shape(batch: int, seq_len: int | None, limit: int | None, name: str) -> None:
+    if batch < 1:
+        raise UserError(f"batch must be a positive integer, got {batch}")
+    if seq_len is not None and seq_len < 1:
+        raise UserError(f"sequence length must be a positive integer, got {seq_len}")
+    if seq_len is not None and limit and seq_len > limit:
+        raise UserError(f"sequence length {seq_len} exceeds {name}'s maximum of {limit} positions; "
+                        f"use --seq-len <= {limit}")
+
+
+def from_hf_config(config, name: str, batch: int, seq_len: int | None, dtype: str) -> ModelSource:
+    """A ModelSource for a transformers config, built on meta."""
+    module = build_on_meta(config, DTYPES[dtype])
+    limit = getattr(config, "max_position_embeddings", None)
+    if is_vision(config):
+        seq_len = None
+    elif seq_len is None:
+        seq_len = min(DEFAULT_SEQ_LEN, limit or DEFAULT_SEQ_LEN)
+    _check_shape(batch, seq_len, limit, name)
+    with default_dtype(DTYPES[dtype]):
+        args, kwargs = example_inputs(module, config, batch, seq_len or 1)
+    return ModelSource(name, module, args, kwargs, seq_len, is_causal(module, config),
+                       summarize_config(config))
+
+
+def _from_factory(ref: str, batch: int, seq_len: int | None, dtype: str) -> ModelSource:
+    module_name, _, attr = ref.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"cannot import factory '{ref}': {exc}; check the module is on "
+                        f"PYTHONPATH and defines {attr}") from None
+    with torch.device("meta"), default_dtype(DTYPES[dtype]):
+        made = factory()
+    if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
+        module, inputs = made
+        inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+        return ModelSource(ref, module.eval(), inputs, {}, seq_len, False, {})
+    config = getattr(made, "config", None)
+    if isinstance(made, torch.nn.Module) and config is not None and hasattr(config, "model_type"):
+        return _hf_module(made, config, ref, batch, seq_len, dtype)
+    raise UserError(f"factory '{ref}' must return a transformers model or (nn.Module, example_inputs)")
+
+
+def _hf_module(module, config, name, batch, seq_len, dtype) -> ModelSource:
+    limit = getattr(config, "max_position_embeddings", None)
+    seq_len = None if is_vision(config) else (seq_len or min(DEFAULT_SEQ_LEN, limit or DEFAULT_SEQ_LEN))
+    _check_shape(batch, seq_len, limit, name)
+    with default_dtype(DTYPES[dtype]):
+        args, kwargs = example_inputs(module, config, batch, seq_len or 1)
+    return ModelSource(name, module.eval(), args, kwargs, seq_len, is_causal(module, config),
+                       summarize_config(config))
+
+
+def resolve(model, *, batch: int = 1, seq_len: int | None = None, dtype: str = "bf16",
+            example_inputs: tuple | None = None) -> ModelSource:
+    """Resolve a model reference; `example_inputs` is required for a bare nn.Module.
+
+    >>> resolve("tiny-llama", seq_len=16).seq_len
+    16
+    """
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype '{dtype}'; use one of bf16, fp16, fp32")
+    if isinstance(model, torch.nn.Module):
+        if example_inputs is None:
+            raise UserError("an nn.Module needs example_inputs=(tensor, ...) to be captured")
+        inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+        return ModelSource(type(model).__name__, model.eval(), inputs, {}, seq_len, False, {})
+    if not isinstance(model, str) or not model.strip():
+        raise UserError(f"model must be a preset name, a config.json path or pkg.module:factory, got {model!r}")
+    ref = model.strip()
+    path = Path(ref)
+    if ref.endswith(".json") or path.is_dir() or (path.exists() and path.is_file()):
+        return from_hf_config(load_config_file(path), path.stem if path.is_file() else path.name,
+                              batch, seq_len, dtype)
+    if ":" in ref:
+        return _from_factory(ref, batch, seq_len, dtype)
+    preset = get_preset(ref)
+    return from_hf_config(preset_config(preset), preset.name, batch, seq_len, dtype)

@@ -1,0 +1,19 @@
+"""Shared fixtures: captured graphs are cached per session (capture is the slow part)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import planner
+
+UPDATE_GOLDEN = os.environ.get("UPDATE_GOLDEN") == "1"  # UPDATE_GOLDEN=1 pytest rewrites golden files
+
+
+@pytest.fixture(scope="session")
+def graph_of():
+    def get(name: str, **kwargs):
+        return planner.capture(name, **kwargs)
+
+    return get
