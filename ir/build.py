@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 
-from ir.blocks import BlockList
-from ir.graph import AttentionSpec, ExpertSpec, Graph, Layer, OpNode
+from ir.graph import AttentionSpec, ExpertSpec, OpNode
 from ir.op_costs import classify, op_bytes, op_flops
 from ir.raw import RawOp
 
@@ -129,7 +128,8 @@ def _op_signature(ops: tuple[OpNode, ...], base_path: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def _copy_op(op: OpNode, new_id: int, old_path: str, new_path: str, id_map: dict[int, int], fallback: int | None) -> OpNode:
+def _copy_op(op: OpNode, new_id: int, old_path: str, new_path: str, id_map: dict[int, int],
+             fallback: int | None) -> OpNode:
     inputs = tuple(id_map.get(i, fallback if fallback is not None else i) for i in op.inputs)
     return replace(
         op, id=new_id, name=f"{op.name.rsplit('_', 1)[0]}_{new_id}", inputs=inputs,

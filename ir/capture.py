@@ -7,7 +7,7 @@ Models are on the meta device, so nothing is materialised; repeated blocks are t
 >>> import torch
 >>> g = capture_module(torch.nn.Sequential(torch.nn.Linear(4, 8)), (torch.empty(2, 4),), name="mlp")
 >>> g.ops[0].kind, g.ops[0].flops
-('linear', 136)
+('linear', 144)
 """
 
 from __future__ import annotations

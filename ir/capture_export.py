@@ -13,6 +13,8 @@ import torch
 from ir.graph import TensorSpec
 from ir.raw import RawOp
 
+_PARAM_VIEWS = ("transpose", "t", "permute", "view", "reshape", "to", "_to_copy")
+
 
 def _spec(value) -> TensorSpec | None:
     if isinstance(value, torch.Tensor):
@@ -73,8 +75,8 @@ def export_raw_ops(module: torch.nn.Module, args: tuple, kwargs: dict) -> list[R
             param_names.append(params.get(arg.name) or param_alias.get(arg.name))
         outputs = _output_specs(node.meta.get("val"))
         name = _short_name(node.target)
-        if name in ("transpose", "t", "permute", "view", "reshape", "to", "_to_copy") and param_names and param_names[0]:
-            param_alias[node.name] = param_names[0]
+        if name in _PARAM_VIEWS and param_names and param_names[0]:
+            param_alias[node.name] = param_names[0]  # a view of a weight still reads that weight
         if not outputs:
             continue
         index_of[node.name] = len(ops)

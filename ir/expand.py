@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from ir.blocks import BlockList
 from ir.build import CaptureShape, _copy_op, _op_signature, _rename, make_op
-from ir.graph import Graph, Layer, OpNode, TensorSpec
+from ir.graph import Graph, Layer, OpNode
 from ir.raw import RawOp
 
 
@@ -69,7 +69,7 @@ def _full_order(lists: list[BlockList], seg: _Segments) -> list[tuple[str, str]]
     first_seen = {path: ops[0] for path, ops in seg.blocks.items()}
     order = []
     for block_list in sorted(lists, key=lambda b: min(
-            (first_seen.get(b.child_path(i), 1 << 60) for i in range(len(b.signatures))))):
+            first_seen.get(b.child_path(i), 1 << 60) for i in range(len(b.signatures)))):
         rep_of: dict[str, str] = {}
         for i, sig in enumerate(block_list.signatures):
             rep_of.setdefault(sig, block_list.child_path(i))

@@ -97,8 +97,8 @@ def example_inputs(model: torch.nn.Module, config, batch: int, seq_len: int) -> 
     params = inspect.signature(model.forward).parameters
     if is_vision(config):
         size = image_size(config)
-        pixels = torch.empty(batch, config.num_channels, size, size, device="meta",
-                             dtype=torch.get_default_dtype() if not _float_params(model) else _float_params(model))
+        dtype = _float_params(model) or torch.get_default_dtype()
+        pixels = torch.empty(batch, config.num_channels, size, size, device="meta", dtype=dtype)
         return (), {"pixel_values": pixels}
     kwargs = {"input_ids": torch.zeros(batch, seq_len, dtype=torch.long, device="meta")}
     if "use_cache" in params:

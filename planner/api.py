@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
-from ir.capture import capture_module
 from ir.errors import UserError
 from ir.graph import Graph
 from ir.phases import PHASES, phase_costs
-from planner.model_source import resolve
+from planner import graph_cache
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +25,8 @@ def capture(model, *, batch: int = 1, seq_len: int | None = None, dtype: str = "
             example_inputs: tuple | None = None, leaf_modules: tuple[str, ...] = ()) -> Graph:
     """Capture a model (preset name, config.json path, ``pkg.module:factory`` or nn.Module).
 
-    Graphs of named models are cached in memory per (model, batch, seq_len, dtype).
+    Graphs of named models are cached in memory per (model, batch, seq_len, dtype), and on disk
+    (see `planner.graph_cache`) so that a later process does not even import torch.
 
     >>> capture("gpt2", seq_len=128).layers[1].name
     'transformer.h.0'
@@ -36,10 +34,19 @@ def capture(model, *, batch: int = 1, seq_len: int | None = None, dtype: str = "
     key = (model, batch, seq_len, dtype, tuple(leaf_modules)) if isinstance(model, str) else None
     if key is not None and key in _CACHE:
         return _CACHE[key]
-    source = resolve(model, batch=batch, seq_len=seq_len, dtype=dtype, example_inputs=example_inputs)
-    graph = capture_module(source.module, source.args, source.kwargs, name=source.name,
-                           seq_len=source.seq_len, causal=source.causal, config=source.config,
-                           leaf_modules=tuple(leaf_modules))
+    identity = graph_cache.model_identity(model) if key is not None and not leaf_modules else None
+    disk_key = graph_cache.cache_key(identity, batch, seq_len, dtype) if identity else None
+    graph = graph_cache.load(disk_key) if disk_key else None
+    if graph is None:
+        from ir.capture import capture_module
+        from planner.model_source import resolve
+
+        source = resolve(model, batch=batch, seq_len=seq_len, dtype=dtype, example_inputs=example_inputs)
+        graph = capture_module(source.module, source.args, source.kwargs, name=source.name,
+                               seq_len=source.seq_len, causal=source.causal, config=source.config,
+                               leaf_modules=tuple(leaf_modules))
+        if disk_key:
+            graph_cache.store(disk_key, graph)
     if key is not None:
         if len(_CACHE) >= _CACHE_LIMIT:
             _CACHE.pop(next(iter(_CACHE)))
@@ -72,7 +79,7 @@ def inspect(model, *, batch: int = 1, seq_len: int | None = None, phase: str = "
     """
     if phase not in PHASES:
         raise UserError(f"unknown phase '{phase}'; use one of {', '.join(PHASES)}")
-    if isinstance(model, torch.nn.Module):
+    if not isinstance(model, str):
         graph = capture(model, example_inputs=example_inputs, seq_len=seq_len)
     else:
         graph = capture(model, batch=batch, seq_len=seq_len, dtype=dtype)

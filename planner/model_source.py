@@ -10,8 +10,15 @@ from pathlib import Path
 import torch
 
 from ir.errors import UserError
-from ir.hf_models import (DTYPES, build_on_meta, default_dtype, example_inputs, is_causal,
-                          is_vision, load_config_file)
+from ir.hf_models import (
+    DTYPES,
+    build_on_meta,
+    default_dtype,
+    example_inputs,
+    is_causal,
+    is_vision,
+    load_config_file,
+)
 from planner.presets import get_preset, preset_config
 
 DEFAULT_SEQ_LEN = 2048

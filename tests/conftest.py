@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
+
+# tests never read or write the user's graph cache
+os.environ["AOT_PLANNER_CACHE"] = tempfile.mkdtemp(prefix="aot-planner-test-cache-")
 
 import planner
 

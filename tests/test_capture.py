@@ -96,3 +96,18 @@ def test_capture_never_materialises_weights(graph_of):
     source = resolve("llama-3.1-70b", seq_len=64)
     assert all(p.device.type == "meta" for p in source.module.parameters())
     assert torch.empty(0).device.type == "cpu"
+
+
+def test_disk_cache_round_trips_and_is_keyed_by_shape(graph_of):
+    import os
+    from pathlib import Path
+
+    import planner
+
+    first = planner.capture("tiny-llama", seq_len=24)
+    planner.api._CACHE.clear()
+    again = planner.capture("tiny-llama", seq_len=24)
+    assert again == first
+    other = planner.capture("tiny-llama", seq_len=40)
+    assert other.seq_len == 40
+    assert len(list(Path(os.environ["AOT_PLANNER_CACHE"]).glob("*.json"))) >= 2
