@@ -76,7 +76,9 @@ def expected_experts_touched(num_experts: int, top_k: int, tokens: int) -> float
 
 
 @dataclass(frozen=True)
-class _Shape:
+class PhaseShape:
+    """Token counts of one phase evaluation, and the capture shape they are scaled from."""
+
     tokens: int
     batch: int
     q_len: int
@@ -111,44 +113,83 @@ def _saved_bytes(op: OpNode, graph: Graph, saved: set) -> int:
     return total
 
 
-def _op_cost(op: OpNode, graph: Graph, s: _Shape, kv_bytes: int, acc: dict) -> None:
-    factor = s.tokens / s.ref_tokens
+@dataclass(frozen=True)
+class OpWork:
+    """One op's work at a phase shape; GEMMs also carry their (m, n, k) for efficiency curves."""
+
+    kind: str
+    flops: int
+    weight_bytes: int
+    activation_bytes_read: int
+    activation_bytes_written: int
+    kv_read_bytes: int = 0
+    kv_write_bytes: int = 0
+    kv_bytes_per_token: int = 0
+    gemm_mnk: tuple[int, int, int] | None = None  # per expert for MoE GEMMs
+    gemm_groups: float = 1.0  # experts touched (MoE): the GEMM runs as this many groups
+    experts_touched: float = 0.0
+
+
+def _gemm_mnk(op: OpNode, flops: int, groups: float) -> tuple[int, int, int] | None:
+    if op.kind not in _GEMM_KINDS or not op.outputs or not op.input_specs:
+        return None
+    n = op.outputs[0].shape[-1] if op.kind != "conv" else op.outputs[0].shape[1]
+    k = max(flops // max(2 * n * max(op.outputs[0].numel // n, 1), 1), 1) if op.kind == "conv" else (
+        op.input_specs[1].shape[-1] if op.name.startswith("addmm") and len(op.input_specs) > 2
+        else op.input_specs[0].shape[-1])
+    m = max(round(flops / (2 * n * k * max(groups, 1.0))), 1)
+    return (m, n, k)
+
+
+def op_work(op: OpNode, s: PhaseShape, kv_bytes: int) -> OpWork:
+    """The work of `op` at shape `s` (see the module docstring for the conventions)."""
     if op.scaling == "attention" and op.attention is not None:
         a = op.attention
-        flops = a.flops(s.batch, s.q_len, s.kv_len)
-        acc["attention_flops"] += flops
         per_token_kv = 2 * a.kv_heads * a.head_dim * kv_bytes
-        acc["kv_bytes_per_token"] += per_token_kv
-        acc["kv_write_bytes"] += s.batch * s.q_len * per_token_kv
-        acc["kv_read_bytes"] += s.batch * max(s.kv_len - s.q_len, 0) * per_token_kv
         q_bytes = op.input_specs[0].nbytes * s.batch * s.q_len // max(a.batch * a.q_len, 1)
-        acc["activation_bytes_read"] += q_bytes
-        acc["activation_bytes_written"] += q_bytes * a.value_dim // max(a.head_dim, 1)
-    else:
-        if op.scaling == "fixed":
-            factor = 1.0
-        elif op.scaling == "token_pairs":
-            factor = s.batch * s.q_len * s.kv_len / s.ref_pairs
-        flops = round(op.flops * factor)
-        weight = op.param_bytes
-        if op.kind == "embedding":
-            weight = round(op.param_bytes * factor)
-        elif op.experts is not None:
-            touched = expected_experts_touched(op.experts.num_experts, op.experts.top_k, s.tokens)
-            weight = round(op.experts.expert_param_bytes * touched)
-            acc["experts"].append(touched)
-        acc["weight_bytes_read"] += weight
-        act_read = op.bytes_read - (op.param_bytes if op.kind not in ("embedding",) else 0)
-        if op.kind == "embedding":
-            act_read = op.bytes_read - op.param_bytes
-        acc["activation_bytes_read"] += round(max(act_read, 0) * factor)
-        acc["activation_bytes_written"] += round(op.bytes_written * factor)
-        if op.kind in _GEMM_KINDS:
-            acc["gemm_flops"] += flops
-    acc["flops"] += flops
+        return OpWork(
+            kind="attention", flops=a.flops(s.batch, s.q_len, s.kv_len), weight_bytes=0,
+            activation_bytes_read=q_bytes, activation_bytes_written=q_bytes * a.value_dim // max(a.head_dim, 1),
+            kv_read_bytes=s.batch * max(s.kv_len - s.q_len, 0) * per_token_kv,
+            kv_write_bytes=s.batch * s.q_len * per_token_kv, kv_bytes_per_token=per_token_kv,
+        )
+    factor = s.tokens / s.ref_tokens
+    if op.scaling == "fixed":
+        factor = 1.0
+    elif op.scaling == "token_pairs":
+        factor = s.batch * s.q_len * s.kv_len / s.ref_pairs
+    flops = round(op.flops * factor)
+    weight, touched, groups = op.param_bytes, 0.0, 1.0
+    if op.kind == "embedding":
+        weight = round(op.param_bytes * factor)
+    elif op.experts is not None:
+        touched = expected_experts_touched(op.experts.num_experts, op.experts.top_k, s.tokens)
+        weight, groups = round(op.experts.expert_param_bytes * touched), max(touched, 1.0)
+    act_read = max(op.bytes_read - op.param_bytes, 0)
+    return OpWork(
+        kind=op.kind, flops=flops, weight_bytes=weight, activation_bytes_read=round(act_read * factor),
+        activation_bytes_written=round(op.bytes_written * factor),
+        gemm_mnk=_gemm_mnk(op, flops, groups), gemm_groups=groups, experts_touched=touched,
+    )
 
 
-def _layer_cost(graph: Graph, index: int, s: _Shape, phase: str, kv_bytes: int) -> LayerCost:
+def _accumulate(work: OpWork, acc: dict) -> None:
+    acc["flops"] += work.flops
+    acc["weight_bytes_read"] += work.weight_bytes
+    acc["activation_bytes_read"] += work.activation_bytes_read
+    acc["activation_bytes_written"] += work.activation_bytes_written
+    acc["kv_read_bytes"] += work.kv_read_bytes
+    acc["kv_write_bytes"] += work.kv_write_bytes
+    acc["kv_bytes_per_token"] += work.kv_bytes_per_token
+    if work.kind == "attention":
+        acc["attention_flops"] += work.flops
+    elif work.kind in _GEMM_KINDS:
+        acc["gemm_flops"] += work.flops
+    if work.experts_touched:
+        acc["experts"].append(work.experts_touched)
+
+
+def _layer_cost(graph: Graph, index: int, s: PhaseShape, phase: str, kv_bytes: int) -> LayerCost:
     layer = graph.layers[index]
     keys = ("flops", "gemm_flops", "attention_flops", "weight_bytes_read", "activation_bytes_read",
             "activation_bytes_written", "kv_read_bytes", "kv_write_bytes", "kv_bytes_per_token")
@@ -157,7 +198,7 @@ def _layer_cost(graph: Graph, index: int, s: _Shape, phase: str, kv_bytes: int) 
     saved_producers: set = set()
     saved = 0
     for op in graph.layer_ops(layer):
-        _op_cost(op, graph, s, kv_bytes, acc)
+        _accumulate(op_work(op, s, kv_bytes), acc)
         if phase == "train":
             saved += _saved_bytes(op, graph, saved_producers)
     if phase == "train":
@@ -170,6 +211,23 @@ def _layer_cost(graph: Graph, index: int, s: _Shape, phase: str, kv_bytes: int) 
     return LayerCost(layer=index, **{k: int(acc[k]) for k in keys},
                      saved_activation_bytes=int(saved),
                      experts_touched=sum(experts) / len(experts) if experts else 0.0)
+
+
+def phase_shape(graph: Graph, phase: str, batch: int, seq_len: int | None = None,
+                context_len: int | None = None) -> PhaseShape:
+    """The token counts of `phase` at a shape; decode has one query per sequence."""
+    sequence = graph.token_kind == "sequence"
+    seq = (seq_len or graph.seq_len) if sequence else 1
+    context = (context_len or seq) if sequence else 1
+    if seq < 1 or context < 1:
+        raise UserError("sequence and context lengths must be positive integers")
+    if phase == "decode":
+        q_len, kv_len, tokens = 1, context, batch
+    else:
+        q_len, kv_len, tokens = seq, seq, batch * seq
+    ref_seq = graph.seq_len if sequence else 1
+    return PhaseShape(tokens=tokens, batch=batch, q_len=q_len, kv_len=kv_len,
+                      ref_tokens=graph.capture_tokens, ref_pairs=graph.batch * ref_seq * ref_seq)
 
 
 def phase_costs(graph: Graph, phase: str, batch: int = 1, seq_len: int | None = None,
@@ -185,18 +243,8 @@ def phase_costs(graph: Graph, phase: str, batch: int = 1, seq_len: int | None = 
         raise UserError(f"unknown phase '{phase}'; use one of {', '.join(PHASES)}")
     if batch < 1:
         raise UserError(f"batch must be a positive integer, got {batch}")
-    sequence = graph.token_kind == "sequence"
-    seq = (seq_len or graph.seq_len) if sequence else 1
-    context = (context_len or seq) if sequence else 1
-    if seq < 1 or context < 1:
-        raise UserError("sequence and context lengths must be positive integers")
-    if phase == "decode":
-        shape_q, shape_kv, tokens = 1, context, batch
-    else:
-        shape_q, shape_kv, tokens = seq, seq, batch * seq
-    ref_seq = graph.seq_len if sequence else 1
-    s = _Shape(tokens=tokens, batch=batch, q_len=shape_q, kv_len=shape_kv,
-               ref_tokens=graph.capture_tokens, ref_pairs=graph.batch * ref_seq * ref_seq)
+    s = phase_shape(graph, phase, batch, seq_len, context_len)
+    seq = (seq_len or graph.seq_len) if graph.token_kind == "sequence" else 1
     kv_bytes = dtype_bytes(kv_dtype or graph.dtype)
     by_signature: dict[str, LayerCost] = {}
     layers = []
@@ -205,7 +253,7 @@ def phase_costs(graph: Graph, phase: str, batch: int = 1, seq_len: int | None = 
         if cached is None:
             cached = by_signature[layer.signature] = _layer_cost(graph, layer.index, s, phase, kv_bytes)
         layers.append(cached if cached.layer == layer.index else _with_index(cached, layer.index))
-    return PhaseCosts(phase, batch, seq, context if phase == "decode" else seq, tokens, tuple(layers))
+    return PhaseCosts(phase, batch, seq, s.kv_len, s.tokens, tuple(layers))
 
 
 def _with_index(cost: LayerCost, index: int) -> LayerCost:
