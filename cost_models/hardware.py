@@ -148,6 +148,7 @@ class DeviceSpec:
     price_per_hour: float | None = None
     sources: dict[str, str] = field(default_factory=dict)
     notes: str = ""
+    efficiency: dict[str, float] | None = None  # fitted by `planner calibrate` (cost_models.efficiency)
 
     def __hash__(self) -> int:
         return hash((self.name, tuple(sorted(self.peak_flops.items())), self.memory_bytes))
@@ -260,6 +261,10 @@ def device_from_mapping(data: object, origin: str, require_sources: bool = False
     values["vendor"] = str(data.get("vendor", "unknown"))
     values["aliases"] = tuple(str(a) for a in data.get("aliases") or ())
     values["sources"] = {str(k): str(v) for k, v in (data.get("sources") or {}).items()}
+    if data.get("efficiency") is not None:
+        from cost_models.efficiency import efficiency_from_mapping
+
+        values["efficiency"] = efficiency_from_mapping(data["efficiency"], origin).to_dict()
     spec = DeviceSpec(**values)
     unsourced = [k for k in spec.numeric_fields() if not spec.source_of(k)]
     if unsourced and require_sources:

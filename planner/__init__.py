@@ -6,7 +6,7 @@
 250432
 """
 
-from planner.api import capture, inspect
+from planner.api import capture, estimate, inspect
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "capture", "inspect"]
+__all__ = ["__version__", "capture", "estimate", "inspect"]

@@ -101,3 +101,30 @@ def inspect(model, *, batch: int = 1, seq_len: int | None = None, phase: str = "
             "kv_bytes_per_token": int(costs.total("kv_bytes_per_token")),
         },
     }
+
+
+def estimate(model, cluster=None, phase: str = "decode", *, seq_len: int | None = None,
+             dtype: str = "bf16", **options) -> dict:
+    """Predicted time, throughput, memory and energy of one configuration (``planner estimate``).
+
+    Options are named like the CLI flags with underscores (tp, pp, dp, ep, batch, input_len,
+    output_len, microbatch_size, recompute, sequence_parallel, zero_stage, weight_dtype, kv_dtype,
+    qps). Returns the same dict as ``--json``.
+
+    >>> r = estimate("tiny-llama", "1xcpu", "decode", batch=4, input_len=64)
+    >>> r["phase"], r["parallel"]["tp"], r["tpot_s"] > 0
+    ('decode', 1, True)
+    """
+    from cost_models.cluster import parse_cluster
+    from cost_models.estimator import estimate_graph
+    from cost_models.parallel_config import Options
+
+    known = set(Options.__dataclass_fields__)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UserError(f"unknown estimate option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    cluster_spec = parse_cluster(cluster)
+    input_len = options.get("input_len")
+    graph_dtype = "bf16" if dtype == "fp8" else dtype
+    graph = capture(model, seq_len=seq_len or input_len, dtype=graph_dtype)
+    return estimate_graph(graph, cluster_spec, phase, Options(dtype=dtype, **options))

@@ -45,6 +45,7 @@ def summarize_config(config) -> dict:
         "head_dim": "head_dim", "intermediate_size": "intermediate_size", "vocab_size": "vocab_size",
         "num_experts": "num_local_experts", "experts_per_token": "num_experts_per_tok",
         "max_position_embeddings": "max_position_embeddings", "model_type": "model_type",
+        "moe_intermediate_size": "moe_intermediate_size", "hidden_act": "hidden_act",
     }
     out = {}
     for ours, theirs in keys.items():
@@ -55,6 +56,9 @@ def summarize_config(config) -> dict:
             out[ours] = value
     if "num_heads" in out and "num_kv_heads" not in out:
         out["num_kv_heads"] = out["num_heads"]
+    dropouts = ("attention_dropout", "hidden_dropout", "hidden_dropout_prob", "attn_pdrop", "resid_pdrop", "dropout")
+    out["dropout"] = max((float(getattr(config, k)) for k in dropouts
+                          if isinstance(getattr(config, k, None), (int, float))), default=0.0)
     return out
 
 

@@ -1,0 +1,120 @@
+"""Compute time of ops and layers on one device: a roofline with achievable efficiency.
+
+time(op) = max(flops / (peak x e_compute), bytes / (bandwidth x e_memory)) + kernel overhead,
+with e_compute from `cost_models.efficiency` (GEMM shape curve, flash attention curve).
+
+Tensor parallelism: GEMMs of attention/MLP/expert modules are split column- or row-wise, so each
+rank does 1/tp of their FLOPs and reads 1/tp of their weights; attention splits by heads; norms,
+residual adds and embeddings outside those modules are replicated (split by tp with sequence
+parallelism). `execution="fused"` models serving and training engines (vLLM, Megatron): element-wise
+chains are fused, so only norms and activations pay a kernel and a read+write of their output;
+`"eager"` models plain PyTorch (every aten op a kernel), which is how CPU runs here are measured.
+
+Weight-only quantisation (int8/int4 weights, bf16 compute) divides weight bytes; fp8 compute uses
+the device's fp8 peak and halves the bytes of weights and activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cost_models.efficiency import Efficiency
+from ir.errors import UserError
+from ir.graph import Graph, OpNode
+from ir.phases import OpWork, PhaseShape, op_work
+
+WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+_SHARDED_SCOPES = ("attn", "attention", "mlp", "experts", "feed_forward", "ffn", "fc1", "fc2",
+                   "intermediate", "output.dense", "c_fc", "c_proj", "c_attn", "moe", "block_sparse")
+_FUSED_KERNELS = {"norm", "softmax"}
+_FREE = {"view"}
+_FUSED_KEEP = {"linear", "matmul", "grouped_matmul", "conv", "attention", "embedding"} | _FUSED_KERNELS
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """How ops run: compute dtype, weight dtype, tensor-parallel degree, fusion, sequence parallel."""
+
+    dtype: str = "bf16"
+    weight_dtype: str = "bf16"
+    tp: int = 1
+    execution: str = "fused"  # "fused" (serving/training engines) or "eager" (plain PyTorch)
+    sequence_parallel: bool = False
+
+
+@dataclass(frozen=True)
+class OpTime:
+    compute_s: float
+    memory_s: float
+    overhead_s: float
+
+    @property
+    def total_s(self) -> float:
+        return max(self.compute_s, self.memory_s) + self.overhead_s
+
+
+def is_sharded(op: OpNode) -> bool:
+    """Whether tensor parallelism splits this op (by its module path)."""
+    path = op.module_path.lower()
+    return op.kind == "attention" or any(scope in path for scope in _SHARDED_SCOPES)
+
+
+def peak_flops(device, dtype: str) -> float:
+    try:
+        return device.peak_flops_for(dtype)
+    except UserError:
+        if dtype == "fp8":
+            raise UserError(f"{device.name} has no fp8 tensor cores; use --dtype bf16 or a device "
+                            f"with fp8 (H100, H200, B200, L4, L40S, MI300X)") from None
+        raise
+
+
+def op_time(op: OpNode, work: OpWork, device, eff: Efficiency, cfg: ExecConfig) -> OpTime:
+    """Time of one op's work on one rank."""
+    if op.kind in _FREE:
+        return OpTime(0.0, 0.0, 0.0)
+    split = cfg.tp if (is_sharded(op) or cfg.sequence_parallel) else 1
+    act_scale = 0.5 if cfg.dtype == "fp8" and op.kind not in ("attention",) else 1.0
+    weight_scale = WEIGHT_BYTES[cfg.weight_dtype] / 2.0
+    bandwidth = device.memory_bandwidth_bytes_per_s * eff.memory
+    peak = peak_flops(device, cfg.dtype if op.kind in ("linear", "matmul", "grouped_matmul", "conv") else
+                      ("bf16" if cfg.dtype == "fp8" else cfg.dtype))
+    if cfg.execution == "fused" and op.kind not in _FUSED_KEEP:
+        return OpTime(0.0, 0.0, 0.0)  # folded into a neighbouring fused kernel
+    bytes_moved = (work.weight_bytes * weight_scale + (work.activation_bytes_read + work.activation_bytes_written)
+                   * act_scale + work.kv_read_bytes + work.kv_write_bytes) / split
+    if cfg.execution == "fused" and op.kind in _FUSED_KERNELS:
+        bytes_moved = 2 * work.activation_bytes_written / split
+    flops = work.flops / split
+    if work.gemm_mnk is not None:
+        m, n, k = work.gemm_mnk  # m is rows per expert for MoE GEMMs
+        e = eff.gemm(m, n / split, k)
+    elif op.kind == "attention":
+        e = eff.attention(_query_rows(op, work))
+    else:
+        e = 1.0
+    compute = flops / (peak * max(e, 1e-6)) if flops else 0.0
+    return OpTime(compute, bytes_moved / bandwidth, eff.kernel_overhead_s)
+
+
+def _query_rows(op: OpNode, work: OpWork) -> float:
+    """Query rows (batch x new tokens) of an attention op's work, from the bytes of Q it reads."""
+    a = op.attention
+    if a is None:
+        return 1.0
+    row_bytes = op.input_specs[0].nbytes / max(a.batch * a.q_len, 1)
+    return max(work.activation_bytes_read / max(row_bytes, 1), 1.0)
+
+
+def layer_time(graph: Graph, layer_index: int, shape: PhaseShape, device, eff: Efficiency,
+               cfg: ExecConfig, kv_bytes: int) -> tuple[float, float, float]:
+    """(total, compute-bound part, memory-bound part) seconds of one layer's ops on one rank."""
+    total = compute = memory = 0.0
+    for op in graph.layer_ops(graph.layers[layer_index]):
+        t = op_time(op, op_work(op, shape, kv_bytes), device, eff, cfg)
+        total += t.total_s
+        if t.compute_s >= t.memory_s:
+            compute += t.compute_s + t.overhead_s
+        else:
+            memory += t.memory_s + t.overhead_s
+    return total, compute, memory

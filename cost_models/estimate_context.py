@@ -1,0 +1,91 @@
+"""What every estimate shares: the device, efficiency, groups and per-rank weight/KV bytes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cost_models.communication import Group, group_of
+from cost_models.compute import WEIGHT_BYTES, ExecConfig
+from cost_models.efficiency import Efficiency, default_efficiency
+from cost_models.memory import reserve_bytes
+from cost_models.parallel_config import KV_BYTES, Options
+from ir.graph import Graph, dtype_bytes
+
+
+@dataclass(frozen=True)
+class Context:
+    graph: Graph
+    cluster: object
+    options: Options
+    device: object
+    eff: Efficiency
+    cfg: ExecConfig
+    kv_bytes: int
+    tp_group: Group
+    dp_group: Group
+    ep_group: Group
+    pp_link_bandwidth: float
+    pp_link_latency_s: float
+
+    @property
+    def world(self) -> int:
+        return self.options.dp * self.options.tp * self.options.pp
+
+    @property
+    def capacity_bytes(self) -> float:
+        return float(self.device.memory_bytes)
+
+    @property
+    def reserve(self) -> float:
+        return reserve_bytes(self.capacity_bytes, self.device.kind)
+
+    def weight_scale(self) -> float:
+        """Bytes per parameter of the weight dtype over the captured dtype's."""
+        return WEIGHT_BYTES[self.cfg.weight_dtype] / dtype_bytes(self.graph.dtype)
+
+    def layer_weight_bytes(self, index: int) -> float:
+        """Weight bytes of one layer on one rank: dense parts / tp, experts / max(ep, tp)."""
+        layer = self.graph.layers[index]
+        expert = sum(op.experts.expert_param_bytes * op.experts.num_experts
+                     for op in self.graph.layer_ops(layer) if op.experts is not None)
+        dense = layer.param_bytes - expert
+        o = self.options
+        return (dense / o.tp + expert / max(o.ep, o.tp)) * self.weight_scale()
+
+    def layer_params_per_rank(self, index: int) -> float:
+        """Parameters of one layer held by one rank (same split as `layer_weight_bytes`)."""
+        return self.layer_weight_bytes(index) / self.weight_scale() / dtype_bytes(self.graph.dtype)
+
+    def kv_bytes_per_token_per_rank(self) -> float:
+        """K and V of one token on one rank: kv heads split by tp (replicated past kv_heads)."""
+        kv_heads = self.graph.config.get("num_kv_heads") or 1
+        shards = min(self.options.tp, kv_heads)
+        total = 0.0
+        for op in self.graph.ops:
+            if op.attention is not None:
+                total += 2 * op.attention.kv_heads * op.attention.head_dim * self.kv_bytes
+        return total / shards
+
+
+def slowest_device(cluster):
+    """The device the estimate assumes: the weakest one (lowest bf16/fp32 peak) of the cluster."""
+    return min((node.device for node in cluster.nodes),
+               key=lambda d: (d.peak_flops.get("bf16", d.peak_flops.get("fp32", 0.0)), d.memory_bytes))
+
+
+def make_context(graph: Graph, cluster, options: Options) -> Context:
+    device = slowest_device(cluster)
+    eff = default_efficiency(device)
+    cfg = ExecConfig(dtype=options.dtype, weight_dtype=options.weight_dtype or options.dtype, tp=options.tp,
+                     execution="eager" if device.kind == "cpu" else "fused",
+                     sequence_parallel=options.sequence_parallel)
+    node = cluster.nodes[0]
+    inside = options.tp * options.pp <= node.devices_per_node
+    link = node.intra_link if inside else node.inter_node_link
+    return Context(
+        graph=graph, cluster=cluster, options=options, device=device, eff=eff, cfg=cfg,
+        kv_bytes=KV_BYTES[options.kv_dtype or ("bf16" if options.dtype == "fp8" else options.dtype)],
+        tp_group=group_of(cluster, options.tp), dp_group=group_of(cluster, options.dp, options.tp * options.pp),
+        ep_group=group_of(cluster, options.ep), pp_link_bandwidth=link.pair_bandwidth_bytes_per_s,
+        pp_link_latency_s=link.latency_s,
+    )

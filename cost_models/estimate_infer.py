@@ -1,0 +1,82 @@
+"""Inference estimates: prefill latency, decode step time, and their memory footprint.
+
+Pipeline stages run one after another for one batch (no pipelining within a request), so the
+latency is the sum of all layer times plus one activation send per stage boundary. `batch` is the
+global batch, split evenly over dp replicas.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from cost_models.estimate_context import Context
+from cost_models.layer_times import LayerTime, layer_times
+from cost_models.stage_partition import split_layers
+from ir.phases import phase_shape
+
+
+@dataclass(frozen=True)
+class PassResult:
+    time_s: float
+    compute_s: float  # compute-bound op time
+    memory_s: float  # memory-bound op time (incl. kernel overheads)
+    comm_s: float
+    flops: float  # model FLOPs of the pass on the whole replica
+    stages: tuple[tuple[int, int], ...]
+    layer_times: tuple[LayerTime, ...]
+
+
+def replica_batch(ctx: Context) -> int:
+    return max(math.ceil(ctx.options.batch / ctx.options.dp), 1)
+
+
+def hidden_size(ctx: Context) -> int:
+    return int(ctx.graph.config.get("hidden_size") or ctx.graph.ops[-1].outputs[0].shape[-1])
+
+
+def forward_pass(ctx: Context, phase: str, batch: int, seq_len: int, context_len: int | None = None) -> PassResult:
+    """One forward pass (prefill of `batch` prompts, or one decode step) through all stages."""
+    shape = phase_shape(ctx.graph, phase, batch, seq_len, context_len)
+    times = layer_times(ctx.graph, shape, ctx.device, ctx.eff, ctx.cfg, ctx.kv_bytes, ctx.tp_group, ctx.ep_group)
+    stages = tuple(split_layers([t.total_s for t in times], ctx.options.pp))
+    act_bytes = shape.tokens * hidden_size(ctx) * 2
+    p2p = (len(stages) - 1) * (ctx.pp_link_latency_s + act_bytes / (ctx.pp_link_bandwidth * ctx.eff.comm))
+    compute = sum(t.compute_bound_s for t in times)
+    memory = sum(t.compute_s for t in times) - compute
+    comm = sum(t.comm_s for t in times) + p2p
+    from ir.phases import phase_costs
+
+    flops = phase_costs(ctx.graph, phase, batch=batch, seq_len=seq_len, context_len=context_len).total("flops")
+    return PassResult(compute + memory + comm, compute, memory, comm, flops, stages, tuple(times))
+
+
+def inference_memory(ctx: Context, batch: int, tokens_per_sequence: int, prefill_tokens: int) -> dict:
+    """Bytes on the fullest rank: weights of its stage, KV cache, activations, reserve."""
+    weights_by_layer = [ctx.layer_weight_bytes(i) for i in range(len(ctx.graph.layers))]
+    stages = split_layers([1.0] * len(weights_by_layer), ctx.options.pp)  # by layer count for memory
+    weights = max(sum(weights_by_layer[a:b]) for a, b in stages)
+    blocks = sum(1 for layer in ctx.graph.layers if layer.kind == "block")
+    blocks_per_stage = math.ceil(blocks / ctx.options.pp)
+    kv = ctx.kv_bytes_per_token_per_rank() * blocks_per_stage / max(blocks, 1) * batch * tokens_per_sequence
+    hidden = hidden_size(ctx)
+    ffn = int(ctx.graph.config.get("intermediate_size") or 4 * hidden)
+    # live activations of the widest op of a prefill chunk (the MLP's up/gate outputs), sharded by tp
+    activations = prefill_tokens * (hidden * 4 + 3 * ffn / ctx.options.tp) * 2
+    return {"weights": weights, "kv_cache": kv, "activations": activations, "reserve": ctx.reserve}
+
+
+def kv_per_sequence(ctx: Context, tokens: int) -> float:
+    blocks = sum(1 for layer in ctx.graph.layers if layer.kind == "block")
+    per_stage = math.ceil(blocks / ctx.options.pp) / max(blocks, 1)
+    return ctx.kv_bytes_per_token_per_rank() * per_stage * tokens
+
+
+def max_batch(ctx: Context, tokens_per_sequence: int, prefill_tokens: int) -> int:
+    """Largest global batch whose KV cache fits next to weights, activations and the reserve."""
+    base = inference_memory(ctx, 0, tokens_per_sequence, prefill_tokens)
+    free = ctx.capacity_bytes - base["weights"] - base["activations"] - base["reserve"]
+    per_sequence = kv_per_sequence(ctx, tokens_per_sequence)
+    if free <= 0 or per_sequence <= 0:
+        return 0
+    return int(free // per_sequence) * ctx.options.dp

@@ -1,0 +1,120 @@
+"""Training step estimate: 1F1B pipeline over microbatches, TP/EP/PP/DP communication,
+recomputation, ZeRO, optimizer step, and the memory of the fullest rank.
+
+Backward time per layer is 2x the forward GEMM time (input and weight gradients), 2.5x the
+flash-attention time (its backward recomputes QK^T: 5 products against 2) and 1x the rest.
+Selective recomputation re-runs attention in backward, full recomputation the whole forward.
+Pipeline time (1F1B and GPipe alike; Narayanan et al. 2021): (m - 1) * max stage + sum of stages.
+Data-parallel gradient reduction overlaps with the last microbatch's backward (as in Megatron and
+PyTorch DDP bucketing); only what sticks out of it is exposed. The optimizer step streams 16 bytes
+per parameter in and out (mixed-precision Adam).
+"""
+
+from __future__ import annotations
+
+from cost_models.communication import collective_time
+from cost_models.estimate_context import Context
+from cost_models.estimate_infer import forward_pass, hidden_size
+from cost_models.memory import activation_bytes_per_layer, training_state_bytes
+from ir.phases import phase_costs
+
+_GATED = {"llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "qwen2_moe", "gemma", "gemma2", "olmo"}
+
+
+def _layer_step_times(ctx: Context, fwd) -> list[float]:
+    recompute = ctx.options.recompute
+    out = []
+    for t in fwd.layer_times:
+        backward = 2 * t.gemm_s + 2.5 * t.attention_s + t.other_s + t.comm_s
+        redo = t.attention_s if recompute == "selective" else t.total_s if recompute == "full" else 0.0
+        out.append(t.total_s + backward + redo)
+    return out
+
+
+def _activation_per_layer(ctx: Context, mbs: int, seq: int) -> float:
+    cfg, o = ctx.graph.config, ctx.options
+    if not cfg.get("hidden_size") or not cfg.get("num_heads"):
+        saved = phase_costs(ctx.graph, "train", batch=mbs, seq_len=seq).layers
+        blocks = [c.saved_activation_bytes for c, layer in zip(saved, ctx.graph.layers) if layer.kind == "block"]
+        return (max(blocks) if blocks else 0.0) / o.tp
+    moe = cfg.get("num_experts")
+    ffn = (cfg.get("moe_intermediate_size") or cfg.get("intermediate_size") or 4 * cfg["hidden_size"])
+    if moe:
+        ffn *= cfg.get("experts_per_token", 2)
+    return activation_bytes_per_layer(
+        seq, mbs, cfg["hidden_size"], cfg["num_heads"], ffn=ffn, gated=cfg.get("model_type") in _GATED,
+        kv_heads=cfg.get("num_kv_heads"), t=o.tp, sequence_parallel=o.sequence_parallel,
+        recompute=o.recompute, flash=True, dropout=cfg.get("dropout", 0.0) > 0)
+
+
+def train_memory(ctx: Context, mbs: int, seq: int, microbatches: int, stages) -> dict:
+    """Bytes on the fullest rank (first stage: most microbatches in flight; last: the logits)."""
+    o = ctx.options
+    params = [layer.param_count for layer in ctx.graph.layers]
+    blocks_in = [sum(1 for i in range(a, b) if ctx.graph.layers[i].kind == "block") for a, b in stages]
+    per_layer_act = _activation_per_layer(ctx, mbs, seq)
+    vocab = ctx.graph.config.get("vocab_size", 0)
+    worst = None
+    for s, (a, b) in enumerate(stages):
+        weights_rank = sum(ctx.layer_params_per_rank(i) for i in range(a, b))
+        state = training_state_bytes(weights_rank, o.dp, o.zero_stage)
+        in_flight = min(o.pp - s, microbatches) if o.schedule == "1f1b" else microbatches
+        acts = per_layer_act * blocks_in[s] * in_flight
+        if b == len(params):  # logits in bf16 plus float32 for the loss, vocab-parallel
+            acts += mbs * seq * vocab * 6 / o.tp
+        row = {"weights": state.weights, "gradients": state.gradients, "optimizer": state.optimizer,
+               "activations": acts, "reserve": ctx.reserve}
+        if worst is None or sum(row.values()) > sum(worst.values()):
+            worst = row
+    return worst
+
+
+def train_step(ctx: Context) -> dict:
+    o = ctx.options
+    seq = o.input_len
+    mbs = o.microbatch_size or 1
+    microbatches = o.batch // (o.dp * mbs)
+    fwd = forward_pass(ctx, "prefill", mbs, seq)
+    per_layer = _layer_step_times(ctx, fwd)
+    stages = fwd.stages
+    act_bytes = mbs * seq * hidden_size(ctx) * 2
+    p2p = 2 * (ctx.pp_link_latency_s + act_bytes / (ctx.pp_link_bandwidth * ctx.eff.comm)) if o.pp > 1 else 0.0
+    stage_times = [sum(per_layer[a:b]) + p2p for a, b in stages]
+    slowest = max(stage_times)
+    pipeline = (microbatches - 1) * slowest + sum(stage_times)
+    busy = microbatches * slowest
+    worst = stage_times.index(slowest)
+    a, b = stages[worst]
+    stage_params = sum(ctx.layer_params_per_rank(i) for i in range(a, b))
+    grad_bytes = stage_params * 2
+    if o.zero_stage >= 3:
+        dp_comm = (collective_time("reduce_scatter", grad_bytes, ctx.dp_group, ctx.eff)
+                   + 2 * collective_time("all_gather", grad_bytes, ctx.dp_group, ctx.eff))
+    elif o.zero_stage >= 1:
+        dp_comm = (collective_time("reduce_scatter", grad_bytes, ctx.dp_group, ctx.eff)
+                   + collective_time("all_gather", grad_bytes, ctx.dp_group, ctx.eff))
+    else:
+        dp_comm = collective_time("all_reduce", grad_bytes, ctx.dp_group, ctx.eff)
+    last_backward = slowest * 2 / 3
+    exposed_dp = max(dp_comm - last_backward, 0.0)
+    optimizer_params = stage_params / (o.dp if o.zero_stage >= 1 else 1)
+    optimizer = optimizer_params * 16 * 2 / (ctx.device.memory_bandwidth_bytes_per_s * ctx.eff.memory)
+    step = pipeline + exposed_dp + optimizer
+    fwd_share = fwd.time_s or 1.0
+    comm_share = fwd.comm_s / fwd_share
+    compute_share = fwd.compute_s / fwd_share
+    flops = phase_costs(ctx.graph, "train", batch=o.batch, seq_len=seq).total("flops")
+    return {
+        "step_time_s": step, "flops": flops, "microbatches": microbatches, "stages": stages,
+        "memory": train_memory(ctx, mbs, seq, microbatches, stages),
+        "breakdown": {
+            "compute": busy * compute_share, "memory": busy * (1 - compute_share - comm_share),
+            "communication": busy * comm_share + exposed_dp, "bubble": pipeline - busy,
+            "other": optimizer,
+        },
+        "busy_fraction": busy / step if step else 0.0,
+        "compute_fraction": (busy * compute_share) / step if step else 0.0,
+        "dp_comm_s": dp_comm, "pipeline_s": pipeline, "stage_times_s": stage_times,
+        "bubble_fraction": (pipeline - busy) / pipeline if pipeline else 0.0,
+        "in_flight_microbatches": min(o.pp, microbatches) if o.schedule == "1f1b" else microbatches,
+    }

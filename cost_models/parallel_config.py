@@ -1,0 +1,90 @@
+"""Parallel degrees and run options of one estimate, validated against the model and cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ir.errors import UserError
+from ir.graph import Graph
+
+DTYPES = ("bf16", "fp16", "fp8", "fp32")
+WEIGHT_DTYPES = ("bf16", "fp16", "fp8", "int8", "int4", "fp32")
+KV_DTYPES = ("bf16", "fp16", "fp8", "int8", "fp32")
+KV_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "fp32": 4}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything `planner estimate` takes besides model, cluster and phase (CLI flag names)."""
+
+    tp: int = 1
+    pp: int = 1
+    dp: int | None = None  # default: the devices left over by tp x pp
+    ep: int = 1
+    batch: int = 1
+    input_len: int | None = None
+    output_len: int = 128
+    microbatch_size: int | None = None
+    recompute: str = "none"
+    sequence_parallel: bool = False
+    zero_stage: int = 0
+    dtype: str = "bf16"
+    weight_dtype: str | None = None
+    kv_dtype: str | None = None
+    qps: float | None = None
+    schedule: str = "1f1b"
+
+
+def _positive(name: str, value) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+
+
+def validate(graph: Graph, cluster, phase: str, o: Options) -> Options:
+    """Check degrees against heads, experts and devices; fill defaults. Raises UserError."""
+    for name in ("tp", "pp", "ep", "batch", "input_len", "output_len", "microbatch_size", "dp"):
+        _positive(name, getattr(o, name))
+    if o.dtype not in DTYPES or (o.weight_dtype or o.dtype) not in WEIGHT_DTYPES or (o.kv_dtype or "bf16") not in KV_DTYPES:
+        raise UserError(f"unknown dtype: --dtype takes {', '.join(DTYPES)}; --weight-dtype "
+                        f"{', '.join(WEIGHT_DTYPES)}; --kv-dtype {', '.join(KV_DTYPES)}")
+    if o.recompute not in ("none", "selective", "full"):
+        raise UserError(f"--recompute takes none, selective or full, got {o.recompute!r}")
+    if o.zero_stage not in (0, 1, 2, 3):
+        raise UserError(f"--zero-stage takes 0, 1, 2 or 3, got {o.zero_stage!r}")
+    if o.qps is not None and not o.qps > 0:
+        raise UserError(f"--qps must be a positive number, got {o.qps}")
+    _check_divisibility(graph, o)
+    devices = cluster.num_devices
+    if o.tp * o.pp > devices:
+        raise UserError(f"tp={o.tp} x pp={o.pp} needs {o.tp * o.pp} devices; cluster {cluster.name} has "
+                        f"{devices}; lower tp or pp or add devices")
+    dp = o.dp if o.dp is not None else max(devices // (o.tp * o.pp), 1)
+    if dp * o.tp * o.pp > devices:
+        raise UserError(f"dp={dp} x tp={o.tp} x pp={o.pp} = {dp * o.tp * o.pp} devices; cluster "
+                        f"{cluster.name} has {devices}")
+    if o.ep > 1 and (dp * o.tp) % o.ep:
+        raise UserError(f"ep={o.ep} must divide dp x tp = {dp * o.tp} (experts are spread over data/tensor ranks)")
+    layers = sum(1 for layer in graph.layers if layer.kind == "block")
+    if o.pp > max(layers, 1):
+        raise UserError(f"pp={o.pp} exceeds the {layers} blocks of {graph.model}; use pp <= {layers}")
+    if phase == "train":
+        mbs = o.microbatch_size or 1
+        if o.batch % (dp * mbs):
+            raise UserError(f"--batch {o.batch} must be a multiple of dp x microbatch size = {dp} x {mbs}")
+    return Options(**{**o.__dict__, "dp": dp})
+
+
+def _check_divisibility(graph: Graph, o: Options) -> None:
+    cfg = graph.config
+    heads, kv_heads = cfg.get("num_heads"), cfg.get("num_kv_heads")
+    if o.tp > 1 and heads and heads % o.tp:
+        raise UserError(f"tp={o.tp} does not divide the {heads} attention heads of {graph.model}; "
+                        f"use a tp that divides {heads}")
+    if o.tp > 1 and kv_heads and kv_heads % o.tp and o.tp % kv_heads:
+        raise UserError(f"tp={o.tp} and the {kv_heads} KV heads of {graph.model} clash: one must divide "
+                        f"the other")
+    experts = cfg.get("num_experts")
+    if o.ep > 1 and not experts:
+        raise UserError(f"ep={o.ep} given but {graph.model} has no experts; use ep=1")
+    if o.ep > 1 and experts % o.ep:
+        raise UserError(f"ep={o.ep} does not divide the {experts} experts of {graph.model}")
