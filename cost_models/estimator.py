@@ -122,13 +122,42 @@ def _serve(ctx: Context, out: dict) -> dict:
     return _finish(out, ctx, inference_memory(ctx, batch, o.input_len + o.output_len, o.input_len))
 
 
+def is_generative(graph: Graph) -> bool:
+    """Decoder models generate token by token (causal attention over a sequence)."""
+    return graph.token_kind == "sequence" and any(
+        op.attention is not None and op.attention.causal for op in graph.ops)
+
+
+def _serve_forward_only(ctx: Context, out: dict) -> dict:
+    """Encoders and vision models serve one forward pass per request: batch as large as fits."""
+    o = ctx.options
+    base = inference_memory(ctx, 0, 0, 0)
+    per_item = inference_memory(ctx, 0, 0, o.input_len)["activations"] - base["activations"]
+    free = ctx.capacity_bytes - base["weights"] - base["reserve"]
+    batch = int(min(max(free // max(per_item, 1.0), 0), 4096))
+    if batch < 1:
+        out.update(max_batch=0, fits=False)
+        return _finish(out, ctx, base)
+    p = forward_pass(ctx, "prefill", batch, o.input_len)
+    rate = batch / p.time_s * o.dp
+    out.update(max_batch=batch * o.dp, latency_s=p.time_s, step_time_s=p.time_s, requests_per_s=rate,
+               tokens_per_s=rate * o.input_len, breakdown=_breakdown(p))
+    out["energy_per_token_j"] = _energy_per_token(ctx, p.time_s, batch * o.input_len * o.dp, p.compute_s / p.time_s)
+    return _finish(out, ctx, inference_memory(ctx, batch, 0, batch * o.input_len))
+
+
 def estimate_graph(graph: Graph, cluster, phase: str, options: Options) -> dict:
     """Estimate `phase` of `graph` on `cluster` with `options` (validated here)."""
     if phase not in PHASES:
         raise UserError(f"unknown phase '{phase}'; use one of {', '.join(PHASES)}")
+    if phase == "decode" and not is_generative(graph):
+        raise UserError(f"{graph.model} is not a generative (causal decoder) model: it has no decode phase; "
+                        f"use --phase prefill (one forward pass), serve or train")
     if options.input_len is None:
         options = Options(**{**options.__dict__, "input_len": graph.seq_len})
     o = validate(graph, cluster, phase, options)
     ctx = make_context(graph, cluster, o)
     out = _base(graph, cluster, phase, o)
+    if phase == "serve" and not is_generative(graph):
+        return _serve_forward_only(ctx, out)
     return {"train": _train, "prefill": _prefill, "decode": _decode, "serve": _serve}[phase](ctx, out)
