@@ -73,13 +73,14 @@ def slowest_device(cluster):
                key=lambda d: (d.peak_flops.get("bf16", d.peak_flops.get("fp32", 0.0)), d.memory_bytes))
 
 
-def make_context(graph: Graph, cluster, options: Options) -> Context:
-    device = slowest_device(cluster)
+def make_context(graph: Graph, cluster, options: Options, device=None) -> Context:
+    """The context of an estimate; `device` pins it to one device type (a pipeline stage's)."""
+    device = device or slowest_device(cluster)
     eff = default_efficiency(device)
     cfg = ExecConfig(dtype=options.dtype, weight_dtype=options.weight_dtype or options.dtype, tp=options.tp,
                      execution="eager" if device.kind == "cpu" else "fused",
                      sequence_parallel=options.sequence_parallel)
-    node = cluster.nodes[0]
+    node = next((n for n in cluster.nodes if n.device == device), cluster.nodes[0])
     inside = options.tp * options.pp <= node.devices_per_node
     link = node.intra_link if inside else node.inter_node_link
     return Context(

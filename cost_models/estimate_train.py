@@ -47,74 +47,80 @@ def _activation_per_layer(ctx: Context, mbs: int, seq: int) -> float:
         recompute=o.recompute, flash=True, dropout=cfg.get("dropout", 0.0) > 0)
 
 
-def train_memory(ctx: Context, mbs: int, seq: int, microbatches: int, stages) -> dict:
-    """Bytes on the fullest rank (first stage: most microbatches in flight; last: the logits)."""
+def stage_memory(ctx: Context, stage: int, layers: tuple[int, int], mbs: int, seq: int, microbatches: int) -> dict:
+    """Bytes on one rank of `stage` (1F1B keeps pp - stage microbatches in flight; the last stage
+    also holds the logits)."""
     o = ctx.options
-    params = [layer.param_count for layer in ctx.graph.layers]
-    blocks_in = [sum(1 for i in range(a, b) if ctx.graph.layers[i].kind == "block") for a, b in stages]
-    per_layer_act = _activation_per_layer(ctx, mbs, seq)
-    vocab = ctx.graph.config.get("vocab_size", 0)
-    worst = None
-    for s, (a, b) in enumerate(stages):
-        weights_rank = sum(ctx.layer_params_per_rank(i) for i in range(a, b))
-        state = training_state_bytes(weights_rank, o.dp, o.zero_stage)
-        in_flight = min(o.pp - s, microbatches) if o.schedule == "1f1b" else microbatches
-        acts = per_layer_act * blocks_in[s] * in_flight
-        if b == len(params):  # logits in bf16 plus float32 for the loss, vocab-parallel
-            acts += mbs * seq * vocab * 6 / o.tp
-        row = {"weights": state.weights, "gradients": state.gradients, "optimizer": state.optimizer,
-               "activations": acts, "reserve": ctx.reserve}
-        if worst is None or sum(row.values()) > sum(worst.values()):
-            worst = row
-    return worst
+    a, b = layers
+    blocks = sum(1 for i in range(a, b) if ctx.graph.layers[i].kind == "block")
+    state = training_state_bytes(sum(ctx.layer_params_per_rank(i) for i in range(a, b)), o.dp, o.zero_stage)
+    in_flight = min(o.pp - stage, microbatches) if o.schedule == "1f1b" else microbatches
+    acts = _activation_per_layer(ctx, mbs, seq) * blocks * in_flight
+    if b == len(ctx.graph.layers):  # logits in bf16 plus float32 for the loss, vocab-parallel
+        acts += mbs * seq * ctx.graph.config.get("vocab_size", 0) * 6 / o.tp
+    return {"weights": state.weights, "gradients": state.gradients, "optimizer": state.optimizer,
+            "activations": acts, "reserve": ctx.reserve}
 
 
-def train_step(ctx: Context) -> dict:
+def _dp_comm(ctx: Context, stage_params: float) -> float:
+    o, grad_bytes = ctx.options, stage_params * 2
+    if o.zero_stage >= 3:
+        return (collective_time("reduce_scatter", grad_bytes, ctx.dp_group, ctx.eff)
+                + 2 * collective_time("all_gather", grad_bytes, ctx.dp_group, ctx.eff))
+    if o.zero_stage >= 1:
+        return (collective_time("reduce_scatter", grad_bytes, ctx.dp_group, ctx.eff)
+                + collective_time("all_gather", grad_bytes, ctx.dp_group, ctx.eff))
+    return collective_time("all_reduce", grad_bytes, ctx.dp_group, ctx.eff)
+
+
+def train_step(ctx: Context, stages=None, stage_ctxs: list[Context] | None = None) -> dict:
+    """One optimizer step. `stages` fixes the layer ranges and `stage_ctxs` the device of each
+    stage (heterogeneous pipelines); by default layers are split by time over identical stages."""
     o = ctx.options
-    seq = o.input_len
-    mbs = o.microbatch_size or 1
+    seq, mbs = o.input_len, o.microbatch_size or 1
     microbatches = o.batch // (o.dp * mbs)
-    fwd = forward_pass(ctx, "prefill", mbs, seq)
-    per_layer = _layer_step_times(ctx, fwd)
-    stages = fwd.stages
+    per_ctx: dict[int, tuple] = {}
+
+    def times_of(c: Context):
+        if id(c) not in per_ctx:
+            fwd = forward_pass(c, "prefill", mbs, seq)
+            per_ctx[id(c)] = (fwd, _layer_step_times(c, fwd))
+        return per_ctx[id(c)]
+
+    fwd, _ = times_of(ctx)
+    stages = tuple(stages or fwd.stages)
+    stage_ctxs = stage_ctxs or [ctx] * len(stages)
     act_bytes = mbs * seq * hidden_size(ctx) * 2
-    p2p = 2 * (ctx.pp_link_latency_s + act_bytes / (ctx.pp_link_bandwidth * ctx.eff.comm)) if o.pp > 1 else 0.0
-    stage_times = [sum(per_layer[a:b]) + p2p for a, b in stages]
+    p2p = 2 * (ctx.pp_link_latency_s + act_bytes / (ctx.pp_link_bandwidth * ctx.eff.comm)) if len(stages) > 1 else 0.0
+    stage_times = [sum(times_of(c)[1][a:b]) + p2p for c, (a, b) in zip(stage_ctxs, stages)]
     slowest = max(stage_times)
     pipeline = (microbatches - 1) * slowest + sum(stage_times)
     busy = microbatches * slowest
     worst = stage_times.index(slowest)
-    a, b = stages[worst]
-    stage_params = sum(ctx.layer_params_per_rank(i) for i in range(a, b))
-    grad_bytes = stage_params * 2
-    if o.zero_stage >= 3:
-        dp_comm = (collective_time("reduce_scatter", grad_bytes, ctx.dp_group, ctx.eff)
-                   + 2 * collective_time("all_gather", grad_bytes, ctx.dp_group, ctx.eff))
-    elif o.zero_stage >= 1:
-        dp_comm = (collective_time("reduce_scatter", grad_bytes, ctx.dp_group, ctx.eff)
-                   + collective_time("all_gather", grad_bytes, ctx.dp_group, ctx.eff))
-    else:
-        dp_comm = collective_time("all_reduce", grad_bytes, ctx.dp_group, ctx.eff)
-    last_backward = slowest * 2 / 3
-    exposed_dp = max(dp_comm - last_backward, 0.0)
-    optimizer_params = stage_params / (o.dp if o.zero_stage >= 1 else 1)
-    optimizer = optimizer_params * 16 * 2 / (ctx.device.memory_bandwidth_bytes_per_s * ctx.eff.memory)
+    wctx, (a, b) = stage_ctxs[worst], stages[worst]
+    stage_params = sum(wctx.layer_params_per_rank(i) for i in range(a, b))
+    dp_comm = _dp_comm(wctx, stage_params)
+    exposed_dp = max(dp_comm - slowest * 2 / 3, 0.0)  # overlapped with the last backward
+    opt_params = stage_params / (o.dp if o.zero_stage >= 1 else 1)
+    optimizer = opt_params * 16 * 2 / (wctx.device.memory_bandwidth_bytes_per_s * wctx.eff.memory)
     step = pipeline + exposed_dp + optimizer
-    fwd_share = fwd.time_s or 1.0
-    comm_share = fwd.comm_s / fwd_share
-    compute_share = fwd.compute_s / fwd_share
+    wfwd = times_of(wctx)[0]
+    share = wfwd.time_s or 1.0
+    comm_share, compute_share = wfwd.comm_s / share, wfwd.compute_s / share
+    memories = [stage_memory(c, s, r, mbs, seq, microbatches) for s, (c, r) in enumerate(zip(stage_ctxs, stages))]
+    over = [sum(m.values()) / c.capacity_bytes for m, c in zip(memories, stage_ctxs)]
+    fullest = over.index(max(over))
     flops = phase_costs(ctx.graph, "train", batch=o.batch, seq_len=seq).total("flops")
     return {
         "step_time_s": step, "flops": flops, "microbatches": microbatches, "stages": stages,
-        "memory": train_memory(ctx, mbs, seq, microbatches, stages),
+        "memory": memories[fullest], "stage_memory": memories, "fullest_stage": fullest,
+        "fits_all": all(x <= 1.0 for x in over), "stage_fill": over,
         "breakdown": {
             "compute": busy * compute_share, "memory": busy * (1 - compute_share - comm_share),
-            "communication": busy * comm_share + exposed_dp, "bubble": pipeline - busy,
-            "other": optimizer,
+            "communication": busy * comm_share + exposed_dp, "bubble": pipeline - busy, "other": optimizer,
         },
-        "busy_fraction": busy / step if step else 0.0,
         "compute_fraction": (busy * compute_share) / step if step else 0.0,
         "dp_comm_s": dp_comm, "pipeline_s": pipeline, "stage_times_s": stage_times,
         "bubble_fraction": (pipeline - busy) / pipeline if pipeline else 0.0,
-        "in_flight_microbatches": min(o.pp, microbatches) if o.schedule == "1f1b" else microbatches,
+        "per_layer_s": {id(c): t for c, t in ((c, times_of(c)[1]) for c in stage_ctxs)},
     }

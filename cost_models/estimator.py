@@ -53,7 +53,8 @@ def _finish(out: dict, ctx: Context, memory: dict) -> dict:
     out["memory_per_device_bytes"] = int(total)
     out["memory_breakdown_bytes"] = {k: int(v) for k, v in memory.items()}
     out["memory_capacity_bytes"] = int(ctx.capacity_bytes)
-    out["fits"] = bool(total <= ctx.capacity_bytes) if out["fits"] is None else out["fits"] and total <= ctx.capacity_bytes
+    fits = total <= ctx.capacity_bytes
+    out["fits"] = bool(fits if out["fits"] is None else out["fits"] and fits)
     out["device"] = ctx.device.name
     out["uncertainty"] = band_for(out["phase"], ctx.device.kind)
     return out
@@ -70,6 +71,7 @@ def _train(ctx: Context, out: dict) -> dict:
     peak = ctx.device.peak_flops_for(o.dtype)
     out["mfu"] = tflops / peak
     out["energy_per_token_j"] = _energy_per_token(ctx, step, o.batch * o.input_len, r["compute_fraction"])
+    out["fits"] = r["fits_all"]
     return _finish(out, ctx, r["memory"])
 
 

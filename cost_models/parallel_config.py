@@ -44,7 +44,8 @@ def validate(graph: Graph, cluster, phase: str, o: Options) -> Options:
     """Check degrees against heads, experts and devices; fill defaults. Raises UserError."""
     for name in ("tp", "pp", "ep", "batch", "input_len", "output_len", "microbatch_size", "dp"):
         _positive(name, getattr(o, name))
-    if o.dtype not in DTYPES or (o.weight_dtype or o.dtype) not in WEIGHT_DTYPES or (o.kv_dtype or "bf16") not in KV_DTYPES:
+    weight_dtype, kv_dtype = o.weight_dtype or o.dtype, o.kv_dtype or "bf16"
+    if o.dtype not in DTYPES or weight_dtype not in WEIGHT_DTYPES or kv_dtype not in KV_DTYPES:
         raise UserError(f"unknown dtype: --dtype takes {', '.join(DTYPES)}; --weight-dtype "
                         f"{', '.join(WEIGHT_DTYPES)}; --kv-dtype {', '.join(KV_DTYPES)}")
     if o.recompute not in ("none", "selective", "full"):
