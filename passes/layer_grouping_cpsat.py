@@ -56,7 +56,7 @@ def _build(inst: GroupingInstance, segs: list[tuple[int, int]]):
     return model, cut
 
 
-def solve_cpsat(inst: GroupingInstance, config: GroupingConfig = GroupingConfig()) -> GroupingSolution:
+def solve_cpsat(inst: GroupingInstance, config: GroupingConfig | None = None) -> GroupingSolution:
     """Optimal grouping by CP-SAT, warm-started (and backed) by the exact min-max answer.
 
     >>> inst = GroupingInstance(((4, 4, 4, 4), (1, 1, 1, 1)), ((1,) * 4,) * 2, (10, 10), (0, 0), 8)
@@ -64,6 +64,7 @@ def solve_cpsat(inst: GroupingInstance, config: GroupingConfig = GroupingConfig(
     >>> s.cuts, s.objective_us, s.status
     ((0, 1, 4), 35, 'optimal')
     """
+    config = config or GroupingConfig()
     started = time.perf_counter()
     hint = solve_minmax(inst)
     if inst.num_layers < inst.num_stages:
