@@ -98,7 +98,7 @@ def _decode(ctx: Context, out: dict) -> dict:
     p = forward_pass(ctx, "decode", b, o.input_len, o.input_len)
     out.update(tpot_s=p.time_s, step_time_s=p.time_s, latency_s=p.time_s, breakdown=_breakdown(p),
                tokens_per_s=o.batch / p.time_s, output_tokens_per_s=o.batch / p.time_s,
-               max_batch=max_batch(ctx, o.input_len + o.output_len, 1))
+               max_batch=max_batch(ctx, o.input_len + o.output_len, 1), stages=[list(s) for s in p.stages])
     out["tflops_per_device"] = p.flops / p.time_s / (o.tp * o.pp) / 1e12
     out["mfu"] = out["tflops_per_device"] * 1e12 / ctx.device.peak_flops_for(o.dtype)
     out["energy_per_token_j"] = _energy_per_token(ctx, p.time_s, o.batch, p.compute_s / p.time_s)
@@ -116,7 +116,7 @@ def _serve(ctx: Context, out: dict) -> dict:
     out.update(max_batch=r["max_batch"], output_tokens_per_s=r["output_tokens_per_s"],
                tokens_per_s=r["requests_per_s"] * (o.input_len + o.output_len), ttft_s=r["ttft_s"],
                tpot_s=r["tpot_s"], step_time_s=r["decode_time_s"], latency_s=r["ttft_s"] + r["tpot_s"] * o.output_len,
-               breakdown=_breakdown(p), requests_per_s=r["requests_per_s"])
+               breakdown=_breakdown(p), requests_per_s=r["requests_per_s"], stages=[list(s) for s in p.stages])
     if "achieved_requests_per_s" in r:
         out["achieved_requests_per_s"] = r["achieved_requests_per_s"]
     out["energy_per_token_j"] = _energy_per_token(ctx, 1.0, r["output_tokens_per_s"], 0.0)

@@ -7,6 +7,7 @@
 """
 
 from planner.api import capture, estimate, inspect
+from planner.planning import plan
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "capture", "estimate", "inspect"]
+__all__ = ["__version__", "capture", "estimate", "inspect", "plan"]

@@ -27,7 +27,7 @@ def cli(debug: bool, verbose: bool, quiet: bool) -> None:
 
 def _register() -> None:
     # one import per command family; each module adds its commands to `cli`
-    from planner.cli import estimate_cmd, hardware_cmd, inspect_cmd, memory_cmd  # noqa: F401
+    from planner.cli import estimate_cmd, hardware_cmd, inspect_cmd, memory_cmd, plan_cmd  # noqa: F401
 
 
 # click >= 8.2 raises this when a group is called with no arguments; older ones exit instead
@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     _register()
     try:
-        cli.main(args=argv, prog_name="planner", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="planner", standalone_mode=False)
+        if isinstance(code, int):  # click returns the code of an Exit raised by a command
+            return code
     except UserError as exc:
         if debug:
             raise

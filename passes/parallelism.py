@@ -1,0 +1,319 @@
+"""Parallelism pass for training: enumerate (dp, tp per stage group, pp, microbatch size,
+recomputation, ZeRO stage), prune by memory lower bounds, group layers for each survivor and
+rank them by predicted step time.
+
+Proposes only: the result is a ranked list of `TrainCandidate`s with their stage cuts; placement
+(`passes.placement`) and the plan (`planner.planning`) apply it.
+
+Rules the enumeration follows:
+- tp stays inside a node (tp <= devices per node) and divides the attention heads (and the KV
+  heads, or is a multiple of them);
+- every device is used: for each node group g, dp x pp_g x tp_g = its devices (heterogeneous
+  clusters get per-group tp and stage counts; layer shares follow from the grouping pass);
+- the global batch splits into dp x microbatch-size x microbatches exactly;
+- memory lower bound: with the candidate's ZeRO stage and recomputation, the model's training
+  state spread evenly over all devices of a replica must fit; candidates failing it are pruned
+  before any grouping is solved, and the smallest excess is kept to explain infeasibility.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from dataclasses import dataclass, field
+
+from cost_models.estimate_context import make_context
+from cost_models.estimate_infer import forward_pass, hidden_size
+from cost_models.estimate_train import _activation_per_layer, _dp_comm, _layer_step_times
+from cost_models.memory import ADAM_BYTES_PER_PARAM, training_state_bytes
+from cost_models.parallel_config import Options
+from ir.graph import Graph
+from passes.layer_grouping import GroupingConfig, GroupingInstance, solve_minmax
+from passes.layer_grouping_cpsat import solve_cpsat
+
+log = logging.getLogger(__name__)
+
+MICROBATCH_SIZES = (1, 2, 4, 8)
+RECOMPUTE = ("none", "selective", "full")
+ZERO_STAGES = (0, 1, 3)
+TP_DEGREES = (1, 2, 4, 8)
+
+
+def to_us(seconds: float) -> int:
+    """Seconds to integer microseconds (the solvers' time unit)."""
+    return max(round(seconds * 1e6), 0)
+
+
+@dataclass(frozen=True)
+class StageGroup:
+    """Stages on one node group: `stages` pipeline stages of `tp` devices of `device` each."""
+
+    group: int
+    device: str
+    tp: int
+    stages: int
+
+
+@dataclass(frozen=True)
+class TrainCandidate:
+    dp: int
+    groups: tuple[StageGroup, ...]
+    microbatch_size: int
+    microbatches: int
+    recompute: str
+    zero_stage: int
+    cuts: tuple[int, ...] = ()
+    objective_us: int = 0  # predicted step time: pipeline + exposed dp reduction + optimizer
+    grouping_us: int = 0  # the grouping problem's objective (pipeline time) that bound_us bounds
+    bound_us: int | None = None
+    status: str = ""
+    solver: str = ""
+    extras: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def pp(self) -> int:
+        return sum(g.stages for g in self.groups)
+
+    @property
+    def stage_tp(self) -> tuple[int, ...]:
+        return tuple(g.tp for g in self.groups for _ in range(g.stages))
+
+    def label(self) -> str:
+        tps = "/".join(f"{g.tp}" for g in self.groups)
+        return (f"dp={self.dp} tp={tps} pp={self.pp} mbs={self.microbatch_size} m={self.microbatches} "
+                f"recompute={self.recompute} zero={self.zero_stage}")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _tp_ok(graph: Graph, tp: int, node_size: int) -> bool:
+    heads, kv = graph.config.get("num_heads"), graph.config.get("num_kv_heads")
+    if tp > node_size:
+        return False
+    if heads and heads % tp:
+        return False
+    return not (kv and tp > 1 and kv % tp and tp % kv)
+
+
+def enumerate_layouts(graph: Graph, cluster, fixed: dict) -> list[tuple[int, tuple[StageGroup, ...]]]:
+    """(dp, stage groups) layouts that use every device; `fixed` may pin dp, tp and pp."""
+    groups = [(node, count) for node, count in cluster.groups]
+    counts = [node.devices_per_node * count for node, count in groups]
+    blocks = sum(1 for layer in graph.layers if layer.kind == "block")
+    layouts = []
+    for dp in _divisors(math.gcd(*counts)):
+        if fixed.get("dp") and dp != fixed["dp"]:
+            continue
+        per_group = []
+        for (node, _), devices in zip(groups, counts):
+            options = []
+            for tp in TP_DEGREES:
+                if fixed.get("tp") and tp != fixed["tp"]:
+                    continue
+                if (devices // dp) % tp or not _tp_ok(graph, tp, node.devices_per_node):
+                    continue
+                options.append((tp, devices // (dp * tp)))
+            per_group.append(options)
+        for combo in itertools.product(*per_group):
+            pp = sum(stages for _, stages in combo)
+            if pp > blocks or (fixed.get("pp") and pp != fixed["pp"]):
+                continue
+            layouts.append((dp, tuple(StageGroup(g, groups[g][0].device.name, tp, stages)
+                                      for g, (tp, stages) in enumerate(combo))))
+    return layouts
+
+
+@dataclass
+class SearchResult:
+    ranked: list[TrainCandidate]
+    evaluated: int
+    pruned: int
+    tightest: dict | None  # the closest miss when nothing fits: bytes needed vs capacity
+    uniform_best: TrainCandidate | None = None  # best even split with one tp for all stages (Megatron-style)
+    uniform_per_group_tp: TrainCandidate | None = None  # best even split when tp may differ per node group
+
+
+class _Evaluator:
+    """Per-layer times and bytes for stage contexts, cached by what they depend on."""
+
+    def __init__(self, graph: Graph, cluster, batch: int, seq: int, dtype: str):
+        self.graph, self.cluster, self.batch, self.seq, self.dtype = graph, cluster, batch, seq, dtype
+        self.devices = {node.device.name: node.device for node in cluster.nodes}
+        self._times: dict[tuple, list[float]] = {}
+        self._memory: dict[tuple, tuple] = {}
+
+    def context(self, cand: TrainCandidate, group: StageGroup):
+        options = Options(tp=group.tp, pp=cand.pp, dp=cand.dp, batch=self.batch, input_len=self.seq,
+                          microbatch_size=cand.microbatch_size, recompute=cand.recompute,
+                          zero_stage=cand.zero_stage, dtype=self.dtype)
+        return make_context(self.graph, self.cluster, options, device=self.devices[group.device])
+
+    def layer_times(self, ctx) -> list[float]:
+        o = ctx.options
+        key = (ctx.device.name, o.tp, o.microbatch_size, o.recompute, o.pp > 1)
+        if key not in self._times:
+            fwd = forward_pass(ctx, "prefill", o.microbatch_size, self.seq)
+            self._times[key] = _layer_step_times(ctx, fwd)
+        return self._times[key]
+
+
+def _memory_rows(ev: _Evaluator, ctx, cand: TrainCandidate, stage: int) -> tuple[int, ...]:
+    """Bytes each layer adds on one rank of `stage` (same terms as `stage_memory`)."""
+    o = ctx.options
+    key = (ctx.device.name, o.tp, cand.dp, cand.zero_stage, cand.microbatch_size, cand.recompute)
+    if key not in ev._memory:
+        params = [ctx.layer_params_per_rank(i) for i in range(len(ev.graph.layers))]
+        state = [training_state_bytes(p, cand.dp, cand.zero_stage).total for p in params]
+        act = _activation_per_layer(ctx, cand.microbatch_size, ev.seq)
+        acts = [act if layer.kind == "block" else 0.0 for layer in ev.graph.layers]
+        logits = cand.microbatch_size * ev.seq * ev.graph.config.get("vocab_size", 0) * 6 / o.tp
+        ev._memory[key] = (state, acts, logits)
+    state, acts, logits = ev._memory[key]
+    in_flight = min(cand.pp - stage, cand.microbatches)
+    row = [s + a * in_flight for s, a in zip(state, acts)]
+    row[-1] += logits
+    return tuple(int(v) for v in row)
+
+
+def _instance(ev: _Evaluator, cand: TrainCandidate) -> tuple[GroupingInstance, list]:
+    ctxs = [ev.context(cand, g) for g in cand.groups for _ in range(g.stages)]
+    times, mems, caps, overheads = [], [], [], []
+    act_bytes = cand.microbatch_size * ev.seq * hidden_size(ctxs[0]) * 2
+    for s, ctx in enumerate(ctxs):
+        times.append(tuple(to_us(t) for t in ev.layer_times(ctx)))
+        mems.append(_memory_rows(ev, ctx, cand, s))
+        caps.append(int(ctx.capacity_bytes - ctx.reserve))
+        p2p = 2 * (ctx.pp_link_latency_s + act_bytes / (ctx.pp_link_bandwidth * ctx.eff.comm)) if len(ctxs) > 1 else 0
+        overheads.append(to_us(p2p))
+    return GroupingInstance(tuple(times), tuple(mems), tuple(caps), tuple(overheads), cand.microbatches), ctxs
+
+
+def _lower_bound_excess(graph: Graph, cluster, cand: TrainCandidate) -> float:
+    """Bytes per device over capacity even if the training state spread perfectly (<= 0: may fit)."""
+    params = graph.param_count
+    replica = sum(g.stages * g.tp for g in cand.groups)
+    per_param = 2 + 2 + ADAM_BYTES_PER_PARAM
+    if cand.zero_stage >= 1:
+        per_param = 2 + 2 + ADAM_BYTES_PER_PARAM / cand.dp
+    if cand.zero_stage >= 3:
+        per_param = (2 + 2 + ADAM_BYTES_PER_PARAM) / cand.dp
+    need = params * per_param / replica
+    capacity = min(node.device.memory_bytes for node in cluster.nodes)
+    return need - capacity
+
+
+def _candidates(graph, cluster, batch: int, fixed: dict):
+    for dp, groups in enumerate_layouts(graph, cluster, fixed):
+        for mbs, recompute, zero in itertools.product(MICROBATCH_SIZES, RECOMPUTE, ZERO_STAGES):
+            if fixed.get("microbatch_size") and mbs != fixed["microbatch_size"]:
+                continue
+            if fixed.get("recompute") and recompute != fixed["recompute"]:
+                continue
+            if fixed.get("zero_stage") is not None and zero != fixed["zero_stage"]:
+                continue
+            if batch % (dp * mbs) or (zero and dp == 1):
+                continue
+            yield TrainCandidate(dp, groups, mbs, batch // (dp * mbs), recompute, zero)
+
+
+def uniform_cuts(graph: Graph, stages: int) -> tuple[int, ...]:
+    """Blocks split evenly by count (the first stages take the remainder); the embedding stays on
+    the first stage and the head on the last: what splitting by layer count or parameters gives."""
+    blocks = [i for i, layer in enumerate(graph.layers) if layer.kind == "block"]
+    q, r = divmod(len(blocks), stages)
+    cuts, taken = [0], 0
+    for s in range(stages - 1):
+        taken += q + (1 if s < r else 0)
+        cuts.append(blocks[taken - 1] + 1)
+    cuts.append(len(graph.layers))
+    return tuple(cuts)
+
+
+def _extra_s(ev: _Evaluator, cand: TrainCandidate, ctxs, inst: GroupingInstance, cuts) -> float:
+    """Exposed data-parallel reduction and optimizer step of the slowest stage (as train_step)."""
+    stage_s = [inst.stage_time(s, a, b) / 1e6 for s, (a, b) in enumerate(itertools.pairwise(cuts))]
+    worst = stage_s.index(max(stage_s))
+    ctx, a, b = ctxs[worst], cuts[worst], cuts[worst + 1]
+    params = sum(ctx.layer_params_per_rank(i) for i in range(a, b))
+    exposed = max(_dp_comm(ctx, params) - max(stage_s) * 2 / 3, 0.0)
+    opt = params / (cand.dp if cand.zero_stage >= 1 else 1) * 32 / (
+        ctx.device.memory_bandwidth_bytes_per_s * ctx.eff.memory)
+    return exposed + opt
+
+
+def search_training(graph: Graph, cluster, *, batch: int, seq: int, dtype: str = "bf16",
+                    fixed: dict | None = None, top_k: int = 5, refine_s: float = 2.0) -> SearchResult:
+    """Rank training layouts by predicted step time; see the module docstring for the rules."""
+    fixed = fixed or {}
+    ev = _Evaluator(graph, cluster, batch, seq, dtype)
+    ranked: list[TrainCandidate] = []
+    evaluated = pruned = 0
+    tightest: dict | None = None
+    uniform: dict[bool, TrainCandidate] = {}
+    for cand in _candidates(graph, cluster, batch, fixed):
+        excess = _lower_bound_excess(graph, cluster, cand)
+        if excess > 0:
+            pruned += 1
+            if tightest is None or excess < tightest["excess_bytes"]:
+                tightest = {"excess_bytes": excess, "candidate": cand.label(), "kind": "training state"}
+            continue
+        inst, ctxs = _instance(ev, cand)
+        sol = solve_minmax(inst)
+        if sol.cuts is None:
+            pruned += 1
+            over = _memory_excess(inst)
+            if tightest is None or over < tightest["excess_bytes"]:
+                tightest = {"excess_bytes": over, "candidate": cand.label(), "kind": "state + activations"}
+            continue
+        evaluated += 1
+        score = to_us(sol.objective_us / 1e6 + _extra_s(ev, cand, ctxs, inst, sol.cuts))
+        ranked.append(TrainCandidate(**{**cand.__dict__, "cuts": sol.cuts, "objective_us": score,
+                                        "grouping_us": sol.objective_us, "bound_us": sol.bound_us,
+                                        "status": sol.status, "solver": sol.method}))
+        _track_uniform(ev, cand, ctxs, inst, uniform)
+    ranked.sort(key=lambda c: (c.objective_us, c.label()))
+    ranked = _refine(ev, ranked, top_k, refine_s)
+    return SearchResult(ranked[:top_k], evaluated, pruned, tightest, uniform.get(True), uniform.get(False))
+
+
+def _track_uniform(ev: _Evaluator, cand: TrainCandidate, ctxs, inst: GroupingInstance, best: dict) -> None:
+    """Keep the best even-split plans: key True for one tp everywhere, False for any tp per group."""
+    ucuts = uniform_cuts(ev.graph, cand.pp)
+    uobj = inst.objective(ucuts)
+    if uobj is None:
+        return
+    score = to_us(uobj / 1e6 + _extra_s(ev, cand, ctxs, inst, ucuts))
+    made = TrainCandidate(**{**cand.__dict__, "cuts": ucuts, "objective_us": score, "status": "uniform",
+                             "solver": "uniform split"})
+    keys = [False] + ([True] if len({g.tp for g in cand.groups}) == 1 else [])
+    for key in keys:
+        if key not in best or score < best[key].objective_us:
+            best[key] = made
+
+
+def _memory_excess(inst: GroupingInstance) -> int:
+    """How far the lightest even split is over the tightest stage's capacity (bytes)."""
+    n, s = inst.num_layers, inst.num_stages
+    cuts = [round(i * n / s) for i in range(s + 1)]
+    return max(inst.stage_memory(k, cuts[k], cuts[k + 1]) - inst.capacity_bytes[k] for k in range(s))
+
+
+def _refine(ev: _Evaluator, ranked: list[TrainCandidate], top_k: int, budget_s: float) -> list[TrainCandidate]:
+    """Heterogeneous candidates at the top get the exact CP-SAT grouping (min-max DP is only a
+    hint there, since stage speeds differ); homogeneous ones are already optimal."""
+    out = []
+    for cand in ranked[: max(top_k * 2, top_k)]:
+        if len(cand.groups) == 1:
+            out.append(cand)
+            continue
+        inst, ctxs = _instance(ev, cand)
+        sol = solve_cpsat(inst, GroupingConfig(time_limit_s=budget_s / max(top_k, 1)))
+        score = to_us(sol.objective_us / 1e6 + _extra_s(ev, cand, ctxs, inst, sol.cuts))
+        out.append(TrainCandidate(**{**cand.__dict__, "cuts": sol.cuts, "objective_us": score,
+                                     "grouping_us": sol.objective_us, "bound_us": sol.bound_us,
+                                     "status": sol.status, "solver": sol.method}))
+    out.sort(key=lambda c: (c.objective_us, c.label()))
+    return out + ranked[len(out):]

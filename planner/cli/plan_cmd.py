@@ -1,0 +1,93 @@
+"""`planner plan`, `planner explain`, `planner verify`."""
+
+from __future__ import annotations
+
+import click
+
+from ir.errors import UserError
+from planner.cli import cli
+from planner.cli.output import emit_json
+
+
+def parse_slo(text: str | None) -> dict:
+    """'ttft=0.5,tpot=0.05' -> {'ttft': 0.5, 'tpot': 0.05}; bad text is a UserError."""
+    if not text:
+        return {}
+    out = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        key = key.strip().lower()
+        if key not in ("ttft", "tpot"):
+            raise UserError(f"--slo takes ttft=SECONDS,tpot=SECONDS; got {part!r}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise UserError(f"--slo {key} must be a number of seconds, got {value!r}") from None
+        if not out[key] > 0:
+            raise UserError(f"--slo {key} must be positive, got {value}")
+    return out
+
+
+@cli.command("plan")
+@click.argument("model")
+@click.option("--cluster", default=None, help="Shorthand or YAML [default: 8xH100-SXM].")
+@click.option("--workload", default="chat", show_default=True,
+              help="train, prefill, decode, chat, summarize, code or a trace .csv")
+@click.option("--objective", type=click.Choice(["throughput", "latency", "cost"]), default=None)
+@click.option("--slo", default=None, help="ttft=SECONDS,tpot=SECONDS")
+@click.option("--batch", type=int, default=None)
+@click.option("--seq-len", type=int, default=None)
+@click.option("--input-len", type=int, default=None)
+@click.option("--output-len", type=int, default=None)
+@click.option("--rate", type=float, default=None, help="Serving: requests per second (Poisson).")
+@click.option("--tp", type=int, default=None)
+@click.option("--pp", type=int, default=None)
+@click.option("--dp", type=int, default=None)
+@click.option("--ep", type=int, default=None)
+@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp8", "fp32"]), default="bf16", show_default=True)
+@click.option("-o", "--output", default=None, help="Write the plan JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan JSON on stdout.")
+def plan_command(model, cluster, workload, objective, slo, as_json, output, **options):
+    """Choose parallelism, layer grouping and placement for MODEL, and write the plan."""
+    from planner.planning import plan
+
+    if options["rate"] is not None and not options["rate"] > 0:
+        raise UserError(f"--rate must be positive, got {options['rate']}")
+    result = plan(model, cluster, workload, objective=objective, slo=parse_slo(slo), **options)
+    if output:
+        result.save(output)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    click.echo(result.explain(), nl=False)
+    if result.search_time_s is not None:
+        click.echo(f"searched in {result.search_time_s:.2f} s")
+    if output:
+        click.echo(f"wrote {output}")
+
+
+@cli.command("explain")
+@click.argument("plan_file")
+def explain_command(plan_file):
+    """Explain a plan: why it was chosen, per-stage time and memory, runners-up, schedule."""
+    from planner.plan_file import load_plan
+
+    click.echo(load_plan(plan_file).explain(), nl=False)
+
+
+@cli.command("verify")
+@click.argument("plan_file")
+@click.option("--json", "as_json", is_flag=True)
+def verify_command(plan_file, as_json):
+    """Recompute a plan from its inputs and check it; exit 1 when it does not hold."""
+    from planner.plan_file import load_plan
+
+    problems = load_plan(plan_file).verify()
+    if as_json:
+        emit_json({"ok": not problems, "problems": problems})
+    else:
+        for line in problems:
+            click.echo(f"problem: {line}")
+        click.echo("plan verified: every check holds" if not problems else f"{len(problems)} problem(s)")
+    if problems:
+        raise click.exceptions.Exit(1)

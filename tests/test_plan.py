@@ -1,0 +1,144 @@
+"""`planner plan` / `verify` / `explain`: plans verify, corruptions are caught, files are
+byte-identical, infeasible requests name the binding constraint."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+import planner
+from ir.errors import UserError
+from planner.cli import main
+from planner.plan_file import Plan
+from planner.verify import verify_plan
+
+
+@pytest.fixture(scope="module")
+def train_plan() -> dict:
+    return planner.plan("llama-2-7b", "2xdgx-a100", "train", batch=64, seq_len=2048, pp=2).to_dict()
+
+
+@pytest.fixture(scope="module")
+def hetero_plan() -> dict:
+    return planner.plan("llama-2-7b", "4xA100-SXM-80GB+4xH100-SXM", "train", batch=64, seq_len=2048).to_dict()
+
+
+def test_plans_verify(train_plan, hetero_plan):
+    assert verify_plan(train_plan) == []
+    assert verify_plan(hetero_plan) == []
+    serve = planner.plan("llama-3-8b", "8xH100-SXM", "chat", slo={"ttft": 1.0, "tpot": 0.2})
+    assert serve.verify() == []
+    decode = planner.plan("tiny-llama", "2xcpu", "decode", batch=4, input_len=64)
+    assert decode.verify() == []
+
+
+def test_heterogeneous_plan_gives_faster_devices_more_layers(hetero_plan):
+    stages = hetero_plan["decision"]["stages"]
+    per_device = {}
+    for s in stages:
+        per_device.setdefault(s["device"], []).append((s["layers"][1] - s["layers"][0]) / s["tp"])
+    assert max(per_device["H100-SXM"]) > max(per_device["A100-SXM-80GB"])
+    assert hetero_plan["baselines"]["uniform_split_same_tp"]["speedup_of_plan"] >= 1.2
+
+
+def _corruptions(plan: dict):
+    d = "decision"
+
+    def edit(fn):
+        p = copy.deepcopy(plan)
+        fn(p)
+        return p
+
+    yield "missing layer", edit(lambda p: p[d]["stages"][-1]["layers"].__setitem__(1, p[d]["stages"][-1]["layers"][1] - 1))
+    yield "overlap", edit(lambda p: p[d]["stages"][1]["layers"].__setitem__(0, p[d]["stages"][1]["layers"][0] - 1))
+    yield "empty stage", edit(lambda p: p[d]["stages"][0]["layers"].__setitem__(1, 0))
+    yield "rank out of range", edit(lambda p: p[d]["stages"][0]["ranks"][0].__setitem__(0, 999))
+    yield "duplicate rank", edit(lambda p: p[d]["stages"][1]["ranks"][0].__setitem__(0, p[d]["stages"][0]["ranks"][0][0]))
+    yield "tp group size", edit(lambda p: p[d]["stages"][0].__setitem__("tp", p[d]["stages"][0]["tp"] * 2))
+    yield "pp mismatch", edit(lambda p: p[d].__setitem__("pp", p[d]["pp"] + 1))
+    yield "batch split", edit(lambda p: p[d].__setitem__("microbatches", p[d]["microbatches"] + 1))
+    yield "wrong device", edit(lambda p: p[d]["stages"][0].__setitem__("device", "L4"))
+    yield "predicted time", edit(lambda p: p["predicted"].__setitem__("step_time_s", p["predicted"]["step_time_s"] * 0.5))
+    yield "predicted memory", edit(lambda p: p["predicted"].__setitem__("memory_per_device_bytes", 1))
+    yield "inputs edited", edit(lambda p: p["inputs"]["workload"].__setitem__("batch", 128))
+    yield "format", edit(lambda p: p.__setitem__("format", "aot-planner.plan/0"))
+    yield "memory overflow", edit(lambda p: (p[d].__setitem__("microbatch_size", 8 * p[d]["microbatch_size"]),
+                                             p[d].__setitem__("microbatches", p[d]["microbatches"] // 8)))
+    yield "bad recompute", edit(lambda p: p[d].__setitem__("recompute", "sometimes"))
+
+
+def test_verify_rejects_corrupted_plans(train_plan):
+    kinds = 0
+    for name, bad in _corruptions(train_plan):
+        problems = verify_plan(bad)
+        assert problems, f"corruption not caught: {name}"
+        if name == "memory overflow":
+            assert any("GB" in p for p in problems)
+        kinds += 1
+    assert kinds >= 10
+
+
+def test_same_inputs_give_byte_identical_plans(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert main(["plan", "llama-2-7b", "--cluster", "2xdgx-a100", "--workload", "train", "--batch", "64",
+                 "--seq-len", "2048", "-o", str(a)]) == 0
+    planner.api._CACHE.clear()
+    assert main(["plan", "llama-2-7b", "--cluster", "2xdgx-a100", "--workload", "train", "--batch", "64",
+                 "--seq-len", "2048", "-o", str(b)]) == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_infeasible_training_names_binding_constraint():
+    with pytest.raises(UserError) as err:
+        planner.plan("llama-3.1-405b", "8xL4", "train")
+    message = str(err.value)
+    assert "GB" in message and "L4" in message and "smallest change" in message and "\n" not in message
+
+
+def test_cli_plan_explain_verify(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    assert main(["plan", "tiny-llama", "--cluster", "4xcpu", "--workload", "train", "--batch", "8",
+                 "--seq-len", "64", "-o", str(out)]) == 0
+    assert "chosen:" in capsys.readouterr().out
+    assert main(["explain", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "binding constraints" in text and "stages:" in text
+    assert main(["verify", str(out)]) == 0
+    data = json.loads(out.read_text())
+    data["predicted"]["step_time_s"] *= 2
+    out.write_text(json.dumps(data))
+    assert main(["verify", str(out)]) == 1
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["plan", "llama-3.1-405b", "--cluster", "8xL4", "--workload", "train"], "smallest change"),
+    (["plan", "llama-3-8b", "--slo", "ttft=0.00001"], "best achievable"),
+    (["plan", "llama-3-8b", "--slo", "speed=3"], "--slo"),
+    (["plan", "llama-3-8b", "--workload", "banana"], "unknown workload"),
+    (["explain", "/nonexistent/plan.json"], "not found"),
+])
+def test_plan_bad_input(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+
+
+def test_plan_from_another_version_is_rejected(tmp_path, capsys):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"format": "aot-planner.plan/0"}))
+    assert main(["verify", str(old)]) == 2
+    assert "another planner version" in capsys.readouterr().err
+
+
+def test_trace_with_bad_row_names_line(tmp_path, capsys):
+    trace = tmp_path / "t.csv"
+    trace.write_text("num_prefill_tokens,num_decode_tokens\n100,20\nabc,5\n")
+    assert main(["plan", "tiny-llama", "--cluster", "2xcpu", "--workload", str(trace)]) == 2
+    assert f"{trace}:3" in capsys.readouterr().err
+
+
+def test_plan_object_api(train_plan):
+    p = Plan(train_plan)
+    assert "1F1B" in p.explain() or train_plan["decision"]["pp"] == 1
