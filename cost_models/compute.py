@@ -8,7 +8,9 @@ rank does 1/tp of their FLOPs and reads 1/tp of their weights; attention splits 
 residual adds and embeddings outside those modules are replicated (split by tp with sequence
 parallelism). `execution="fused"` models serving and training engines (vLLM, Megatron): element-wise
 chains are fused, so only norms and activations pay a kernel and a read+write of their output;
-`"eager"` models plain PyTorch (every aten op a kernel), which is how CPU runs here are measured.
+`"eager"` models plain PyTorch (every aten op a kernel, views included: each is a dispatcher and
+Python call that pays `kernel_overhead_s` while moving no data), which is how CPU runs here are
+measured; there weight bytes are scaled from the dtype the graph was captured in.
 
 Weight-only quantisation (int8/int4 weights, bf16 compute) divides weight bytes; fp8 compute uses
 the device's fp8 peak and halves the bytes of weights and activations.
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 from cost_models.efficiency import Efficiency
 from ir.errors import UserError
-from ir.graph import Graph, OpNode
+from ir.graph import Graph, OpNode, dtype_bytes
 from ir.phases import OpWork, PhaseShape, op_work
 
 WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
@@ -72,10 +74,11 @@ def peak_flops(device, dtype: str) -> float:
 def op_time(op: OpNode, work: OpWork, device, eff: Efficiency, cfg: ExecConfig) -> OpTime:
     """Time of one op's work on one rank."""
     if op.kind in _FREE:
-        return OpTime(0.0, 0.0, 0.0)
+        # eager: a view is still an aten call (dispatch + Python), it only moves no data
+        return OpTime(0.0, 0.0, eff.kernel_overhead_s if cfg.execution == "eager" else 0.0)
     split = cfg.tp if (is_sharded(op) or cfg.sequence_parallel) else 1
     act_scale = 0.5 if cfg.dtype == "fp8" and op.kind not in ("attention",) else 1.0
-    weight_scale = WEIGHT_BYTES[cfg.weight_dtype] / 2.0
+    weight_scale = WEIGHT_BYTES[cfg.weight_dtype] / (_captured_bytes(op) if cfg.execution == "eager" else 2.0)
     bandwidth = device.memory_bandwidth_bytes_per_s * eff.memory
     peak = peak_flops(device, cfg.dtype if op.kind in ("linear", "matmul", "grouped_matmul", "conv") else
                       ("bf16" if cfg.dtype == "fp8" else cfg.dtype))
@@ -95,6 +98,11 @@ def op_time(op: OpNode, work: OpWork, device, eff: Efficiency, cfg: ExecConfig) 
         e = 1.0
     compute = flops / (peak * max(e, 1e-6)) if flops else 0.0
     return OpTime(compute, bytes_moved / bandwidth, eff.kernel_overhead_s)
+
+
+def _captured_bytes(op: OpNode) -> float:
+    """Bytes per element of the dtype the op was captured in (its weights' dtype)."""
+    return float(dtype_bytes(op.outputs[0].dtype)) if op.outputs else 2.0
 
 
 def _query_rows(op: OpNode, work: OpWork) -> float:
