@@ -73,9 +73,21 @@ def _dp_comm(ctx: Context, stage_params: float) -> float:
     return collective_time("all_reduce", grad_bytes, ctx.dp_group, ctx.eff)
 
 
-def train_step(ctx: Context, stages=None, stage_ctxs: list[Context] | None = None) -> dict:
-    """One optimizer step. `stages` fixes the layer ranges and `stage_ctxs` the device of each
-    stage (heterogeneous pipelines); by default layers are split by time over identical stages."""
+def stage_p2p_s(act_bytes: float, links: list[tuple[float, float]], stage: int, comm_eff: float) -> float:
+    """Pipeline transfers of one stage per microbatch: activations forward and gradients backward
+    over the slower of its two neighbouring links. `links[i]` = (bytes/s, latency) of the link
+    between stage i and i + 1."""
+    if not links:
+        return 0.0
+    near = [links[i] for i in (stage - 1, stage) if 0 <= i < len(links)]
+    return 2 * max(lat + act_bytes / (bw * comm_eff) for bw, lat in near)
+
+
+def train_step(ctx: Context, stages=None, stage_ctxs: list[Context] | None = None,
+               links: list[tuple[float, float]] | None = None) -> dict:
+    """One optimizer step. `stages` fixes the layer ranges, `stage_ctxs` the device of each stage
+    (heterogeneous pipelines) and `links` the link between consecutive stages (from placement);
+    by default layers are split by time over identical stages joined by the context's link."""
     o = ctx.options
     seq, mbs = o.input_len, o.microbatch_size or 1
     microbatches = o.batch // (o.dp * mbs)
@@ -91,8 +103,10 @@ def train_step(ctx: Context, stages=None, stage_ctxs: list[Context] | None = Non
     stages = tuple(stages or fwd.stages)
     stage_ctxs = stage_ctxs or [ctx] * len(stages)
     act_bytes = mbs * seq * hidden_size(ctx) * 2
-    p2p = 2 * (ctx.pp_link_latency_s + act_bytes / (ctx.pp_link_bandwidth * ctx.eff.comm)) if len(stages) > 1 else 0.0
-    stage_times = [sum(times_of(c)[1][a:b]) + p2p for c, (a, b) in zip(stage_ctxs, stages)]
+    if links is None:
+        links = [(ctx.pp_link_bandwidth, ctx.pp_link_latency_s)] * (len(stages) - 1)
+    stage_times = [sum(times_of(c)[1][a:b]) + stage_p2p_s(act_bytes, links, s, c.eff.comm)
+                   for s, (c, (a, b)) in enumerate(zip(stage_ctxs, stages))]
     slowest = max(stage_times)
     pipeline = (microbatches - 1) * slowest + sum(stage_times)
     busy = microbatches * slowest

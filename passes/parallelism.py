@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 
 from cost_models.estimate_context import make_context
 from cost_models.estimate_infer import forward_pass, hidden_size
-from cost_models.estimate_train import _activation_per_layer, _dp_comm, _layer_step_times
+from cost_models.estimate_train import _activation_per_layer, _dp_comm, _layer_step_times, stage_p2p_s
 from cost_models.memory import ADAM_BYTES_PER_PARAM, training_state_bytes
 from cost_models.parallel_config import Options
 from ir.graph import Graph
 from passes.layer_grouping import GroupingConfig, GroupingInstance, solve_minmax
 from passes.layer_grouping_cpsat import solve_cpsat
+from passes.placement import place
 
 log = logging.getLogger(__name__)
 
@@ -178,16 +179,26 @@ def _memory_rows(ev: _Evaluator, ctx, cand: TrainCandidate, stage: int) -> tuple
     return tuple(int(v) for v in row)
 
 
+def stage_links(cluster, cand: TrainCandidate) -> list[tuple[float, float]]:
+    """(bytes/s, latency) of the link between consecutive stages, from their placed ranks."""
+    placements = place(cluster, cand.dp, [(g.group, g.device, g.tp) for g in cand.groups for _ in range(g.stages)])
+    out = []
+    for a, b in itertools.pairwise(placements):
+        link = cluster.link_between(a.ranks[0][0], b.ranks[0][0])
+        out.append((link.pair_bandwidth_bytes_per_s, link.latency_s))
+    return out
+
+
 def _instance(ev: _Evaluator, cand: TrainCandidate) -> tuple[GroupingInstance, list]:
     ctxs = [ev.context(cand, g) for g in cand.groups for _ in range(g.stages)]
     times, mems, caps, overheads = [], [], [], []
     act_bytes = cand.microbatch_size * ev.seq * hidden_size(ctxs[0]) * 2
+    links = stage_links(ev.cluster, cand)
     for s, ctx in enumerate(ctxs):
         times.append(tuple(to_us(t) for t in ev.layer_times(ctx)))
         mems.append(_memory_rows(ev, ctx, cand, s))
         caps.append(int(ctx.capacity_bytes - ctx.reserve))
-        p2p = 2 * (ctx.pp_link_latency_s + act_bytes / (ctx.pp_link_bandwidth * ctx.eff.comm)) if len(ctxs) > 1 else 0
-        overheads.append(to_us(p2p))
+        overheads.append(to_us(stage_p2p_s(act_bytes, links, s, ctx.eff.comm)))
     return GroupingInstance(tuple(times), tuple(mems), tuple(caps), tuple(overheads), cand.microbatches), ctxs
 
 

@@ -12,6 +12,7 @@ The pipeline of passes for training, in order:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -59,7 +60,11 @@ def evaluate_train(graph, cluster, decision: dict, batch: int, seq: int, dtype: 
     """Predicted metrics of a training decision (used by `plan` and, independently, by `verify`)."""
     ctxs = _stage_ctxs(graph, cluster, decision, batch, seq, dtype)
     stages = [tuple(s["layers"]) for s in decision["stages"]]
-    r = train_step(ctxs[0], stages=stages, stage_ctxs=ctxs)
+    links = []
+    for a, b in itertools.pairwise(decision["stages"]):
+        link = cluster.link_between(a["ranks"][0][0], b["ranks"][0][0])
+        links.append((link.pair_bandwidth_bytes_per_s, link.latency_s))
+    r = train_step(ctxs[0], stages=stages, stage_ctxs=ctxs, links=links)
     step = r["step_time_s"]
     devices = decision["dp"] * sum(s["tp"] for s in decision["stages"])
     peak = sum(c.device.peak_flops_for(dtype) * s["tp"] * decision["dp"] for c, s in zip(ctxs, decision["stages"]))
