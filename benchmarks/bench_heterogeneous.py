@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import planner  # noqa: E402
+import planner
 
 MIXES = [("llama-2-7b", "4xA100-SXM-80GB+4xH100-SXM", 64), ("llama-2-13b", "8xA100-SXM-80GB+8xH100-SXM", 128),
          ("llama-2-7b", "8xL40S+8xH100-SXM", 64), ("llama-2-13b", "8xA100-SXM-40GB+8xH200-SXM", 128)]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import planner  # noqa: E402
+import planner
 
 TARGETS = [("llama-3.1-70b", "8xdgx-h100", 512, 4096, 10.0), ("opt-175b", "128xdgx-a100", 1536, 2048, 60.0),
            ("llama-3.1-405b", "256xdgx-h100", 2048, 8192, 60.0)]
