@@ -142,3 +142,18 @@ def test_trace_with_bad_row_names_line(tmp_path, capsys):
 def test_plan_object_api(train_plan):
     p = Plan(train_plan)
     assert "1F1B" in p.explain() or train_plan["decision"]["pp"] == 1
+
+
+def test_diff_of_two_plans(tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert main(["plan", "tiny-llama", "--cluster", "4xcpu", "--workload", "train", "--batch", "8", "--seq-len", "64",
+                 "-o", str(a)]) == 0
+    assert main(["plan", "tiny-llama", "--cluster", "4xcpu", "--workload", "train", "--batch", "8", "--seq-len", "64",
+                 "--pp", "2", "-o", str(b)]) == 0
+    capsys.readouterr()
+    assert main(["diff", str(a), str(b), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["decision"]["pp"] == [1, 2] or d["decision"]["pp"][1] == 2
+    assert "step_time_s" in d["predicted"] and "fixed.pp" in d["inputs"]
+    assert main(["diff", str(a), str(a)]) == 0
+    assert "the plans are the same" in capsys.readouterr().out

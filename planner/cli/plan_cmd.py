@@ -91,3 +91,19 @@ def verify_command(plan_file, as_json):
         click.echo("plan verified: every check holds" if not problems else f"{len(problems)} problem(s)")
     if problems:
         raise click.exceptions.Exit(1)
+
+
+@cli.command("diff")
+@click.argument("plan_a")
+@click.argument("plan_b")
+@click.option("--json", "as_json", is_flag=True)
+def diff_command(plan_a, plan_b, as_json):
+    """What changed between two plans and what it does to the predictions."""
+    from planner.plan_diff import diff_plans, format_diff
+    from planner.plan_file import load_plan
+
+    d = diff_plans(load_plan(plan_a).to_dict(), load_plan(plan_b).to_dict())
+    if as_json:
+        emit_json(d)
+    else:
+        click.echo(format_diff(d), nl=False)
