@@ -27,7 +27,7 @@ def cli(debug: bool, verbose: bool, quiet: bool) -> None:
 
 def _register() -> None:
     # one import per command family; each module adds its commands to `cli`
-    from planner.cli import estimate_cmd, hardware_cmd, inspect_cmd, memory_cmd, plan_cmd  # noqa: F401
+    from planner.cli import estimate_cmd, hardware_cmd, inspect_cmd, memory_cmd, plan_cmd, whatif_cmd  # noqa: F401
 
 
 # click >= 8.2 raises this when a group is called with no arguments; older ones exit instead
@@ -35,7 +35,8 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", getattr(click.
 
 
 def _fail(message: str, code: int) -> int:
-    click.echo(f"error: {message}", err=True)
+    one_line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    click.echo(f"error: {one_line}", err=True)
     return code
 
 

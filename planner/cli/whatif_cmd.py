@@ -1,0 +1,90 @@
+"""`planner whatif`: sweep clusters and workload settings; table, CSV, JSON and plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import click
+
+from ir.fileio import write_atomic
+from planner.cli import cli
+from planner.cli.output import console, emit_json, table
+
+_COLUMNS = ("cluster", "layout", "ok", "output_tokens_per_s", "ttft_s", "tpot_s", "memory_per_device_bytes",
+            "dollars_per_hour", "relative_error_80", "reason")
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _csv(records: list[dict]) -> str:
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        writer.writerow(r)
+    return out.getvalue()
+
+
+@cli.command("whatif")
+@click.argument("model")
+@click.option("--cluster", "clusters", multiple=True, help="Repeat for each cluster to compare [default: 8xH100-SXM].")
+@click.option("--workload", default="chat", show_default=True)
+@click.option("--vary", "vary_items", multiple=True, help="key=v1,v2 (batch, rate, input_len, output_len, seq_len, tp, pp, dp)")
+@click.option("--slo", default=None, help="ttft=SECONDS,tpot=SECONDS")
+@click.option("--objective", type=click.Choice(["throughput", "latency", "cost"]), default=None)
+@click.option("--mode", type=click.Choice(["plan", "estimate"]), default="plan", show_default=True)
+@click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True, help="Parallel processes.")
+@click.option("--csv", "csv_path", default=None, help="Write the records as CSV.")
+@click.option("--plot", "plot_path", default=None, help="Write a figure (PNG).")
+@click.option("--json", "as_json", is_flag=True)
+def whatif_command(model, clusters, workload, vary_items, slo, objective, mode, jobs, csv_path, plot_path, as_json):
+    """Plan MODEL over several clusters and workload settings and compare the answers."""
+    from rich.progress import Progress
+
+    from planner.cli.plan_cmd import parse_slo
+    from planner.whatif import parse_vary, what_if
+
+    vary = parse_vary(list(vary_items))
+    clusters = list(clusters) or ["8xH100-SXM"]
+    total = len(clusters) * max(1, _count(vary))
+    with Progress(transient=True, disable=as_json or total < 4, console=console()) as bar:
+        task = bar.add_task("sweeping", total=total)
+        records = what_if(model, clusters, workload=workload, vary=vary, slo=parse_slo(slo), objective=objective,
+                          mode=mode, jobs=jobs, progress=lambda: bar.advance(task))
+    figure = _figure(records, model, workload) if plot_path else None  # fails before anything is written
+    if csv_path:
+        write_atomic(csv_path, _csv(records))
+    if figure is not None:
+        from planner.plots import _save
+
+        _save(figure, plot_path)
+    if as_json:
+        emit_json({"model": model, "workload": workload, "records": records})
+        return
+    keys = sorted({k for r in records for k in r} & set(vary))
+    rows = [[_fmt(r.get(k)) for k in (*keys, *_COLUMNS)] for r in records]
+    console().print(table(f"what if: {model} ({workload})", [*keys, *_COLUMNS], rows, right_from=len(keys) + 3))
+
+
+def _count(vary: dict) -> int:
+    n = 1
+    for values in vary.values():
+        n *= len(values)
+    return n
+
+
+def _figure(records: list[dict], model: str, workload: str):
+    """TTFT vs TPOT when the sweep has both (serving), else throughput vs cluster price."""
+    from planner.plots import plot_throughput_cost, plot_ttft_tpot
+
+    if any(r.get("ttft_s") and r.get("tpot_s") for r in records):
+        return plot_ttft_tpot(records, None, f"{model} {workload}: TTFT vs TPOT per configuration")
+    return plot_throughput_cost(records, None, f"{model} {workload}: throughput vs cluster price")

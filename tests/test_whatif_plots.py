@@ -1,0 +1,64 @@
+"""What-if sweeps and the figures: records, CSV, and plots with titles, labelled axes and units."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+import planner
+from ir.errors import UserError
+from planner.cli import main
+from planner.plots import plot_memory, plot_pipeline, plot_throughput_cost, plot_ttft_tpot
+from planner.whatif import parse_vary, what_if
+
+
+@pytest.fixture(scope="module")
+def records():
+    return what_if("tiny-llama", ["2xcpu", "4xcpu"], workload="chat", vary={"rate": [1.0, 2.0], "input_len": [128]},
+                   jobs=2)
+
+
+def test_records_in_sweep_order(records):
+    assert [(r["cluster"], r["rate"]) for r in records] == [("2xcpu", 1.0), ("2xcpu", 2.0), ("4xcpu", 1.0), ("4xcpu", 2.0)]
+    assert all(r["ok"] and r["ttft_s"] > 0 and r["tpot_s"] > 0 for r in records)
+
+
+def test_unplannable_points_are_records_not_failures():
+    rows = what_if("llama-3.1-405b", ["1xL4", "8xH100-SXM"], workload="decode", vary={"batch": [1]}, jobs=1)
+    assert not rows[0]["ok"] and "does not fit" in rows[0]["reason"]
+
+
+def _axes_text(fig):
+    ax = fig.axes[0]
+    return ax.get_title(), ax.get_xlabel(), ax.get_ylabel()
+
+
+def test_plots_have_titles_axes_and_units(records, tmp_path):
+    for fig in (plot_ttft_tpot(records, None, "TTFT vs TPOT"), plot_throughput_cost(records, None, "throughput vs cost"),
+                plot_memory(records, None, "memory")):
+        title, xlabel, ylabel = _axes_text(fig)
+        assert title and xlabel and ylabel
+        assert ("(" in xlabel and ")" in xlabel) or "(" in ylabel
+    plan = planner.plan("tiny-llama", "4xcpu", "train", batch=8, seq_len=32, pp=2).to_dict()
+    title, xlabel, ylabel = _axes_text(plot_pipeline(plan, None))
+    assert "1F1B" in title and "ms" in xlabel and ylabel
+    path = plot_ttft_tpot(records, str(tmp_path / "p.png"), "t")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG" and path.endswith("p.png")
+
+
+def test_cli_whatif_csv_json_plot(tmp_path, capsys):
+    out_csv, out_png = tmp_path / "w.csv", tmp_path / "w.png"
+    assert main(["whatif", "tiny-llama", "--cluster", "2xcpu", "--workload", "decode", "--vary", "batch=1,8",
+                 "--mode", "estimate", "--csv", str(out_csv), "--plot", str(out_png), "--json", "--jobs", "1"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [r["batch"] for r in data["records"]] == [1, 8]
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 2 and out_png.exists()
+
+
+@pytest.mark.parametrize("bad", ["speed=1", "batch=", "batch=a,b", "rate=-1"])
+def test_bad_vary(bad):
+    with pytest.raises(UserError):
+        parse_vary([bad])
