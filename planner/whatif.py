@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 from ir.errors import UserError
@@ -90,17 +91,19 @@ def what_if(model: str, clusters: list[str], *, workload: str = "chat", vary: di
     keys = sorted(vary)
     combos = [dict(zip(keys, values)) for values in itertools.product(*(vary[k] for k in keys))] or [{}]
     points = [(model, c, workload, s, slo or {}, objective, mode, dtype) for c in clusters for s in combos]
-    if jobs <= 1 or len(points) == 1:
-        out = []
-        for p in points:
-            out.append(_point(p))
-            if progress:
-                progress()
+    out = []
+    # the first point runs here: it captures the graph into this process's cache, which forked
+    # workers inherit, so no worker captures (or imports torch) again
+    serial = points if jobs <= 1 or len(points) <= 2 else points[:1]
+    for p in serial:
+        out.append(_point(p))
+        if progress:
+            progress()
+    if len(serial) == len(points):
         return out
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        out = []
-        for record in pool.map(_point, points):
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        for record in pool.map(_point, points[len(serial):], chunksize=max(len(points) // (4 * jobs), 1)):
             out.append(record)
             if progress:
                 progress()
-        return out
+    return out
