@@ -62,3 +62,13 @@ def test_cli_whatif_csv_json_plot(tmp_path, capsys):
 def test_bad_vary(bad):
     with pytest.raises(UserError):
         parse_vary([bad])
+
+
+def test_plan_report(tmp_path, capsys):
+    report = tmp_path / "report"
+    assert main(["plan", "tiny-llama", "--cluster", "4xcpu", "--workload", "train", "--batch", "8", "--seq-len", "32",
+                 "--pp", "2", "--report", str(report)]) == 0
+    md = (report / "report.md").read_text()
+    assert "pipeline.png" in md and "memory.png" in md and "binding constraints" in md
+    assert (report / "report.html").read_text().startswith("<!doctype html>")
+    assert (report / "pipeline.png").read_bytes()[:4] == b"\x89PNG"

@@ -46,8 +46,9 @@ def parse_slo(text: str | None) -> dict:
 @click.option("--ep", type=int, default=None)
 @click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp8", "fp32"]), default="bf16", show_default=True)
 @click.option("-o", "--output", default=None, help="Write the plan JSON here.")
+@click.option("--report", "report_dir", default=None, help="Write a Markdown + HTML report with figures into DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON on stdout.")
-def plan_command(model, cluster, workload, objective, slo, as_json, output, **options):
+def plan_command(model, cluster, workload, objective, slo, as_json, output, report_dir, **options):
     """Choose parallelism, layer grouping and placement for MODEL, and write the plan."""
     from planner.planning import plan
 
@@ -56,6 +57,10 @@ def plan_command(model, cluster, workload, objective, slo, as_json, output, **op
     result = plan(model, cluster, workload, objective=objective, slo=parse_slo(slo), **options)
     if output:
         result.save(output)
+    if report_dir:
+        from planner.report import write_report
+
+        write_report(result.to_dict(), report_dir)
     if as_json:
         emit_json(result.to_dict())
         return
