@@ -135,6 +135,7 @@ class SearchResult:
     tightest: dict | None  # the closest miss when nothing fits: bytes needed vs capacity
     uniform_best: TrainCandidate | None = None  # best even split with one tp for all stages (Megatron-style)
     uniform_per_group_tp: TrainCandidate | None = None  # best even split when tp may differ per node group
+    interrupted: bool = False  # Ctrl-C stopped the search: `ranked` holds the best found so far
 
 
 class _Evaluator:
@@ -264,6 +265,24 @@ def search_training(graph: Graph, cluster, *, batch: int, seq: int, dtype: str =
     evaluated = pruned = 0
     tightest: dict | None = None
     uniform: dict[bool, TrainCandidate] = {}
+    interrupted = False
+    try:
+        evaluated, pruned, tightest = _scan(ev, graph, cluster, batch, fixed, ranked, uniform)
+    except KeyboardInterrupt:
+        if not ranked:
+            raise
+        interrupted, evaluated = True, len(ranked)
+        log.warning("search interrupted: returning the best of %d layouts evaluated so far", len(ranked))
+    ranked.sort(key=lambda c: (c.objective_us, c.label()))
+    if not interrupted:
+        ranked = _refine(ev, ranked, top_k, refine_s)
+    return SearchResult(ranked[:top_k], evaluated, pruned, tightest, uniform.get(True), uniform.get(False), interrupted)
+
+
+def _scan(ev: _Evaluator, graph: Graph, cluster, batch: int, fixed: dict, ranked: list, uniform: dict):
+    """Evaluate every candidate into `ranked` (appended in place, so an interrupt keeps them)."""
+    evaluated = pruned = 0
+    tightest: dict | None = None
     for cand in _candidates(graph, cluster, batch, fixed):
         excess = _lower_bound_excess(graph, cluster, cand)
         if excess > 0:
@@ -285,9 +304,7 @@ def search_training(graph: Graph, cluster, *, batch: int, seq: int, dtype: str =
                                         "grouping_us": sol.objective_us, "bound_us": sol.bound_us,
                                         "status": sol.status, "solver": sol.method}))
         _track_uniform(ev, cand, ctxs, inst, uniform)
-    ranked.sort(key=lambda c: (c.objective_us, c.label()))
-    ranked = _refine(ev, ranked, top_k, refine_s)
-    return SearchResult(ranked[:top_k], evaluated, pruned, tightest, uniform.get(True), uniform.get(False))
+    return evaluated, pruned, tightest
 
 
 def _track_uniform(ev: _Evaluator, cand: TrainCandidate, ctxs, inst: GroupingInstance, best: dict) -> None:

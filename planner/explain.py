@@ -58,6 +58,8 @@ def explain_plan(plan: dict) -> str:
     solver = plan.get("solver", {})
     lines.append(f"solver: {solver.get('grouping')} status {solver.get('status')}, gap {solver.get('gap')}, "
                  f"{solver.get('candidates_evaluated')} layouts evaluated, {solver.get('candidates_pruned')} pruned")
+    if solver.get("interrupted"):
+        lines.append("note: the search was interrupted (Ctrl-C); this is the best plan found until then")
     lines.append("why (binding constraints):")
     lines += [f"  - {c}" for c in plan.get("binding_constraints", [])]
     lines.append("stages:")

@@ -162,7 +162,7 @@ def plan_training(model_ref: str, graph, cluster, cluster_spec: str, *, batch: i
         "cluster_description": cluster.describe(), "decision": decision, "predicted": predicted,
         "solver": {"grouping": best.solver, "status": best.status, "objective_us": best.grouping_us,
                    "bound_us": best.bound_us, "gap": gap, "step_objective_us": best.objective_us,
-                   "candidates_evaluated": result.evaluated,
+                   "candidates_evaluated": result.evaluated, "interrupted": result.interrupted,
                    "candidates_pruned": result.pruned},
         "alternatives": [{"layout": c.label(), "tokens_per_s": p["tokens_per_s"], "step_time_s": p["step_time_s"],
                           "slower_by": p["step_time_s"] / predicted["step_time_s"] - 1} for c, _, p in evaluated[1:]],

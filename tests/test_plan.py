@@ -157,3 +157,22 @@ def test_diff_of_two_plans(tmp_path, capsys):
     assert "step_time_s" in d["predicted"] and "fixed.pp" in d["inputs"]
     assert main(["diff", str(a), str(a)]) == 0
     assert "the plans are the same" in capsys.readouterr().out
+
+
+def test_ctrl_c_returns_best_plan_so_far(monkeypatch):
+    import passes.parallelism as par
+
+    real, calls = par._instance, {"n": 0}
+
+    def interrupting(ev, cand):
+        calls["n"] += 1
+        if calls["n"] > 20:
+            raise KeyboardInterrupt
+        return real(ev, cand)
+
+    monkeypatch.setattr(par, "_instance", interrupting)
+    p = planner.plan("llama-2-7b", "2xdgx-a100", "train", batch=64, seq_len=2048)
+    assert p.data["solver"]["interrupted"] is True
+    assert "interrupted" in p.explain()
+    monkeypatch.setattr(par, "_instance", real)
+    assert p.verify() == []
