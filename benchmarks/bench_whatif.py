@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.whatif import what_if  # noqa: E402
+from planner.whatif import what_if
 
 GPUS = ("H100-SXM", "A100-SXM-80GB", "H200-SXM", "L40S", "MI300X")
 COUNTS = (2, 4, 8, 16)

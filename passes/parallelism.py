@@ -10,7 +10,8 @@ Rules the enumeration follows:
   heads, or is a multiple of them);
 - every device is used: for each node group g, dp x pp_g x tp_g = its devices (heterogeneous
   clusters get per-group tp and stage counts; layer shares follow from the grouping pass);
-- the global batch splits into dp x microbatch-size x microbatches exactly;
+- the global batch splits into dp x microbatch-size x microbatches exactly, with at least as many
+  microbatches as pipeline stages (torch.distributed.pipelining's schedules require it);
 - memory lower bound: with the candidate's ZeRO stage and recomputation, the model's training
   state spread evenly over all devices of a replica must fit; candidates failing it are pruned
   before any grouping is solved, and the smallest excess is kept to explain infeasibility.
@@ -228,7 +229,10 @@ def _candidates(graph, cluster, batch: int, fixed: dict):
                 continue
             if batch % (dp * mbs) or (zero and dp == 1):
                 continue
-            yield TrainCandidate(dp, groups, mbs, batch // (dp * mbs), recompute, zero)
+            microbatches = batch // (dp * mbs)
+            if sum(g.stages for g in groups) > microbatches:
+                continue  # pipeline schedules need at least one microbatch per stage
+            yield TrainCandidate(dp, groups, mbs, microbatches, recompute, zero)
 
 
 def uniform_cuts(graph: Graph, stages: int) -> tuple[int, ...]:

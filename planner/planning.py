@@ -23,6 +23,7 @@ from cost_models.estimate_train import train_step
 from cost_models.memory import ADAM_BYTES_PER_PARAM, reserve_bytes
 from cost_models.parallel_config import Options
 from ir.errors import UserError
+from passes.memory_mapping import memory_map_for_plan
 from passes.parallelism import TrainCandidate, search_training
 from passes.placement import place
 from planner.plan_file import PLAN_FORMAT, Plan, fingerprint
@@ -168,6 +169,7 @@ def plan_training(model_ref: str, graph, cluster, cluster_spec: str, *, batch: i
                           "slower_by": p["step_time_s"] / predicted["step_time_s"] - 1} for c, _, p in evaluated[1:]],
         "baselines": baselines, "binding_constraints": _binding(predicted, decision, batch),
     }
+    data["memory_map"] = memory_map_for_plan(data, graph, cluster)
     return Plan(data, search_time_s=time.perf_counter() - started)
 
 

@@ -135,4 +135,9 @@ def verify_plan(plan: dict) -> list[str]:
         fresh = _recompute(plan, graph, cluster)
     except UserError as exc:
         return [f"the cost model rejects the decision: {exc}"]
-    return _agreement(plan, fresh)
+    problems = _agreement(plan, fresh)
+    if "memory_map" in plan:
+        from passes.memory_mapping import verify_memory_map
+
+        problems += verify_memory_map(plan["memory_map"])
+    return problems

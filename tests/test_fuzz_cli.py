@@ -58,7 +58,7 @@ def test_trace_garbage(rows, tmp_path_factory, capsys):
 @pytest.fixture(scope="module")
 def valid_plan(tmp_path_factory) -> dict:
     path = tmp_path_factory.mktemp("plan") / "p.json"
-    assert main(["plan", "tiny-llama", "--cluster", "2xcpu", "--workload", "train", "--batch", "4", "--seq-len", "32",
+    assert main(["plan", "tiny-llama", "--cluster", "2xcpu", "--workload", "train", "--batch", "8", "--seq-len", "32",
                  "--pp", "2", "-o", str(path)]) == 0
     return json.loads(path.read_text())
 

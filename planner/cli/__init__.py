@@ -27,7 +27,15 @@ def cli(debug: bool, verbose: bool, quiet: bool) -> None:
 
 def _register() -> None:
     # one import per command family; each module adds its commands to `cli`
-    from planner.cli import estimate_cmd, hardware_cmd, inspect_cmd, memory_cmd, plan_cmd, whatif_cmd  # noqa: F401
+    from planner.cli import (  # noqa: F401
+        calibrate_cmd,
+        estimate_cmd,
+        hardware_cmd,
+        inspect_cmd,
+        memory_cmd,
+        plan_cmd,
+        whatif_cmd,
+    )
 
 
 # click >= 8.2 raises this when a group is called with no arguments; older ones exit instead

@@ -1,0 +1,281 @@
+"""Microbenchmarks that `planner calibrate` fits the cost model to: GEMMs, memory streaming,
+scaled-dot-product attention, per-op dispatch overhead and all-reduce between two local processes.
+
+Each benchmark returns `Point`s: the work of one call in the units the cost model uses (FLOPs,
+bytes moved, GEMM m/n/k or attention query rows) and its measured time, the median of several
+timed repeats after a warm-up. Nothing here fits or decides; `cost_models.calibration` does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ir.graph import AttentionSpec
+
+log = logging.getLogger(__name__)
+
+_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+_COLD_BYTES = 96 * 2**20  # more than the last-level cache of common CPUs (GPU L2 is smaller)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measured call: `kind` is gemm | memory | attention | overhead | all_reduce."""
+
+    kind: str
+    label: str
+    flops: float
+    bytes: float
+    seconds: float
+    gemm_mnk: tuple[int, int, int] | None = None
+    query_rows: float = 1.0  # attention: batch x query length (the efficiency curve's m)
+
+
+def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, inner: int = 1,
+                sync: Callable[[], None] | None = None) -> float:
+    """Median seconds of `fn` over `repeats` timed runs (each of `inner` calls), after `warmup` calls.
+
+    >>> median_time(lambda: sum(range(100)), repeats=3) > 0
+    True
+    """
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        sync()
+        times.append((time.perf_counter() - start) / inner)
+    return statistics.median(times)
+
+
+@dataclass(frozen=True)
+class Bench:
+    """Where and how to run: torch device string, dtype name, repeats and the time budget per call."""
+
+    device: str = "cpu"
+    dtype: str = "fp32"
+    repeats: int = 5
+    quick: bool = False
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype]
+
+    def sync(self) -> Callable[[], None]:
+        import torch
+
+        return torch.cuda.synchronize if self.device == "cuda" else (lambda: None)
+
+    def time(self, fn: Callable[[], object], seconds_hint: float = 0.0) -> float:
+        """Median time of `fn`; calls far below a millisecond are batched in an inner loop."""
+        inner = 1 if seconds_hint > 1e-3 else max(1, min(200, int(1e-3 / max(seconds_hint, 1e-6))))
+        return median_time(fn, repeats=self.repeats, warmup=1, inner=inner, sync=self.sync())
+
+
+def gemm_shapes(bench: Bench) -> list[tuple[int, int, int]]:
+    """(m, n, k) of the sweep: skinny decode shapes (m = 1..16) up to compute-bound ones."""
+    if bench.device == "cuda":
+        ms = (1, 4, 16, 64, 256, 1024, 4096) if not bench.quick else (1, 16, 256, 4096)
+        nks = ((1024, 1024), (4096, 4096), (14336, 4096), (4096, 14336))
+        cap = 2e12
+    else:
+        ms = (1, 2, 4, 8, 16, 64, 256, 1024) if not bench.quick else (1, 4, 16, 128, 512)
+        nks = ((256, 256), (768, 768), (3072, 768), (768, 3072), (2048, 2048))
+        cap = 2.5e9 if not bench.quick else 1e9
+    nks = nks if not bench.quick else nks[1:4]
+    return [(m, n, k) for m in ms for n, k in nks if 2 * m * n * k <= cap]
+
+
+def bench_gemm(bench: Bench) -> list[Point]:
+    """F.linear(x[m, k], w[n, k]) over `gemm_shapes`; bytes are x, w and the output once each."""
+    import torch
+    import torch.nn.functional as F
+
+    points = []
+    size = _BYTES[bench.dtype]
+    for m, n, k in gemm_shapes(bench):
+        x = torch.randn(m, k, device=bench.device, dtype=bench.torch_dtype)
+        # weights rotate through more than the last-level cache, as a model's layers do
+        copies = max(1, min(32, math.ceil(_COLD_BYTES / (n * k * size))))
+        ws = [torch.randn(n, k, device=bench.device, dtype=bench.torch_dtype) for _ in range(copies)]
+        turn = itertools.cycle(ws)
+        flops = 2.0 * m * n * k
+        seconds = bench.time(lambda x=x, turn=turn: F.linear(x, next(turn)), seconds_hint=flops / 5e10)
+        del ws
+        points.append(Point("gemm", f"linear m={m} n={n} k={k}", flops, size * (m * k + n * k + m * n),
+                            seconds, gemm_mnk=(m, n, k)))
+    return points
+
+
+def bench_memory(bench: Bench) -> list[Point]:
+    """Large copies and adds (out of cache): bytes read + written per call."""
+    import torch
+
+    sizes = (2**24, 2**25) if bench.device == "cpu" else (2**27, 2**28)
+    sizes = sizes[:1] if bench.quick else sizes
+    points = []
+    size = _BYTES[bench.dtype]
+    for numel in sizes:
+        a = torch.randn(numel, device=bench.device, dtype=bench.torch_dtype)
+        b = torch.randn(numel, device=bench.device, dtype=bench.torch_dtype)
+        out = torch.empty_like(a)
+        copy = bench.time(lambda a=a, out=out: out.copy_(a), seconds_hint=1.0)
+        add = bench.time(lambda a=a, b=b, out=out: torch.add(a, b, out=out), seconds_hint=1.0)
+        mib = numel * size // 2**20
+        points.append(Point("memory", f"copy {mib} MiB", 0.0, 2.0 * numel * size, copy))
+        points.append(Point("memory", f"add {mib} MiB", float(numel), 3.0 * numel * size, add))
+    return points
+
+
+def attention_shapes(bench: Bench) -> list[tuple[int, int, int, int, int]]:
+    """(batch, heads, q_len, kv_len, head_dim): causal prefill shapes and q_len = 1 decode shapes."""
+    if bench.device == "cuda":
+        shapes = [(1, 32, 1024, 1024, 128), (4, 32, 2048, 2048, 128), (8, 32, 1, 4096, 128),
+                  (32, 32, 1, 1024, 128)]
+    else:
+        shapes = [(1, 12, 128, 128, 64), (1, 12, 512, 512, 64), (4, 4, 256, 256, 16),
+                  (1, 12, 1, 512, 64), (4, 12, 1, 1024, 64), (1, 4, 1, 256, 16)]
+    return shapes[::2] + shapes[1::2][:1] if bench.quick else shapes
+
+
+def bench_attention(bench: Bench) -> list[Point]:
+    """torch's scaled_dot_product_attention; FLOPs and bytes as `ir.phases.op_work` counts them."""
+    import torch
+    import torch.nn.functional as F
+
+    points = []
+    size = _BYTES[bench.dtype]
+    for b, h, q, kv, d in attention_shapes(bench):
+        causal = q > 1
+        query = torch.randn(b, h, q, d, device=bench.device, dtype=bench.torch_dtype)
+        key = torch.randn(b, h, kv, d, device=bench.device, dtype=bench.torch_dtype)
+        value = torch.randn(b, h, kv, d, device=bench.device, dtype=bench.torch_dtype)
+        spec = AttentionSpec(b, h, h, q, kv, d, d, causal)
+        flops = float(spec.flops(b, q, kv))
+        kv_bytes = b * kv * 2 * h * d * size
+        q_bytes = b * h * q * d * size
+        seconds = bench.time(lambda q=query, k=key, v=value, c=causal: F.scaled_dot_product_attention(
+            q, k, v, is_causal=c), seconds_hint=flops / 2e10)
+        points.append(Point("attention", f"sdpa b={b} h={h} q={q} kv={kv} d={d}", flops,
+                            2.0 * q_bytes + kv_bytes, seconds, query_rows=float(b * q)))
+    return points
+
+
+def bench_overhead(bench: Bench) -> list[Point]:
+    """Tiny element-wise ops (16 elements): what one eager op costs beyond its work."""
+    import torch
+
+    x = torch.randn(16, device=bench.device, dtype=bench.torch_dtype)
+    y = torch.randn(16, device=bench.device, dtype=bench.torch_dtype)
+    ops = {"add": lambda: torch.add(x, y), "mul": lambda: x * y, "silu": lambda: torch.nn.functional.silu(x),
+           "layer_norm": lambda: torch.nn.functional.layer_norm(x, (16,))}
+    size = _BYTES[bench.dtype]
+    return [Point("overhead", f"tiny {name}", 16.0, 48.0 * size, bench.time(fn, 1e-6))
+            for name, fn in ops.items()]
+
+
+# --- collectives between two local processes ------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _all_reduce_worker(rank: int, port: int, backend: str, sizes: tuple[int, ...], repeats: int, queue) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group(backend, rank=rank, world_size=2)
+    device = f"cuda:{rank}" if backend == "nccl" else "cpu"
+    sync = torch.cuda.synchronize if backend == "nccl" else (lambda: None)
+    try:
+        for nbytes in sizes:
+            t = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+            dist.barrier()
+            seconds = median_time(lambda t=t: dist.all_reduce(t), repeats=3 * repeats, warmup=3, sync=sync)
+            if rank == 0:
+                queue.put((nbytes, seconds))
+    finally:
+        dist.destroy_process_group()
+
+
+def bench_all_reduce(bench: Bench) -> list[Point]:
+    """All-reduce of float32 buffers between 2 spawned processes (gloo on CPU, NCCL on 2 GPUs)."""
+    import torch
+    import torch.multiprocessing as mp
+
+    backend = "nccl" if bench.device == "cuda" else "gloo"
+    if backend == "nccl" and torch.cuda.device_count() < 2:
+        log.info("all-reduce skipped: NCCL needs 2 GPUs, found %d", torch.cuda.device_count())
+        return []
+    sizes = (2**12, 2**18, 2**22, 2**24) if not bench.quick else (2**12, 2**20, 2**22)
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    mp.start_processes(_all_reduce_worker, args=(_free_port(), backend, sizes, bench.repeats, queue),
+                       nprocs=2, join=True, start_method="spawn")
+    results = [queue.get() for _ in sizes]
+    return [Point("all_reduce", f"all_reduce {nbytes // 1024} KiB", 0.0, float(nbytes), seconds)
+            for nbytes, seconds in results]
+
+
+# --- eager framework overhead ----------------------------------------------------------------------
+def _reference_config():
+    """A tiny OPT decoder: a transformers model family that the accuracy benchmark does not use."""
+    import transformers
+
+    config = transformers.OPTConfig(vocab_size=128, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                                    num_attention_heads=2, max_position_embeddings=256,
+                                    word_embed_proj_dim=32)
+    config.architectures = ["OPTForCausalLM"]
+    return config
+
+
+def bench_eager_model(bench: Bench, seq_len: int = 16) -> list[Point]:
+    """Seconds per captured op of a tiny transformers model whose work is negligible, for a prefill
+    and a decode step: what each op costs in eager model code (Python modules plus dispatch)."""
+    import torch
+
+    from ir.capture import capture_module
+    from ir.hf_models import build_on_meta, example_inputs, model_class
+
+    config = _reference_config()
+    meta = build_on_meta(config, torch.float32)
+    args, kwargs = example_inputs(meta, config, 1, seq_len)
+    graph = capture_module(meta, args, kwargs, name="overhead-reference", seq_len=seq_len, causal=True,
+                           config=config)
+    torch.manual_seed(0)
+    model = model_class(config)(config).float().eval()
+    ids = torch.zeros(1, seq_len, dtype=torch.long)
+    budget_s = 0.25 if bench.quick else 0.6  # ~1 ms calls: hundreds of repeats for a stable median
+    with torch.inference_mode():
+        cache = model(input_ids=ids[:, :-1], use_cache=True).past_key_values
+
+        def step():
+            model(input_ids=ids[:, :1], past_key_values=cache, use_cache=True)
+            cache.crop(-1)
+
+        calls = {"prefill": lambda: model(input_ids=ids, use_cache=False), "decode": step}
+        seconds = {}
+        for phase, fn in calls.items():
+            once = median_time(fn, repeats=3, warmup=2)
+            seconds[phase] = median_time(fn, repeats=max(3 * bench.repeats, min(400, int(budget_s / once))))
+    prefill, decode = seconds["prefill"], seconds["decode"]
+    ops = len(graph.ops)
+    return [Point("eager_op", f"tiny OPT prefill / {ops} ops", 0.0, 0.0, prefill / ops),
+            Point("eager_op", f"tiny OPT decode step / {ops} ops", 0.0, 0.0, decode / ops)]

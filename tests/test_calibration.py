@@ -1,0 +1,88 @@
+"""Calibration: the quick CPU profile loads as a device and as a cluster, its fitted numbers are sane,
+the fit recovers known parameters, and `planner calibrate` fails on bad input with one line, exit 2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import planner
+import planner.cli.calibrate_cmd  # registers the command until _register() imports it
+from cost_models.calibration import Fit, calibrate, fit, predict, profile_to_yaml
+from cost_models.cluster import parse_cluster
+from cost_models.efficiency import Efficiency
+from cost_models.hardware import load_device_profile
+from cost_models.microbench import Point
+from planner.cli import main
+
+
+@pytest.fixture(scope="module")
+def profile_path(tmp_path_factory):
+    profile = calibrate("cpu", quick=True, threads=1)
+    path = tmp_path_factory.mktemp("calibration") / "cpu.yaml"
+    path.write_text(profile_to_yaml(profile))
+    return path
+
+
+def test_quick_profile_loads_as_device_and_cluster(profile_path):
+    device = load_device_profile(profile_path)
+    assert device.kind == "cpu" and device.name == "cpu-calibrated"
+    assert "measured by planner calibrate" in device.source_of("peak_flops.fp32")
+    cluster = parse_cluster(str(profile_path))
+    assert cluster.num_devices == 1 and cluster.nodes[0].device.efficiency == device.efficiency
+
+
+def test_quick_profile_is_accepted_by_estimate(profile_path):
+    r = planner.estimate("tiny-llama", str(profile_path), "decode", batch=1, input_len=32, dtype="fp32")
+    assert r["device"] == "cpu-calibrated" and 0 < r["tpot_s"] < 1.0
+    p = planner.estimate("tiny-llama", str(profile_path), "prefill", batch=2, input_len=64, dtype="fp32")
+    assert p["latency_s"] > r["tpot_s"]
+
+
+def test_fitted_parameters_are_in_sane_ranges(profile_path):
+    device = load_device_profile(profile_path)
+    eff = device.efficiency
+    assert 1e9 < device.peak_flops["fp32"] < 1e14
+    assert 1e8 < device.memory_bandwidth_bytes_per_s < 1e13
+    assert 0 < eff["gemm_max"] <= 1 and 0 < eff["attention_max"] <= 1 and 0 < eff["memory"] <= 1
+    assert 0 < eff["gemm_half_m"] < 1e4 and 0 < eff["gemm_half_nk"] < 1e5
+    assert 1e-7 < eff["kernel_overhead_s"] < 1e-3
+    import yaml
+
+    data = yaml.safe_load(profile_path.read_text())
+    assert data["calibration"]["torch_threads"] == 1 and data["calibration"]["dtype"] == "fp32"
+    link = data["nodes"][0]["intra_link"]
+    assert isinstance(link, dict) and link["bandwidth_bytes_per_s"] > 1e6 and 0 < link["latency_s"] < 0.1
+
+
+def test_fit_recovers_known_parameters():
+    truth = Efficiency(gemm_max=0.7, gemm_half_m=12.0, gemm_half_nk=40.0, attention_max=0.4, memory=0.9,
+                       kernel_overhead_s=3e-6)
+    peak, bandwidth = 1e11, 2e10
+    shapes = [(m, n, k) for m in (1, 2, 4, 16, 64, 256, 1024) for n, k in ((256, 256), (768, 3072), (2048, 2048))]
+    points = [Point("gemm", "", 2.0 * m * n * k, 4.0 * (m * k + n * k + m * n), 0.0, gemm_mnk=(m, n, k))
+              for m, n, k in shapes]
+    points += [Point("attention", "", 2e8 * r, 1e6, 0.0, query_rows=r) for r in (1, 16, 128, 512)]
+    points += [Point("memory", "", 0.0, 2.0**28, 0.0), Point("overhead", "", 16, 192, 0.0)]
+    points = [Point(**{**p.__dict__, "seconds": predict(p, peak, bandwidth, truth)}) for p in points]
+    result = fit(points, detected_peak=peak)
+    assert isinstance(result, Fit) and result.residual < 0.02
+    assert result.eff.gemm_max == pytest.approx(0.7, rel=0.1)
+    assert result.eff.attention_max == pytest.approx(0.4, rel=0.1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_cuda_without_cuda_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["calibrate", "--device", "cuda", "-o", str(tmp_path / "gpu.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "CUDA" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "gpu.yaml").exists()
+
+
+@pytest.mark.parametrize("args", [["calibrate", "--device", "tpu", "-o", "x.yaml"],
+                                  ["calibrate", "-o", "/no/such/folder/cpu.yaml"],
+                                  ["calibrate"]])
+def test_cli_bad_input_is_one_line_exit_2(args, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1
