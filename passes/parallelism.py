@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 MICROBATCH_SIZES = (1, 2, 4, 8)
 RECOMPUTE = ("none", "selective", "full")
-ZERO_STAGES = (0, 1, 3)
+ZERO_STAGES = (0, 1, 2, 3)
 TP_DEGREES = (1, 2, 4, 8)
 
 

@@ -55,6 +55,10 @@ def explain_plan(plan: dict) -> str:
         parts = [f"{k} {p[k]:.4g}" for k in ("latency_s", "ttft_s", "tpot_s", "output_tokens_per_s", "tokens_per_s")
                  if p.get(k) is not None]
         lines.append("predicted: " + ", ".join(parts))
+    band = p.get("uncertainty") or {}
+    if band.get("relative_error_80") is not None:
+        lines.append(f"uncertainty: +-{band['relative_error_80']:.0%} at 80% coverage "
+                     f"({band.get('points')} validation points)")
     solver = plan.get("solver", {})
     lines.append(f"solver: {solver.get('grouping')} status {solver.get('status')}, gap {solver.get('gap')}, "
                  f"{solver.get('candidates_evaluated')} layouts evaluated, {solver.get('candidates_pruned')} pruned")

@@ -22,8 +22,9 @@ from cost_models.estimate_context import make_context
 from cost_models.estimate_train import train_step
 from cost_models.memory import ADAM_BYTES_PER_PARAM, reserve_bytes
 from cost_models.parallel_config import Options
+from cost_models.uncertainty import band_for
 from ir.errors import UserError
-from passes.memory_mapping import memory_map_for_plan
+from passes.memory_mapping import memory_map_for_plan, verify_memory_map
 from passes.parallelism import TrainCandidate, search_training
 from passes.placement import place
 from planner.plan_file import PLAN_FORMAT, Plan, fingerprint
@@ -81,6 +82,7 @@ def evaluate_train(graph, cluster, decision: dict, batch: int, seq: int, dtype: 
         "bubble_fraction": r["bubble_fraction"], "dollars_per_hour": price or None,
         "dollars_per_million_tokens": price / 3600 / tokens_per_s * 1e6 if price else None,
         "memory_breakdown_bytes": {k: int(v) for k, v in r["memory"].items()},
+        "uncertainty": band_for("train", ctxs[0].device.kind),
     }
 
 
@@ -170,6 +172,9 @@ def plan_training(model_ref: str, graph, cluster, cluster_spec: str, *, batch: i
         "baselines": baselines, "binding_constraints": _binding(predicted, decision, batch),
     }
     data["memory_map"] = memory_map_for_plan(data, graph, cluster)
+    broken = verify_memory_map(data["memory_map"])
+    if broken:  # every plan's arenas are checked as it is made; a failure here is a planner bug
+        raise RuntimeError(f"memory map of the plan does not verify: {broken[0]}")
     return Plan(data, search_time_s=time.perf_counter() - started)
 
 

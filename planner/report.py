@@ -9,18 +9,26 @@ from ir.errors import UserError
 from ir.fileio import write_atomic
 
 
+def memory_figure(plan: dict, path: str | None):
+    """Bars of the bytes on one device of each stage (the fullest rank of the stage)."""
+    from planner.plots import plot_memory
+
+    d, p = plan["decision"], plan["predicted"]
+    mems = p.get("stage_memory_bytes") or [p.get("memory_per_device_bytes") or 0] * len(d["stages"])
+    records = [{"cluster": f"stage {i}", "layout": s["device"], "memory_per_device_bytes": m}
+               for i, (s, m) in enumerate(zip(d["stages"], mems))]
+    return plot_memory(records, path, "memory per device by pipeline stage")
+
+
 def _figures(plan: dict, folder: Path) -> list[tuple[str, str]]:
-    from planner.plots import plot_memory, plot_pipeline
+    from planner.plots import plot_pipeline
 
     figures = []
-    d, p = plan["decision"], plan["predicted"]
+    d = plan["decision"]
     if d["kind"] == "train" and d["pp"] > 1:
         plot_pipeline(plan, str(folder / "pipeline.png"))
         figures.append(("pipeline.png", "Pipeline schedule (1F1B)"))
-    mems = p.get("stage_memory_bytes") or [p.get("memory_per_device_bytes") or 0]
-    records = [{"cluster": f"stage {i}", "layout": s["device"], "memory_per_device_bytes": m}
-               for i, (s, m) in enumerate(zip(d["stages"], mems))]
-    plot_memory(records, str(folder / "memory.png"), "memory per device by stage")
+    memory_figure(plan, str(folder / "memory.png"))
     figures.append(("memory.png", "Memory per device"))
     return figures
 

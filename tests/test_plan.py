@@ -102,9 +102,11 @@ def test_cli_plan_explain_verify(tmp_path, capsys):
     assert main(["plan", "tiny-llama", "--cluster", "4xcpu", "--workload", "train", "--batch", "8",
                  "--seq-len", "64", "-o", str(out)]) == 0
     assert "chosen:" in capsys.readouterr().out
-    assert main(["explain", str(out)]) == 0
+    png = tmp_path / "memory.png"
+    assert main(["explain", str(out), "--plot", str(png)]) == 0
     text = capsys.readouterr().out
-    assert "binding constraints" in text and "stages:" in text
+    assert "binding constraints" in text and "stages:" in text and "uncertainty" in text
+    assert png.read_bytes()[:4] == b"\x89PNG"
     assert main(["verify", str(out)]) == 0
     data = json.loads(out.read_text())
     data["predicted"]["step_time_s"] *= 2

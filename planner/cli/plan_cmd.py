@@ -73,11 +73,18 @@ def plan_command(model, cluster, workload, objective, slo, as_json, output, repo
 
 @cli.command("explain")
 @click.argument("plan_file")
-def explain_command(plan_file):
+@click.option("--plot", "plot_path", default=None, help="Write the per-device memory bars as a PNG figure.")
+def explain_command(plan_file, plot_path):
     """Explain a plan: why it was chosen, per-stage time and memory, runners-up, schedule."""
     from planner.plan_file import load_plan
 
-    click.echo(load_plan(plan_file).explain(), nl=False)
+    plan = load_plan(plan_file)
+    text = plan.explain()
+    if plot_path:
+        from planner.report import memory_figure
+
+        memory_figure(plan.to_dict(), plot_path)
+    click.echo(text, nl=False)
 
 
 @cli.command("verify")
