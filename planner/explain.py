@@ -59,6 +59,8 @@ def explain_plan(plan: dict) -> str:
     if band.get("relative_error_80") is not None:
         lines.append(f"uncertainty: +-{band['relative_error_80']:.0%} at 80% coverage "
                      f"({band.get('points')} validation points)")
+    elif band.get("basis"):
+        lines.append(f"uncertainty: {band['basis']}")
     solver = plan.get("solver", {})
     lines.append(f"solver: {solver.get('grouping')} status {solver.get('status')}, gap {solver.get('gap')}, "
                  f"{solver.get('candidates_evaluated')} layouts evaluated, {solver.get('candidates_pruned')} pruned")
