@@ -5,7 +5,7 @@ parallel processes and come back in sweep order, so the records are deterministi
 cannot be planned (does not fit, misses the SLO) is a record with its reason, not a failure.
 Captured graphs come from the on-disk cache, so workers do not re-capture (or even import torch).
 
->>> rows = what_if("tiny-llama", ["2xcpu"], workload="decode", vary={"batch": [1, 4]}, jobs=1)
+>>> rows = what_if("tiny-llama", ["2xcpu"], workload="decode", vary={"batch": [1, 4], "input_len": [64]}, jobs=1)
 >>> [r["batch"] for r in rows], all(r["ok"] for r in rows)
 ([1, 4], True)
 """
