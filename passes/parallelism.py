@@ -29,6 +29,7 @@ from cost_models.estimate_infer import forward_pass, hidden_size
 from cost_models.estimate_train import _activation_per_layer, _dp_comm, _layer_step_times, stage_p2p_s
 from cost_models.memory import ADAM_BYTES_PER_PARAM, training_state_bytes
 from cost_models.parallel_config import Options
+from ir.errors import UserError
 from ir.graph import Graph
 from passes.layer_grouping import GroupingConfig, GroupingInstance, solve_minmax
 from passes.layer_grouping_cpsat import solve_cpsat
@@ -91,13 +92,17 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def _tp_ok(graph: Graph, tp: int, node_size: int) -> bool:
+def _tp_ok(graph: Graph, tp: int, node_size: int, replicate_kv: bool = False) -> bool:
+    """tp fits a node and divides the attention heads and the KV heads; serving engines (vLLM)
+    may instead replicate KV heads when tp is a multiple of them (`replicate_kv`)."""
     heads, kv = graph.config.get("num_heads"), graph.config.get("num_kv_heads")
     if tp > node_size:
         return False
     if heads and heads % tp:
         return False
-    return not (kv and tp > 1 and kv % tp and tp % kv)
+    if not kv or tp == 1 or kv % tp == 0:
+        return True
+    return replicate_kv and tp % kv == 0
 
 
 def enumerate_layouts(graph: Graph, cluster, fixed: dict) -> list[tuple[int, tuple[StageGroup, ...]]]:
@@ -105,6 +110,13 @@ def enumerate_layouts(graph: Graph, cluster, fixed: dict) -> list[tuple[int, tup
     groups = [(node, count) for node, count in cluster.groups]
     counts = [node.devices_per_node * count for node, count in groups]
     blocks = sum(1 for layer in graph.layers if layer.kind == "block")
+    if len(groups) == 1 and all(fixed.get(k) for k in ("dp", "tp", "pp")):
+        # every degree given: use that many devices, even if fewer than the cluster has
+        node = groups[0][0]
+        dp, tp, pp = fixed["dp"], fixed["tp"], fixed["pp"]
+        if dp * tp * pp <= counts[0] and pp <= blocks and _tp_ok(graph, tp, node.devices_per_node):
+            return [(dp, (StageGroup(0, node.device.name, tp, pp),))]
+        return []
     layouts = []
     for dp in _divisors(math.gcd(*counts)):
         if fixed.get("dp") and dp != fixed["dp"]:
@@ -277,10 +289,19 @@ def search_training(graph: Graph, cluster, *, batch: int, seq: int, dtype: str =
             raise
         interrupted, evaluated = True, len(ranked)
         log.warning("search interrupted: returning the best of %d layouts evaluated so far", len(ranked))
+    if not interrupted and evaluated + pruned == 0:
+        raise UserError(f"no training layout of {graph.model} on {cluster.describe()} matches "
+                        f"{_describe_fixed(fixed) or 'the batch'}: tp must divide the attention and KV heads and fit a "
+                        f"node, dp x tp x pp must not exceed the devices, and the batch ({batch}) must split into dp x "
+                        f"microbatch x at least pp microbatches; change the fixed degrees or --batch")
     ranked.sort(key=lambda c: (c.objective_us, c.label()))
     if not interrupted:
         ranked = _refine(ev, ranked, top_k, refine_s)
     return SearchResult(ranked[:top_k], evaluated, pruned, tightest, uniform.get(True), uniform.get(False), interrupted)
+
+
+def _describe_fixed(fixed: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(fixed.items()))
 
 
 def _scan(ev: _Evaluator, graph: Graph, cluster, batch: int, fixed: dict, ranked: list, uniform: dict):

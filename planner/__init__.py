@@ -6,8 +6,9 @@
 250432
 """
 
+from codegen import codegen
 from planner.api import capture, estimate, inspect
 from planner.planning import plan
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "capture", "estimate", "inspect", "plan"]
+__all__ = ["__version__", "capture", "codegen", "estimate", "inspect", "plan"]

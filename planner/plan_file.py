@@ -56,6 +56,12 @@ class Plan:
 
         return explain_plan(self.data)
 
+    def apply(self, module, mesh=None, train: bool = True):
+        """Parallelise `module` by this plan inside a torchrun worker (see `codegen.apply.apply_plan`)."""
+        from codegen.apply import apply_plan
+
+        return apply_plan(self, module, mesh, train)
+
     def verify(self) -> list[str]:
         """Problems an independent recomputation finds (empty: the plan holds)."""
         from planner.verify import verify_plan

@@ -29,6 +29,7 @@ def _register() -> None:
     # one import per command family; each module adds its commands to `cli`
     from planner.cli import (  # noqa: F401
         calibrate_cmd,
+        codegen_cmd,
         estimate_cmd,
         hardware_cmd,
         inspect_cmd,

@@ -1,0 +1,204 @@
+"""Turn a plan document into the plain, JSON-able context that the codegen templates render.
+
+All decisions were made by the planner; this module only checks that the plan is one the generated
+program can run (format version, contiguous stages, uniform tp, a model it can build) and reshapes
+it: the runtime `PLAN` literal of run_plan.py, torchrun arguments, and serving-engine settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import re
+from pathlib import Path
+
+from ir.errors import UserError
+from planner.plan_file import PLAN_FORMAT
+
+_HUB_ID = re.compile(r"huggingface\.co/([\w.-]+/[\w.-]+)")
+
+
+def plan_hash(plan: dict) -> str:
+    """Short sha256 of the canonical plan JSON (what the headers of emitted files name).
+
+    >>> plan_hash({"a": 1})
+    'f9d86028c6e0d64e'
+    """
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_spec(ref: str) -> dict:
+    """How run_plan.py builds the model: a preset's or config.json's values, or a factory reference.
+
+    >>> model_spec("tiny-llama")["architecture"]
+    'LlamaForCausalLM'
+    """
+    from planner.presets import get_preset
+
+    path = Path(ref)
+    if ref.endswith(".json") or path.is_dir() or path.is_file():
+        file = path / "config.json" if path.is_dir() else path
+        try:
+            values = json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"cannot read the plan's model config {file}: {exc}; regenerate the plan") from None
+        archs = values.get("architectures") or []
+        if not archs:
+            raise UserError(f"{file}: no 'architectures' entry; add the transformers model class name")
+        return {"kind": "hf_config", "config_class": None, "architecture": archs[0], "values": values, "hub_id": None}
+    if ":" in ref:
+        module_name, _, attr = ref.partition(":")
+        try:
+            getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise UserError(f"cannot import the plan's model factory '{ref}': {exc}; put its module on PYTHONPATH") from None
+        return {"kind": "factory", "ref": ref, "hub_id": None}
+    preset = get_preset(ref)
+    hub = _HUB_ID.search(preset.source)
+    return {"kind": "hf_config", "config_class": preset.config_class, "architecture": preset.architecture,
+            "values": dict(preset.values), "hub_id": hub.group(1) if hub else None}
+
+
+def _config_numbers(spec: dict) -> dict:
+    """hidden size, heads, kv heads, blocks and vocabulary of the model."""
+    if spec["kind"] == "factory":
+        from planner.model_source import resolve
+
+        cfg = resolve(spec["ref"]).config
+        values = {"hidden_size": cfg.get("hidden_size"), "num_attention_heads": cfg.get("num_heads"),
+                  "num_key_value_heads": cfg.get("num_kv_heads"), "num_hidden_layers": cfg.get("num_layers"),
+                  "vocab_size": cfg.get("vocab_size")}
+    else:
+        values = spec["values"]
+    heads = values.get("num_attention_heads")
+    numbers = {"hidden_size": values.get("hidden_size"), "heads": heads,
+               "kv_heads": values.get("num_key_value_heads") or heads,
+               "num_blocks": values.get("num_hidden_layers"), "vocab_size": values.get("vocab_size")}
+    missing = sorted(k for k, v in numbers.items() if not isinstance(v, int))
+    if missing:
+        raise UserError(f"the generated program needs a decoder LM with {', '.join(missing)} in its config")
+    return numbers
+
+
+def check_format(plan: dict) -> None:
+    """UserError unless `plan` is a plan document of this planner's format."""
+    found = plan.get("format") if isinstance(plan, dict) else type(plan).__name__
+    if found != PLAN_FORMAT:
+        raise UserError(f"plan format {found!r} is not {PLAN_FORMAT!r} (written by another planner version); "
+                        f"re-run `planner plan` to regenerate it")
+    for key in ("inputs", "decision"):
+        if not isinstance(plan.get(key), dict):
+            raise UserError(f"plan has no '{key}' section; re-run `planner plan`")
+
+
+def _stages(decision: dict, num_blocks: int) -> list[dict]:
+    stages = sorted(decision.get("stages") or [], key=lambda s: s["stage"])
+    if not stages:
+        raise UserError("plan has no stages; re-run `planner plan`")
+    expected = 0
+    for st in stages:
+        a, b = st["layers"]
+        if a != expected:
+            raise UserError(f"plan stage {st['stage']} starts at layer {a}, expected {expected}; re-run `planner plan`")
+        expected = b
+    if expected != num_blocks + 2:
+        raise UserError(f"plan stages end at layer {expected}, the model has {num_blocks + 2} layers; re-run `planner plan`")
+    tps = {st["tp"] for st in stages}
+    if len(tps) > 1:
+        raise UserError(f"stages use different tp degrees {sorted(tps)}; the generated program needs one tp "
+                        f"(re-plan with --tp fixed)")
+    return [{"stage": st["stage"], "layers": list(st["layers"]), "ranks": st["ranks"], "device": st["device"],
+             "first_layer": st["first_layer"], "last_layer": st["last_layer"]} for st in stages]
+
+
+def _launch(cluster_spec: str, world: int) -> dict:
+    """torchrun geometry: nnodes x nproc-per-node covering the plan's ranks, node 0 filled first."""
+    from cost_models.cluster import parse_cluster
+
+    cluster = parse_cluster(cluster_spec)
+    per_node = [node.devices_per_node for node in cluster.nodes]
+    nproc = min(per_node[0], world)
+    nnodes = -(-world // nproc)
+    if any(n < nproc for n in per_node[:nnodes]):
+        raise UserError(f"cluster {cluster_spec!r} has nodes of different sizes {per_node}; torchrun needs the same "
+                        f"number of processes per node")
+    accel = cluster.nodes[0].device.kind != "cpu"
+    return {"nnodes": nnodes, "nproc_per_node": nproc, "multi_node": nnodes > 1, "accelerator": accel,
+            "cluster": cluster_spec, "description": cluster.describe()}
+
+
+def _serving(plan: dict, spec: dict, runtime: dict) -> dict | None:
+    """Serving-engine settings of an inference plan (None for training plans)."""
+    decision, workload = plan["decision"], plan["inputs"].get("workload", {})
+    if decision.get("kind") != "inference":
+        return None
+    policy = decision.get("serving") or {}
+    input_len, output_len = decision.get("input_len") or 0, decision.get("output_len") or 0
+    disagg = policy.get("disaggregated") or None
+    return {
+        "model_path": spec.get("hub_id") or plan["inputs"]["model"],
+        "tp": runtime["tp"], "pp": runtime["pp"], "dp": runtime["dp"], "ep": runtime["ep"],
+        "max_model_len": input_len + output_len if input_len else None,
+        "max_num_seqs": plan.get("predicted", {}).get("max_batch") or workload.get("batch"),
+        "chunked_prefill": policy.get("chunked_prefill"),  # None: the engine default
+        "max_num_batched_tokens": policy.get("chunk_tokens") or policy.get("max_num_batched_tokens"),
+        "disaggregated": {"prefill": int(disagg.get("prefill_instances", 1)),
+                          "decode": int(disagg.get("decode_instances", 1))} if disagg else None,
+        "dtype": {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(plan["inputs"].get("dtype"), "auto"),
+        "phase": decision.get("phase"),
+    }
+
+
+def build_context(plan: dict) -> dict:
+    """The whole render context of a plan: header, runtime PLAN literal, launch and serving settings.
+
+    >>> import planner
+    >>> p = planner.plan("tiny-llama", "2xcpu", "train", batch=4, seq_len=16, tp=2).to_dict()
+    >>> ctx = build_context(p)
+    >>> ctx["runtime"]["tp"], ctx["runtime"]["world_size"], ctx["launch"]["nproc_per_node"]
+    (2, 2, 2)
+    """
+    check_format(plan)
+    inputs, decision = plan["inputs"], plan["decision"]
+    spec = model_spec(inputs["model"])
+    numbers = _config_numbers(spec)
+    stages = _stages(decision, numbers["num_blocks"])
+    train = decision.get("kind") == "train"
+    workload = inputs.get("workload", {})
+    tp, dp, pp = len(stages[0]["ranks"][0]), len(stages[0]["ranks"]), len(stages)
+    runtime = {
+        "fingerprint": plan.get("fingerprint", ""), "model_name": plan.get("model_name", inputs["model"]),
+        "model": spec, **numbers, "stages": stages, "tp": tp, "dp": dp, "pp": pp,
+        "ep": int(decision.get("ep", 1)), "world_size": tp * dp * pp,
+        "microbatches": int(decision.get("microbatches", 1)) if train else 1,
+        "microbatch_size": decision.get("microbatch_size"),
+        "schedule": decision.get("schedule", "1f1b"), "zero_stage": int(decision.get("zero_stage", 0)),
+        "recompute": decision.get("recompute", "none"), "sequence_parallel": bool(decision.get("sequence_parallel")),
+        "dtype": inputs.get("dtype", "bf16"), "default_mode": "train" if train else "infer",
+        "workload": {"batch": int(workload.get("batch") or decision.get("batch") or 1),
+                     "seq_len": int(workload.get("seq_len") or decision.get("input_len") or 128),
+                     "output_len": workload.get("output_len")},
+    }
+    if numbers["heads"] % tp or numbers["kv_heads"] % tp:
+        raise UserError(f"tp={tp} does not divide the model's {numbers['heads']} attention heads and "
+                        f"{numbers['kv_heads']} key/value heads (grouped-query attention); re-plan with --tp "
+                        f"dividing {numbers['kv_heads']}")
+    if runtime["ep"] > 1:
+        raise UserError(f"the plan uses expert parallelism ep={runtime['ep']}, which the generated program does not "
+                        f"implement yet; re-plan with --ep 1")
+    return {
+        "header": {"planner_version": inputs.get("planner_version", "unknown"), "fingerprint": runtime["fingerprint"],
+                   "plan_hash": plan_hash(plan), "model": inputs["model"], "cluster": inputs.get("cluster")},
+        "runtime": runtime, "launch": _launch(inputs.get("cluster", "1xcpu"), runtime["world_size"]),
+        "serving": _serving(plan, spec, runtime), "predicted": _predicted(plan), "train": train,
+    }
+
+
+def _predicted(plan: dict) -> list[list[str]]:
+    """(name, value) rows of the plan's headline predictions, formatted for the README."""
+    pred = plan.get("predicted", {})
+    keys = ("step_time_s", "tokens_per_s", "mfu", "latency_s", "ttft_s", "tpot_s", "output_tokens_per_s",
+            "memory_per_device_bytes", "bubble_fraction", "max_batch")
+    return [[k, f"{pred[k]:.6g}" if isinstance(pred[k], float) else str(pred[k])]
+            for k in keys if pred.get(k) is not None]

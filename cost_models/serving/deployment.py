@@ -1,0 +1,159 @@
+"""A serving deployment on a cluster: colocated replicas under one policy, or disaggregated xPyD; runs
+the simulator on every instance and merges per-request times.
+
+- Colocated: `replicas` identical instances of tp x pp GPUs; requests are dispatched round-robin in
+  arrival order (a stateless load balancer in front of vLLM replicas).
+- Disaggregated (DistServe): prefill instances run `PrefillFirst` on requests truncated to one output
+  token; request i goes to prefill instance i mod x. Its KV cache then moves to decode instance
+  (order of readiness) mod y: transfer time = prompt tokens x KV bytes per token per prefill rank /
+  link bandwidth + link latency (every prefill rank sends its own shard in parallel; transfers do not
+  contend: DistServe measures them as negligible over NVLink and places phases to keep it so).
+  The link is the one between rank 0 and the first decode rank (decode instances are placed after the
+  prefill ones). TTFT ends at the prefill instance; decode times include the transfer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from cost_models.estimate_context import make_context
+from cost_models.parallel_config import Options
+from cost_models.serving.iteration_cost import IterationCost
+from cost_models.serving.policies import DecodeOnly, Disaggregated, PrefillFirst
+from cost_models.serving.simulator import SimResult, simulate_instance
+from cost_models.serving.workload import Workload
+from ir.errors import UserError
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What runs where: a policy with tp/pp/replicas (colocated) or a `Disaggregated` policy."""
+
+    policy: object
+    tp: int = 1
+    pp: int = 1
+    replicas: int = 1
+
+    @property
+    def gpus(self) -> int:
+        if isinstance(self.policy, Disaggregated):
+            return self.policy.gpus
+        return self.tp * self.pp * self.replicas
+
+    def describe(self) -> str:
+        if isinstance(self.policy, Disaggregated):
+            return self.policy.describe()
+        return f"{self.replicas}x tp{self.tp}pp{self.pp} {self.policy.describe()}"
+
+
+class CostCache:
+    """`IterationCost` per (tp, pp) of one graph on one cluster, built once.
+
+    >>> import planner
+    >>> from cost_models.cluster import parse_cluster
+    >>> costs = CostCache(planner.capture("tiny-llama", seq_len=64), parse_cluster("2xH100-SXM"))
+    >>> costs.get(1, 1) is costs.get(1, 1)
+    True
+    """
+
+    def __init__(self, graph, cluster, dtype: str = "bf16"):
+        self.graph, self.cluster, self.dtype = graph, cluster, dtype
+        self._built: dict = {}
+
+    def get(self, tp: int, pp: int) -> IterationCost:
+        key = (tp, pp)
+        if key not in self._built:
+            if tp * pp > self.cluster.num_devices:
+                raise UserError(f"tp={tp} x pp={pp} needs {tp * pp} devices; {self.cluster.name} has "
+                                f"{self.cluster.num_devices}")
+            options = Options(tp=tp, pp=pp, dp=1, input_len=min(self.graph.seq_len, 8192), dtype=self.dtype)
+            self._built[key] = IterationCost(make_context(self.graph, self.cluster, options))
+        return self._built[key]
+
+
+def _merge(w: Workload, parts: list[tuple[np.ndarray, SimResult]], gpus: int) -> SimResult:
+    first, finish, tbt = np.full(len(w), np.nan), np.full(len(w), np.nan), np.full(len(w), np.nan)
+    out = SimResult(w, first, finish, gpus, power=parts[0][1].power if parts else {}, max_tbt_s=tbt)
+    for index, r in parts:
+        first[index], finish[index] = r.first_token_s, r.finish_s
+        if r.max_tbt_s is not None:
+            tbt[index] = np.fmax(tbt[index], r.max_tbt_s)
+        out.busy_s += r.busy_s * r.gpus / gpus  # GPU-weighted, so busy_s x gpus stays GPU-seconds
+        out.compute_bound_s += r.compute_bound_s * r.gpus / gpus
+        out.iterations += r.iterations
+        out.preemptions += r.preemptions
+        out.rejected += r.rejected
+        out.max_kv_blocks = max(out.max_kv_blocks, r.max_kv_blocks)
+        out.kv_capacity_blocks = max(out.kv_capacity_blocks, r.kv_capacity_blocks)
+        out.expert_bytes += r.expert_bytes * r.gpus  # all ranks
+        out.prefill_tokens += r.prefill_tokens
+        out.decode_tokens += r.decode_tokens
+    return out
+
+
+def _colocated(costs: CostCache, d: Deployment, w: Workload) -> SimResult:
+    cost = costs.get(d.tp, d.pp)
+    parts = []
+    for k in range(d.replicas):
+        index = np.arange(k, len(w), d.replicas)
+        if len(index):
+            parts.append((index, simulate_instance(cost, d.policy, w.select(index))))
+    return _merge(w, parts, d.gpus)
+
+
+def _disaggregated(costs: CostCache, d: Deployment, w: Workload) -> SimResult:
+    p = d.policy
+    pre_cost, dec_cost = costs.get(p.prefill_tp, p.prefill_pp), costs.get(p.decode_tp, p.decode_pp)
+    one = Workload(w.arrival_s, w.prompt_tokens, np.ones(len(w), np.int64), w.name)
+    parts, ready = [], np.full(len(w), np.nan)
+    first = np.full(len(w), np.nan)
+    for k in range(p.prefill_instances):
+        index = np.arange(k, len(w), p.prefill_instances)
+        if len(index):
+            r = simulate_instance(pre_cost, PrefillFirst(), one.select(index))
+            first[index] = r.first_token_s
+            parts.append((index, r))
+    link = costs.cluster.link_between(0, min(p.prefill_instances * p.prefill_tp * p.prefill_pp,
+                                             costs.cluster.num_devices - 1))
+    transfer = w.prompt_tokens * pre_cost.kv_bytes_per_token / link.pair_bandwidth_bytes_per_s + link.latency_s
+    ready = first + transfer
+    order = np.argsort(np.nan_to_num(ready, nan=np.inf), kind="stable")
+    decode_parts = []
+    for k in range(p.decode_instances):
+        index = order[k::p.decode_instances]
+        index = index[np.isfinite(ready[index])]
+        if len(index):
+            sub = Workload(ready[index], w.prompt_tokens[index], w.output_tokens[index], w.name)
+            decode_parts.append((index, simulate_instance(dec_cost, DecodeOnly(), sub)))
+    merged = _merge(w, parts + decode_parts, d.gpus)
+    merged.first_token_s = first
+    finish = np.full(len(w), np.nan)
+    for index, r in decode_parts:
+        finish[index] = r.finish_s
+    single = w.output_tokens <= 1
+    finish[single] = first[single]
+    merged.finish_s = finish
+    merged.kv_transfer_s = float(np.nansum(transfer))
+    return merged
+
+
+def simulate(costs: CostCache, d: Deployment, w: Workload) -> SimResult:
+    """Simulate workload `w` on deployment `d`; per-request times merged over instances.
+
+    >>> import planner
+    >>> from cost_models.cluster import parse_cluster
+    >>> from cost_models.serving.policies import Chunked
+    >>> from cost_models.serving.workload import fixed
+    >>> costs = CostCache(planner.capture("tiny-llama", seq_len=64), parse_cluster("2xH100-SXM"))
+    >>> simulate(costs, Deployment(Chunked(128), replicas=2), fixed(10, 64, 4, rate=5.0)).gpus
+    2
+    """
+    if isinstance(d.policy, Disaggregated):
+        return _disaggregated(costs, d, w)
+    return _colocated(costs, d, w)
+
+
+def scaled(d: Deployment, **changes) -> Deployment:
+    return replace(d, **changes)

@@ -1,0 +1,205 @@
+"""Time of one engine iteration on one serving instance, with a mixed batch of decodes and prefill
+tokens, in O(1) per iteration from tables precomputed once per (model, device, tp, pp).
+
+An iteration runs `tokens` new tokens through the layers. Its time is
+  t = E(T) + sum_blocks B(T_block) + H(S) + attention + (pp - 1) x p2p(T),
+- B(T): one block's GEMMs, norms and TP all-reduces (and EP all-to-alls) at T tokens, from
+  `cost_models.layer_times` (roofline with efficiency, `cost_models.compute.op_time`); tabulated on a
+  geometric grid of T and linearly interpolated onto every integer T <= T_MAX (numpy, once). For MoE
+  blocks B includes the expert weights touched by T tokens (`ir.phases.expected_experts_touched`),
+  so a chunk re-reads every expert its tokens route to: the mechanism layered prefill removes.
+- E(T): the embedding at T tokens; H(S): the LM head at S sampled tokens (engines compute logits only
+  for the last token of each sequence: vLLM's `logits_processor` prunes them).
+- attention, summed over all attention layers on one rank: decode reads the K/V of every running
+  sequence's context (memory-bound), prefill chunks do q*c + q(q+1)/2 causal query-key pairs:
+    time = max(pairs x flops_per_pair / (peak x e_attn), kv_tokens_read x kv_bytes_per_token / (bw x e_mem)),
+  decode and prefill parts as separate kernels, plus one kernel overhead per attention layer.
+- pp > 1: stages run one after another for an iteration (no micro-batch interleaving across
+  iterations; an assumption that under-rates pp for throughput), plus one activation send per
+  stage boundary. Layered prefill runs one layer group's blocks at T + P tokens and the others at T.
+Block times use the mean block (all blocks share one signature in the presets; mixed stacks are averaged).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from cost_models.estimate_context import Context
+from cost_models.estimate_infer import hidden_size, inference_memory, kv_per_sequence
+from cost_models.layer_times import layer_times
+from ir.phases import expected_experts_touched, phase_shape
+
+T_MAX = 1 << 15  # tokens per iteration tabulated exactly; beyond, linear extrapolation
+_GRID = sorted({1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536,
+                2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768})
+
+
+@dataclass(frozen=True)
+class MoeInfo:
+    """Expert weights of the model on one rank: MoE layers, experts, top-k, bytes of one expert."""
+
+    moe_layers: int
+    num_experts: int
+    top_k: int
+    expert_bytes: float  # one expert's weights, one layer, on one rank
+
+    def bytes_read(self, tokens: float, layers: float | None = None) -> float:
+        """Expert bytes read by `tokens` tokens through `layers` MoE layers (default: all).
+
+        >>> MoeInfo(2, 8, 2, 100.0).bytes_read(1)
+        400.0
+        """
+        if self.moe_layers == 0 or tokens <= 0:
+            return 0.0
+        n = self.moe_layers if layers is None else layers
+        return n * self.expert_bytes * expected_experts_touched(self.num_experts, self.top_k, int(tokens))
+
+
+class IterationCost:
+    """Per-iteration time tables of one instance (see the module docstring).
+
+    >>> import planner
+    >>> from cost_models.cluster import parse_cluster
+    >>> from cost_models.estimate_context import make_context
+    >>> from cost_models.parallel_config import Options
+    >>> g = planner.capture("tiny-llama", seq_len=64)
+    >>> c = IterationCost(make_context(g, parse_cluster("1xH100-SXM"), Options(input_len=64, dp=1)))
+    >>> c.time(decodes=4, decode_kv=256) > 0
+    True
+    """
+
+    def __init__(self, ctx: Context, max_tokens: int = 8192):
+        self.ctx = ctx
+        self.num_blocks = sum(1 for layer in ctx.graph.layers if layer.kind == "block")
+        self.gpus = ctx.options.tp * ctx.options.pp
+        self._tables(ctx)
+        self._attention_coefficients(ctx)
+        self.moe = _moe_info(ctx)
+        self.kv_bytes_per_token = kv_per_sequence(ctx, 1)
+        memory = inference_memory(ctx, 0, 1, max_tokens)
+        free = ctx.capacity_bytes - memory["weights"] - memory["activations"] - memory["reserve"]
+        self.kv_capacity_tokens = int(max(free, 0) // max(self.kv_bytes_per_token, 1e-9))
+        self.tdp_w = ctx.device.tdp_w or 0.0
+        self.idle_w = ctx.device.idle_w if ctx.device.idle_w is not None else 0.15 * self.tdp_w
+
+    def _tables(self, ctx: Context) -> None:
+        g, o = ctx.graph, ctx.options
+        rows = {"block": [], "embedding": [], "head": [], "bound": []}
+        hidden = hidden_size(ctx)
+        for t in _GRID:
+            times = layer_times(g, phase_shape(g, "prefill", 1, t), ctx.device, ctx.eff, ctx.cfg, ctx.kv_bytes,
+                                ctx.tp_group, ctx.ep_group)
+            linear = [lt.gemm_s + lt.other_s + lt.comm_s for lt in times]
+            kinds = [layer.kind for layer in g.layers]
+            p2p = (o.pp - 1) * (ctx.pp_link_latency_s + t * hidden * 2 / (ctx.pp_link_bandwidth * ctx.eff.comm))
+            rows["block"].append(sum(x for x, k in zip(linear, kinds) if k == "block") / max(self.num_blocks, 1))
+            rows["embedding"].append(sum(x for x, k in zip(linear, kinds) if k == "embedding") + p2p)
+            rows["head"].append(sum(x for x, k in zip(linear, kinds) if k == "head"))
+            rows["bound"].append(sum(lt.compute_bound_s for lt in times))
+        grid = np.array(_GRID, dtype=float)
+        xs = np.arange(T_MAX + 1, dtype=float)
+        self._slope = {k: (v[-1] - v[-2]) / (grid[-1] - grid[-2]) for k, v in rows.items()}
+        self.block = np.interp(xs, grid, rows["block"]).tolist()
+        self.embed = np.interp(xs, grid, rows["embedding"]).tolist()
+        self.head = np.interp(xs, grid, rows["head"]).tolist()
+        self.bound = np.interp(xs, grid, rows["bound"]).tolist()
+        for table in (self.block, self.embed, self.head, self.bound):
+            table[0] = 0.0
+
+    def _attention_coefficients(self, ctx: Context) -> None:
+        tp = ctx.options.tp
+        kv_heads = ctx.graph.config.get("num_kv_heads") or 1
+        attn = [op.attention for op in ctx.graph.ops if op.attention is not None]
+        self.attention_layers = len(attn)
+        self.flops_per_pair = sum(2 * a.heads * (a.head_dim + a.value_dim) for a in attn) / tp
+        kv_all = sum(2 * a.kv_heads * a.head_dim * ctx.kv_bytes for a in attn) / min(tp, kv_heads)
+        self.peak = ctx.device.peak_flops_for("bf16" if ctx.cfg.dtype == "fp8" else ctx.cfg.dtype)
+        self.bandwidth = ctx.device.memory_bandwidth_bytes_per_s * ctx.eff.memory
+        self.kv_read_per_token_s = kv_all / self.bandwidth  # all attention layers, one rank
+        self.overhead_s = self.attention_layers * ctx.eff.kernel_overhead_s
+        self.eff = ctx.eff
+
+    def lookup(self, table: list, tokens: int) -> float:
+        if tokens <= T_MAX:
+            return table[tokens]
+        name = {id(self.block): "block", id(self.embed): "embedding", id(self.head): "head"}.get(id(table), "bound")
+        return table[T_MAX] + self._slope[name] * (tokens - T_MAX)
+
+    def linear(self, tokens: int, sampled: int) -> float:
+        """Non-attention time of an iteration of `tokens` tokens (all blocks) with `sampled` logits."""
+        b = self.block[tokens] if tokens <= T_MAX else self.lookup(self.block, tokens)
+        e = self.embed[tokens] if tokens <= T_MAX else self.lookup(self.embed, tokens)
+        return self.num_blocks * b + e + self.head[min(sampled, T_MAX)]
+
+    def decode_attention_per_token(self, decodes: int) -> float:
+        """Seconds per cached token read by decode attention (max of compute and memory roofline)."""
+        compute = self.flops_per_pair / (self.peak * max(self.eff.attention(1.0), 1e-6))
+        return max(compute, self.kv_read_per_token_s) if decodes else 0.0
+
+    def prefill_attention(self, pairs: float, q_tokens: int, kv_read_tokens: float) -> float:
+        """Attention time of prefill chunks: `pairs` causal query-key pairs, `kv_read_tokens` cached."""
+        if pairs <= 0:
+            return 0.0
+        compute = pairs * self.flops_per_pair / (self.peak * max(self.eff.attention(float(q_tokens)), 1e-6))
+        return max(compute, (kv_read_tokens + q_tokens) * self.kv_read_per_token_s)
+
+    def time(self, decodes: int = 0, decode_kv: float = 0.0, prefill_tokens: int = 0, prefill_pairs: float = 0.0,
+             prefill_kv_read: float = 0.0, prompts_done: int = 0) -> float:
+        """Seconds of one iteration: `decodes` sequences holding `decode_kv` cached tokens in total, plus
+        `prefill_tokens` prompt tokens (chunks) doing `prefill_pairs` attention pairs; `prompts_done`
+        prompts emit their first token."""
+        t = self.linear(decodes + prefill_tokens, decodes + prompts_done)
+        t += (decode_kv + decodes) * self.decode_attention_per_token(decodes)
+        t += self.prefill_attention(prefill_pairs, prefill_tokens, prefill_kv_read)
+        return t + (self.overhead_s if decodes or prefill_tokens else 0.0)
+
+    def layered_time(self, decodes: int, decode_kv: float, prompt_tokens: int, prompt_pairs: float,
+                     group_blocks: int, first: bool, last: bool, prompts: int) -> float:
+        """One layered-prefill iteration: all decodes through every block, plus `prompt_tokens` tokens of
+        whole prompts through `group_blocks` blocks (embedding on the first group, logits on the last)."""
+        n, p = decodes, prompt_tokens
+        frac = group_blocks / max(self.num_blocks, 1)
+        block_n = self.block[n] if n <= T_MAX else self.lookup(self.block, n)
+        both = n + p
+        block_np = self.block[both] if both <= T_MAX else self.lookup(self.block, both)
+        t = (self.num_blocks - group_blocks) * block_n + group_blocks * block_np
+        t += self.lookup(self.embed, n + p if first else n) + self.head[min(n + (prompts if last else 0), T_MAX)]
+        t += (decode_kv + n) * self.decode_attention_per_token(n)
+        t += frac * self.prefill_attention(prompt_pairs, p, 0.0)
+        return t + self.overhead_s
+
+    def compute_bound(self, tokens: int) -> float:
+        """Seconds of an iteration of `tokens` tokens limited by FLOP/s (for the power model)."""
+        return self.lookup(self.bound, tokens)
+
+
+def causal_pairs(q: int, cached: int) -> float:
+    """Query-key pairs of a q-token chunk after `cached` tokens: q*cached + q(q+1)/2.
+
+    >>> causal_pairs(4, 0), causal_pairs(2, 10)
+    (10.0, 23.0)
+    """
+    return q * cached + q * (q + 1) / 2.0
+
+
+def _moe_info(ctx: Context) -> MoeInfo:
+    g = ctx.graph
+    specs = [(op.experts, layer.index) for layer in g.layers if layer.is_moe
+             for op in g.layer_ops(layer) if op.experts is not None]
+    if not specs:
+        return MoeInfo(0, 0, 0, 0.0)
+    e = specs[0][0]
+    per_layer = sum(s.expert_param_bytes for s, i in specs if i == specs[0][1])  # all expert GEMMs of one layer
+    o = ctx.options
+    shard = max(o.ep, o.tp)
+    return MoeInfo(len({i for _, i in specs}), e.num_experts, e.top_k, per_layer * ctx.weight_scale() / shard)
+
+
+def kv_capacity_tokens(ctx: Context, max_tokens: int) -> int:
+    """Tokens of KV cache one instance holds next to weights, activations and the reserve."""
+    memory = inference_memory(ctx, 0, 1, max_tokens)
+    free = ctx.capacity_bytes - memory["weights"] - memory["activations"] - memory["reserve"]
+    return int(max(free, 0) // max(kv_per_sequence(ctx, 1), 1e-9)) if not math.isnan(free) else 0

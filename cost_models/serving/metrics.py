@@ -1,0 +1,161 @@
+"""Serving metrics of a simulation: TTFT and TPOT (mean, p50, p90, p99), throughput, SLO attainment,
+goodput by search over the request rate, per-GPU goodput, energy per token, MoE expert bytes per prompt.
+
+Definitions:
+- TTFT = first token time - arrival; TPOT = (finish - first token) / (output tokens - 1), for requests
+  with more than one output token (the per-request mean inter-token time, as DistServe and vLLM's
+  benchmark report it). Rejected requests (too long for the KV cache) miss every SLO.
+- TBT (Sarathi-Serve's time between tokens): per request, the longest gap between two of its tokens
+  (the longest iteration it decoded in: a prefill-first stall shows here, not in the mean TPOT).
+- SLO attainment: fraction of requests with TTFT <= ttft, TPOT <= tpot and max TBT <= tbt (an SLO left
+  out is met).
+- Goodput (DistServe): the highest request rate at which attainment >= 90%, found by bisection of the
+  rate on a log scale (attainment falls with the rate; the bracket is checked and widened first).
+  Per-GPU goodput = goodput / GPUs of the deployment.
+- Power model: a busy GPU draws idle + (TDP - idle) x u, u = compute-bound share of its busy time
+  (from the roofline: the FLOP-limited part of each iteration), floored at 0.3 because HBM traffic of
+  memory-bound decode alone draws a large part of board power; an idle GPU draws idle power (the spec's
+  `idle_w`, else 15% of TDP). Energy per token = GPU energy over the run / output tokens. The same
+  model as `cost_models.estimator`; not a measurement.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from cost_models.serving.simulator import SimResult
+
+log = logging.getLogger(__name__)
+
+ATTAINMENT = 0.9
+_POWER_FLOOR = 0.3
+
+
+def latencies(r: SimResult) -> tuple[np.ndarray, np.ndarray]:
+    """Per-request TTFT and TPOT (NaN where undefined: rejected, or single-token TPOT)."""
+    w = r.workload
+    ttft = r.first_token_s - w.arrival_s
+    steps = w.output_tokens - 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(steps > 0, (r.finish_s - r.first_token_s) / np.maximum(steps, 1), np.nan)
+    return ttft, tpot
+
+
+def attainment(r: SimResult, slo: dict) -> float:
+    """Fraction of requests meeting both SLOs ({'ttft': s, 'tpot': s}).
+
+    Rejected requests count as misses; a request without a TPOT (one output token) meets the TPOT SLO.
+    """
+    ttft, tpot = latencies(r)
+    ok = np.isfinite(r.finish_s)
+    if slo.get("ttft"):
+        ok &= ttft <= slo["ttft"]
+    if slo.get("tpot"):
+        ok &= np.isnan(tpot) | (tpot <= slo["tpot"])
+    if slo.get("tbt") and r.max_tbt_s is not None:
+        ok &= np.isnan(r.max_tbt_s) | (r.max_tbt_s <= slo["tbt"])
+    return float(ok.mean()) if len(ok) else 0.0
+
+
+def _stats(x: np.ndarray, prefix: str) -> dict:
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return {f"{prefix}_{k}": None for k in ("mean", "p50", "p90", "p99")}
+    p50, p90, p99 = np.percentile(x, [50, 90, 99])
+    return {f"{prefix}_mean": float(x.mean()), f"{prefix}_p50": float(p50), f"{prefix}_p90": float(p90),
+            f"{prefix}_p99": float(p99)}
+
+
+def energy_j(r: SimResult, makespan_s: float) -> float | None:
+    """GPU energy of the run (J) under the documented power model; None without a TDP."""
+    tdp, idle = r.power.get("tdp_w"), r.power.get("idle_w")
+    if not tdp:
+        return None
+    u = max(r.compute_bound_s / r.busy_s, _POWER_FLOOR) if r.busy_s > 0 else 0.0
+    busy = min(r.busy_s, makespan_s)
+    return r.gpus * (busy * (idle + (tdp - idle) * min(u, 1.0)) + (makespan_s - busy) * idle)
+
+
+def summarize(r: SimResult, slo: dict | None = None) -> dict:
+    """Latency percentiles, throughput, energy and SLO attainment of one simulation.
+
+    Keys: ttft_{mean,p50,p90,p99}, tpot_{...}, requests_per_s, output_tokens_per_s, energy_per_token_j,
+    expert_bytes_per_prompt, attainment, preemptions, rejected, gpus, ...
+    """
+    w = r.workload
+    ttft, tpot = latencies(r)
+    done = np.isfinite(r.finish_s)
+    makespan = float(np.nanmax(r.finish_s) - w.arrival_s[0]) if done.any() else 0.0
+    out_tokens = float(w.output_tokens[done].sum())
+    energy = energy_j(r, makespan)
+    out = {**_stats(ttft, "ttft"), **_stats(tpot, "tpot")}
+    if r.max_tbt_s is not None:
+        out.update(_stats(r.max_tbt_s, "max_tbt"))
+    out.update(
+        requests=len(w), completed=int(done.sum()), rejected=r.rejected, preemptions=r.preemptions, gpus=r.gpus,
+        makespan_s=makespan, requests_per_s=done.sum() / makespan if makespan > 0 else 0.0,
+        output_tokens_per_s=out_tokens / makespan if makespan > 0 else 0.0,
+        energy_per_token_j=energy / out_tokens if energy is not None and out_tokens else None,
+        expert_bytes_per_prompt=r.expert_bytes / len(w) if len(w) else 0.0,
+        max_kv_blocks=r.max_kv_blocks, kv_capacity_blocks=r.kv_capacity_blocks, iterations=r.iterations,
+        utilization=r.busy_s / makespan if makespan > 0 else 0.0,
+    )
+    if slo is not None:
+        out["attainment"] = attainment(r, slo)
+    return out
+
+
+def goodput(run, slo: dict, rate_hi: float, rate_lo: float | None = None, steps: int = 10,
+            tolerance: float = 0.02) -> tuple[float, SimResult | None]:
+    """Highest rate (req/s) with attainment >= 90%, by log-scale bisection; `run(rate)` -> SimResult.
+
+    Returns (rate, the result at that rate); (0.0, None) when even `rate_lo` misses.
+
+    >>> from types import SimpleNamespace as N
+    >>> import numpy as np
+    >>> class Fake:  # attainment 1 below 3 req/s, 0 above
+    ...     pass
+    >>> def run(rate):
+    ...     w = N(arrival_s=np.zeros(1), output_tokens=np.array([2]))
+    ...     return SimResult(w, np.array([0.0 if rate <= 3 else 9.0]), np.array([0.1 if rate <= 3 else 9.0]), 1)
+    >>> round(goodput(run, {"ttft": 1.0}, rate_hi=8.0)[0], 1)
+    3.0
+    """
+    lo = rate_lo or rate_hi / 64
+    r_lo = run(lo)
+    if attainment(r_lo, slo) < ATTAINMENT:
+        return 0.0, None
+    hi = rate_hi
+    for _ in range(4):  # widen the bracket if even the top rate meets the SLO
+        r_hi = run(hi)
+        if attainment(r_hi, slo) < ATTAINMENT:
+            break
+        lo, r_lo, hi = hi, r_hi, hi * 4
+    else:
+        return lo, r_lo
+    for _ in range(steps):
+        if hi / lo < 1 + tolerance:
+            break
+        mid = math.sqrt(lo * hi)
+        r_mid = run(mid)
+        if attainment(r_mid, slo) >= ATTAINMENT:
+            lo, r_lo = mid, r_mid
+        else:
+            hi = mid
+    log.debug("goodput %.3f req/s (bracket %.3f-%.3f)", lo, lo, hi)
+    return lo, r_lo
+
+
+def capacity_rate(cost, mean_prompt: float, mean_output: float) -> float:
+    """Upper bound on an instance's request rate: prefill at 8K-token batches plus decode at the
+    largest batch the KV cache holds (max 256), per request (an offline throughput bound).
+
+    Used to bracket the goodput search.
+    """
+    batch = int(max(min(cost.kv_capacity_tokens / max(mean_prompt + mean_output, 1), 256), 1))
+    prefill = cost.time(prefill_tokens=8192, prefill_pairs=8192 * mean_prompt / 2, prompts_done=1) / 8192 * mean_prompt
+    decode = cost.time(decodes=batch, decode_kv=batch * (mean_prompt + mean_output / 2)) / batch * mean_output
+    return 1.0 / max(prefill + decode, 1e-9)

@@ -1,0 +1,163 @@
+"""Serving workloads: requests with arrival time, prompt tokens and output tokens.
+
+Sources:
+- trace CSVs with `num_prefill_tokens,num_decode_tokens` (and optionally `arrived_at` seconds), as in
+  ../shared/data/traces/ (Splitwise conversation trace, ShareGPT lengths); a bad row names its line;
+- built-in length distributions `chat`, `summarize`, `code`: log-normal prompt and output lengths
+  with the means of `SERVING_MEANS` (chat 1024/256, summarize 4096/256, code 2048/512: assumptions
+  in the spirit of the ShareGPT, arXiv-summarization and code workloads of Sarathi-Serve and
+  DistServe) and a coefficient of variation of 1 (sigma = sqrt(ln 2)), clipped to [16, 8192] / [1, 2048];
+- fixed lengths.
+Arrivals: Gamma inter-arrival times with mean 1/rate and coefficient of variation `cv` (shape
+1/cv^2): cv = 1 is Poisson, cv > 1 burstier (the burstiness knob of DistServe's and Vidur's
+generators). Everything is deterministic for a seed (numpy PCG64).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ir.errors import UserError
+
+SERVING_MEANS = {"chat": (1024, 256), "summarize": (4096, 256), "code": (2048, 512)}
+_LOGNORMAL_SIGMA = math.sqrt(math.log(2.0))  # cv = 1: sigma^2 = ln(1 + cv^2)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Requests sorted by arrival: arrival_s, prompt_tokens and output_tokens (>= 1) per request."""
+
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    name: str = "workload"
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    @property
+    def rate(self) -> float:
+        span = float(self.arrival_s[-1] - self.arrival_s[0]) if len(self) > 1 else 0.0
+        return (len(self) - 1) / span if span > 0 else float("inf")
+
+    def with_rate(self, rate: float) -> Workload:
+        """The same requests with arrivals stretched so the mean rate is `rate` (shape kept).
+
+        >>> w = Workload(np.array([0.0, 1.0, 2.0]), np.array([8, 8, 8]), np.array([2, 2, 2]))
+        >>> w.with_rate(2.0).arrival_s.tolist()
+        [0.0, 0.5, 1.0]
+        """
+        if not rate > 0:
+            raise UserError(f"request rate must be positive, got {rate}")
+        start = self.arrival_s[0] if len(self) else 0.0
+        scale = self.rate / rate if math.isfinite(self.rate) else 1.0
+        return Workload(start + (self.arrival_s - start) * scale, self.prompt_tokens, self.output_tokens, self.name)
+
+    def head(self, n: int) -> Workload:
+        return Workload(self.arrival_s[:n], self.prompt_tokens[:n], self.output_tokens[:n], self.name)
+
+    def select(self, index: np.ndarray) -> Workload:
+        return Workload(self.arrival_s[index], self.prompt_tokens[index], self.output_tokens[index], self.name)
+
+
+def arrivals(n: int, rate: float, cv: float = 1.0, seed: int = 0) -> np.ndarray:
+    """`n` arrival times (s) with Gamma inter-arrivals of mean 1/rate and coefficient of variation cv.
+
+    >>> a = arrivals(20000, 4.0, seed=1); round(float(len(a) / a[-1]), 1)
+    4.0
+    """
+    if not rate > 0 or not cv > 0:
+        raise UserError(f"arrival rate and burstiness (cv) must be positive, got {rate}, {cv}")
+    rng = np.random.default_rng(seed)
+    shape = 1.0 / (cv * cv)
+    gaps = rng.gamma(shape, 1.0 / (rate * shape), size=n)
+    return np.cumsum(gaps) - gaps[0]
+
+
+def read_trace(path: str | Path) -> Workload:
+    """Load a trace CSV; rows without `arrived_at` get arrival 0 (pair them with `arrivals`).
+
+    Raises UserError naming the file and line of the first bad row.
+    """
+    file = Path(path)
+    try:
+        handle = file.open(newline="")
+    except OSError as exc:
+        raise UserError(f"cannot read trace {file}: {exc.strerror}") from None
+    with handle:
+        reader = csv.reader(handle)
+        header = [h.strip() for h in next(reader, [])]
+        if not {"num_prefill_tokens", "num_decode_tokens"} <= set(header):
+            raise UserError(f"{file}:1: a trace needs columns num_prefill_tokens,num_decode_tokens "
+                            f"(and optionally arrived_at), got {','.join(header)!r}")
+        ip, io = header.index("num_prefill_tokens"), header.index("num_decode_tokens")
+        ia = header.index("arrived_at") if "arrived_at" in header else None
+        rows = [(line, row) for line, row in enumerate(reader, start=2) if row]
+    if not rows:
+        raise UserError(f"{file}: the trace has no requests")
+    arrival, prompt, output = np.zeros(len(rows)), np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
+    for k, (line, row) in enumerate(rows):
+        try:
+            a = float(row[ia]) if ia is not None else 0.0
+            p, d = int(float(row[ip])), int(float(row[io]))
+        except (IndexError, ValueError):
+            raise UserError(f"{file}:{line}: expected numbers in arrived_at, num_prefill_tokens, num_decode_tokens, "
+                            f"got {','.join(row)!r}") from None
+        if p < 1 or d < 0 or not math.isfinite(a) or a < 0:
+            raise UserError(f"{file}:{line}: token counts must be positive and arrival times >= 0, got {','.join(row)!r}")
+        arrival[k], prompt[k], output[k] = a, p, max(d, 1)
+    order = np.argsort(arrival, kind="stable")
+    return Workload(arrival[order], prompt[order], output[order], file.stem)
+
+
+def lengths(kind: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt and output lengths of a built-in distribution (see the module docstring).
+
+    >>> p, o = lengths("chat", 4000, seed=0); bool(900 < p.mean() < 1150 and 220 < o.mean() < 290)
+    True
+    """
+    if kind not in SERVING_MEANS:
+        raise UserError(f"unknown length distribution '{kind}'; use {', '.join(SERVING_MEANS)} or a trace .csv")
+    mean_p, mean_o = SERVING_MEANS[kind]
+    rng = np.random.default_rng(seed + 7919)
+    mu = -_LOGNORMAL_SIGMA ** 2 / 2
+    p = np.clip(np.rint(mean_p * rng.lognormal(mu, _LOGNORMAL_SIGMA, n)), 16, 8192).astype(np.int64)
+    o = np.clip(np.rint(mean_o * rng.lognormal(mu, _LOGNORMAL_SIGMA, n)), 1, 2048).astype(np.int64)
+    return p, o
+
+
+def make_workload(source: str, n: int, rate: float, cv: float = 1.0, seed: int = 0) -> Workload:
+    """`n` requests at `rate` req/s: lengths from a built-in name or a trace CSV (its own arrivals kept
+    and rescaled to `rate` when it has them, else Gamma arrivals).
+
+    >>> w = make_workload("chat", 100, rate=2.0); len(w), round(w.rate, 1)
+    (100, 2.0)
+    """
+    if n < 1:
+        raise UserError(f"a workload needs at least one request, got {n}")
+    if source in SERVING_MEANS:
+        p, o = lengths(source, n, seed)
+        return Workload(arrivals(n, rate, cv, seed), p, o, source).with_rate(rate)
+    trace = read_trace(source)
+    if len(trace) < n:
+        idx = np.arange(n) % len(trace)
+        trace = Workload(np.zeros(n), trace.prompt_tokens[idx], trace.output_tokens[idx], trace.name)
+    trace = trace.head(n)
+    if float(trace.arrival_s[-1]) <= 0.0:
+        trace = Workload(arrivals(n, rate, cv, seed), trace.prompt_tokens, trace.output_tokens, trace.name)
+    return trace.with_rate(rate)
+
+
+def fixed(n: int, prompt: int, output: int, rate: float, cv: float = 1.0, seed: int = 0) -> Workload:
+    """`n` requests of fixed lengths.
+
+    >>> len(fixed(3, 128, 16, rate=1.0))
+    3
+    """
+    return Workload(arrivals(n, rate, cv, seed), np.full(n, prompt, np.int64), np.full(n, max(output, 1), np.int64),
+                    f"fixed-{prompt}-{output}").with_rate(rate)

@@ -1,0 +1,158 @@
+"""Golden tests of `planner codegen`: emitted files per fixed plan, headers, ruff, determinism, errors.
+
+Plans are fixtures under tests/golden/codegen/plans/ (so planner changes do not churn these goldens);
+expected files are under tests/golden/codegen/<case>/. `UPDATE_GOLDEN=1 pytest tests/test_codegen_golden.py`
+rewrites them. run_plan.py is the header + codegen/runtime.py + the PLAN literal: its golden is kept in
+full for one case and as the PLAN tail for the others.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import planner.cli.codegen_cmd  # noqa: F401  (registers `planner codegen` until planner/cli imports it)
+from codegen import render_plan
+from codegen.render import RUNTIME
+from planner.cli import main as cli_main
+from tests.conftest import UPDATE_GOLDEN
+
+GOLDEN = Path(__file__).parent / "golden" / "codegen"
+PLANS = sorted(p.stem for p in (GOLDEN / "plans").glob("*.json"))
+FULL_RUN_PLAN = "train_tp2_pp2"
+
+# Documented engine options (a test holds every emitted flag to these lists).
+VLLM_OPTIONS = {  # https://docs.vllm.ai/en/latest/configuration/engine_args.html (vLLM 0.11, `vllm serve --help`)
+    "--tensor-parallel-size", "--pipeline-parallel-size", "--data-parallel-size", "--enable-expert-parallel",
+    "--max-model-len", "--max-num-seqs", "--max-num-batched-tokens", "--enable-chunked-prefill",
+    "--no-enable-chunked-prefill", "--dtype", "--kv-transfer-config", "--port",
+}
+SGLANG_OPTIONS = {  # https://docs.sglang.ai/advanced_features/server_arguments.html (SGLang 0.5)
+    "--model-path", "--tp-size", "--pp-size", "--dp-size", "--ep-size", "--context-length",
+    "--max-running-requests", "--chunked-prefill-size", "--disaggregation-mode", "--dtype", "--port",
+}
+SGLANG_ROUTER_OPTIONS = {"--pd-disaggregation", "--prefill", "--decode"}  # same page, "PD disaggregation" section
+
+
+def _plan(case: str) -> dict:
+    return json.loads((GOLDEN / "plans" / f"{case}.json").read_text())
+
+
+def _expected_text(case: str, name: str, text: str) -> str:
+    if name == "run_plan.py" and case != FULL_RUN_PLAN:
+        return text[text.index("# fmt: off"):]
+    return text
+
+
+@pytest.mark.parametrize("case", PLANS)
+def test_emitted_files_match_golden(case):
+    files = render_plan(_plan(case))
+    folder = GOLDEN / case
+    if UPDATE_GOLDEN:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for name, text in files.items():
+            if name != "plan.json":
+                (folder / name).write_text(_expected_text(case, name, text))
+    expected = sorted(p.name for p in folder.iterdir())
+    assert expected == sorted(n for n in files if n != "plan.json")
+    for name in expected:
+        assert _expected_text(case, name, files[name]) == (folder / name).read_text(), f"{case}/{name} changed"
+    assert json.loads(files["plan.json"]) == _plan(case)
+
+
+@pytest.mark.parametrize("case", PLANS)
+def test_headers_name_version_and_plan_hash(case):
+    plan = _plan(case)
+    for name, text in render_plan(plan).items():
+        if name == "plan.json":  # the plan itself carries inputs.planner_version and fingerprint
+            continue
+        head = "\n".join(text.splitlines()[:3])
+        assert f"aot-planner {plan['inputs']['planner_version']}" in head, name
+        assert f"from plan {plan['fingerprint']} (sha256 " in head, name
+
+
+def test_run_plan_is_header_runtime_and_plan():
+    text = render_plan(_plan(FULL_RUN_PLAN))["run_plan.py"]
+    assert RUNTIME.read_text().rstrip("\n") in text
+    assert text.rstrip().endswith("sys.exit(main(PLAN))")
+
+
+def test_same_plan_gives_identical_bytes():
+    assert render_plan(_plan("train_tp2_pp2")) == render_plan(_plan("train_tp2_pp2"))
+
+
+def test_emitted_python_passes_ruff_and_compiles(tmp_path):
+    for case in PLANS:
+        text = render_plan(_plan(case))["run_plan.py"]
+        compile(text, f"{case}/run_plan.py", "exec")
+        (tmp_path / f"{case}.py").write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--line-length", "130", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_shell_scripts_parse():
+    for case in PLANS:
+        for name, text in render_plan(_plan(case)).items():
+            if name.endswith(".sh"):
+                proc = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)
+                assert proc.returncode == 0, f"{case}/{name}: {proc.stderr}"
+
+
+def _flags(text: str) -> set[str]:
+    return set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", text))
+
+
+@pytest.mark.parametrize("case", ["serve_chat", "serve_disagg", "decode_tp2_pp2"])
+def test_serving_options_are_documented(case):
+    files = render_plan(_plan(case))
+    assert _flags(files["serve_vllm.sh"]) <= VLLM_OPTIONS
+    assert _flags(files["serve_sglang.sh"]) <= SGLANG_OPTIONS | SGLANG_ROUTER_OPTIONS
+
+
+def test_training_plans_have_no_serving_scripts():
+    assert "serve_vllm.sh" not in render_plan(_plan("train_tp2"))
+
+
+def _cli(capsys, *argv) -> tuple[int, list[str]]:
+    code = cli_main(list(argv))
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_cli_writes_the_directory(tmp_path, capsys):
+    code, _ = _cli(capsys, "codegen", str(GOLDEN / "plans" / "train_tp2.json"), "-o", str(tmp_path / "out"))
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["README.md", "launch.sh", "plan.json", "run_plan.py"]
+    assert (tmp_path / "out" / "launch.sh").stat().st_mode & 0o111
+
+
+def test_cli_rejects_a_plan_of_another_version(tmp_path, capsys):
+    plan = {**_plan("train_tp2"), "format": "aot-planner.plan/0"}
+    (tmp_path / "old.json").write_text(json.dumps(plan))
+    code, err = _cli(capsys, "codegen", str(tmp_path / "old.json"), "-o", str(tmp_path / "out"))
+    assert code == 2 and len(err) == 1 and "written by another planner version" in err[0]
+
+
+def test_cli_rejects_a_factory_that_does_not_import(tmp_path, capsys):
+    plan = _plan("train_tp2")
+    plan["inputs"]["model"] = "no_such_package.models:make"
+    (tmp_path / "bad.json").write_text(json.dumps(plan))
+    code, err = _cli(capsys, "codegen", str(tmp_path / "bad.json"), "-o", str(tmp_path / "out"))
+    assert code == 2 and len(err) == 1 and "cannot import the plan's model factory" in err[0]
+
+
+def test_cli_rejects_tp_that_splits_no_kv_heads(tmp_path, capsys):
+    plan = _plan("train_tp2")
+    for stage in plan["decision"]["stages"]:
+        stage["ranks"] = [[0, 1, 2, 3]]
+        stage["tp"] = 4
+    (tmp_path / "tp4.json").write_text(json.dumps(plan))
+    code, err = _cli(capsys, "codegen", str(tmp_path / "tp4.json"), "-o", str(tmp_path / "out"))
+    assert code == 2 and len(err) == 1 and "key/value heads" in err[0]
