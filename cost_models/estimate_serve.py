@@ -4,18 +4,14 @@ Offline (no --qps): every slot the KV cache allows is busy. With B concurrent se
 costs one prefill and `output_len` decode steps shared with B-1 others, so the request rate is
 X = 1 / (t_prefill + output_len * t_decode(B) / B) per replica.
 
-With --qps: an iteration-level simulation of Poisson arrivals (seeded) with vLLM-style
-prefill-first scheduling: waiting prompts are admitted while KV blocks last and prefilled in one
-iteration; otherwise all running sequences decode one token. Iteration times come from the cost
-model (prefill time linear in prompt count; decode time interpolated over batch sizes). The
-full serving simulator with chunked/layered prefill and disaggregation is `planner`'s serving
-module; this one answers `estimate --phase serve`.
+With --qps: mean TTFT and TPOT from the iteration-level serving simulator (`cost_models.serving`)
+on Poisson arrivals (seeded, 400 requests of the fixed lengths, per replica at qps / dp) with vLLM-style
+prefill-first scheduling and the KV capacity in blocks; iteration times come from the same cost model.
+The other keys (throughput, max_batch) stay the offline continuous-batching model above. `planner plan`
+searches chunked/layered prefill and disaggregation with the same simulator (planner.plan_infer).
 """
 
 from __future__ import annotations
-
-import bisect
-import random
 
 from cost_models.estimate_context import Context
 from cost_models.estimate_infer import forward_pass, max_batch
@@ -30,18 +26,6 @@ def _decode_table(ctx: Context, input_len: int, output_len: int, limit: int) -> 
     return sizes, [forward_pass(ctx, "decode", b, input_len, context).time_s for b in sizes]
 
 
-def _interpolate(sizes: list[int], times: list[float], batch: int) -> float:
-    i = bisect.bisect_left(sizes, batch)
-    if i < len(sizes) and sizes[i] == batch:
-        return times[i]
-    if i == 0:
-        return times[0]
-    if i >= len(sizes):
-        return times[-1] * batch / sizes[-1]
-    lo, hi = sizes[i - 1], sizes[i]
-    return times[i - 1] + (times[i] - times[i - 1]) * (batch - lo) / (hi - lo)
-
-
 def serve(ctx: Context) -> dict:
     o = ctx.options
     per_replica = max_batch(ctx, o.input_len + o.output_len, o.input_len) // o.dp
@@ -49,7 +33,7 @@ def serve(ctx: Context) -> dict:
     if concurrency < 1:
         return {"max_batch": 0, "fits": False}
     prefill = forward_pass(ctx, "prefill", 1, o.input_len)
-    sizes, times = _decode_table(ctx, o.input_len, o.output_len, concurrency)
+    _, times = _decode_table(ctx, o.input_len, o.output_len, concurrency)
     t_decode = times[-1]
     rate = 1.0 / (prefill.time_s + o.output_len * t_decode / concurrency)
     result = {
@@ -60,45 +44,25 @@ def serve(ctx: Context) -> dict:
         "prefill": prefill, "decode_time_s": t_decode, "concurrency": concurrency,
     }
     if o.qps:
-        result.update(_simulate(o.qps / o.dp, prefill.time_s, sizes, times, concurrency, o.output_len))
+        result.update(_simulate(ctx, o.qps / o.dp))
     return result
 
 
-def _simulate(qps: float, t_prefill: float, sizes, times, slots: int, output_len: int, seed: int = 0) -> dict:
-    """Mean TTFT and TPOT of Poisson arrivals at `qps` on one replica (deterministic per seed)."""
-    rng = random.Random(seed)
-    arrivals, t = [], 0.0
-    for _ in range(SIMULATED_REQUESTS):
-        t += rng.expovariate(qps)
-        arrivals.append(t)
-    now, nxt = 0.0, 0
-    waiting: list[int] = []
-    running: dict[int, int] = {}  # request -> tokens generated
-    first_token: dict[int, float] = {}
-    finished: dict[int, float] = {}
-    while len(finished) < len(arrivals):
-        while nxt < len(arrivals) and arrivals[nxt] <= now:
-            waiting.append(nxt)
-            nxt += 1
-        admit = waiting[: max(slots - len(running), 0)]
-        if admit:
-            waiting = waiting[len(admit):]
-            now += t_prefill * len(admit)
-            for r in admit:
-                running[r] = 1
-                first_token[r] = now
-            continue
-        if not running:
-            now = max(now, arrivals[nxt]) if nxt < len(arrivals) else now
-            continue
-        now += _interpolate(sizes, times, len(running))
-        for r in list(running):
-            running[r] += 1
-            if running[r] >= output_len:
-                finished[r] = now
-                del running[r]
-    ttft = [first_token[r] - arrivals[r] for r in range(len(arrivals))]
-    tpot = [(finished[r] - first_token[r]) / max(output_len - 1, 1) for r in range(len(arrivals))]
-    span = max(finished.values()) - arrivals[0]
-    return {"ttft_s": sum(ttft) / len(ttft), "tpot_s": sum(tpot) / len(tpot),
-            "achieved_requests_per_s": len(arrivals) / span if span > 0 else 0.0}
+def _simulate(ctx: Context, qps: float, seed: int = 0) -> dict:
+    """Mean TTFT and TPOT of Poisson arrivals at `qps` on one replica, from the serving simulator
+    (`cost_models.serving`: prefill-first continuous batching, KV capacity in blocks; deterministic per seed).
+
+    Empty when the simulation completes no request (a prompt longer than the KV cache holds)."""
+    from cost_models.serving.iteration_cost import IterationCost
+    from cost_models.serving.metrics import summarize
+    from cost_models.serving.policies import PrefillFirst
+    from cost_models.serving.simulator import simulate_instance
+    from cost_models.serving.workload import fixed
+
+    o = ctx.options
+    w = fixed(SIMULATED_REQUESTS, o.input_len, o.output_len, rate=qps, seed=seed)
+    m = summarize(simulate_instance(IterationCost(ctx), PrefillFirst(), w))
+    if m["ttft_mean"] is None:
+        return {}
+    return {"ttft_s": m["ttft_mean"], "tpot_s": m["tpot_mean"] if m["tpot_mean"] is not None else 0.0,
+            "achieved_requests_per_s": m["requests_per_s"]}

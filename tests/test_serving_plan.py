@@ -1,0 +1,71 @@
+"""Serving plans (planner.plan_infer.plan_serving): simulated goodput search over policies and layouts."""
+
+from __future__ import annotations
+
+import pytest
+
+import planner
+from planner.cli import main
+
+SLO = {"ttft": 1.0, "tpot": 0.1}
+
+
+@pytest.fixture(scope="module")
+def chat_plan():
+    return planner.plan("llama-3-8b", "8xH100-SXM", "chat", slo=SLO)
+
+
+def test_chat_plan_verifies_and_meets_the_slo(chat_plan):
+    assert chat_plan.verify() == []
+    d, p = chat_plan.data["decision"], chat_plan.data["predicted"]
+    s = d["serving"]
+    assert d["kind"] == "inference" and d["phase"] == "serve"
+    assert s["policy"] in ("chunked", "prefill_first", "layered", "disaggregated")
+    assert s["chunked_prefill"] == (s["policy"] == "chunked")
+    assert {"chunk_tokens", "layer_groups", "disaggregated"} <= set(s)
+    assert p["ttft_s"] <= SLO["ttft"] and p["tpot_s"] <= SLO["tpot"]
+    assert p["slo_attainment"] >= 0.9 and p["goodput_rps"] > 0 and p["goodput_per_gpu"] > 0
+    for key in ("ttft_p90_s", "ttft_p99_s", "tpot_p90_s", "tpot_p99_s", "energy_per_token_j", "memory_per_device_bytes",
+                "memory_capacity_bytes", "latency_s", "step_time_s", "max_batch", "output_tokens_per_s", "tokens_per_s"):
+        assert p[key] is not None, key
+    assert p["fits"] and "memory_map" in chat_plan.data
+    assert d["dp"] * d["tp"] * d["pp"] <= 8
+
+
+def test_rate_target_uses_fewer_gpus(chat_plan):
+    rate = chat_plan.data["predicted"]["goodput_per_gpu"] * 2.5
+    plan = planner.plan("llama-3-8b", "8xH100-SXM", "chat", slo=SLO, rate=rate)
+    assert plan.verify() == []
+    p = plan.data["predicted"]
+    assert p["gpus_used"] < 8 and p["goodput_rps"] >= rate and p["rate_rps"] == rate
+
+
+def test_impossible_slo_names_best_ttft_and_tpot(capsys):
+    assert main(["plan", "llama-3-8b", "--cluster", "8xH100-SXM", "--workload", "chat",
+                 "--slo", "ttft=0.0001,tpot=0.0001"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "best achievable" in err[0] and "TTFT" in err[0] and "TPOT" in err[0]
+
+
+def test_moe_model_considers_layered_prefill():
+    plan = planner.plan("tiny-mixtral", "2xH100-SXM", "chat", slo={"ttft": 2.0, "tpot": 0.2}, input_len=256, output_len=64)
+    assert plan.data["decision"]["serving"]["workload"] == "fixed:256:64"
+    assert "layered" in plan.data["solver"]["policies_considered"]
+    assert plan.verify() == []
+
+
+def test_disaggregated_decision_verifies():
+    from cost_models.cluster import parse_cluster
+    from planner import plan_infer as pi
+
+    graph = planner.capture("llama-3-8b", seq_len=1024)
+    cluster = parse_cluster("8xH100-SXM")
+    c = pi._Candidate(pi.Disaggregated(2, 1, 1, 1, 2, 1), 2, 1, 4, 1.0)
+    decision = pi._serving_decision(graph, cluster, c, 2, 1, 1024, 256, "bf16")
+    decision["serving"] = pi._serving_section(c, 2, "chat", 400, 5.0, SLO, cluster)
+    r = pi.evaluate_serving(graph, cluster, decision, "bf16")
+    assert decision["serving"]["disaggregated"]["prefill_instances"] == 4
+    ranks = [x for g in decision["serving"]["disaggregated"]["prefill_ranks"] for x in g]
+    ranks += [x for g in decision["stages"][0]["ranks"] for x in g]
+    assert len(ranks) == len(set(ranks)) == 8 and r["fits"] and r["ttft_s"] > 0
+    assert pi.evaluate_serving(graph, cluster, decision, "bf16")["ttft_s"] == r["ttft_s"]  # deterministic
