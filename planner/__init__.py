@@ -6,9 +6,16 @@
 250432
 """
 
-from codegen import codegen
 from planner.api import capture, estimate, inspect
 from planner.planning import plan
+
+
+def codegen(plan_or_path, out_dir):
+    """Write the runnable launch directory of a plan (see `codegen.codegen`)."""
+    from codegen import codegen as _codegen  # imported late: codegen itself imports planner
+
+    return _codegen(plan_or_path, out_dir)
+
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "capture", "codegen", "estimate", "inspect", "plan"]
