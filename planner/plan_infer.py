@@ -168,7 +168,7 @@ def plan_inference(model_ref, cluster, cluster_spec, workload, *, objective, bat
         tried.append(((tp, pp, dp), r))
     fitting = [(k, r) for k, r in tried if r["fits"] and (phase != "serve" or (r["max_batch"] or 0) > 0)]
     if not fitting:
-        raise UserError(_no_fit(graph, cluster, tried))
+        raise UserError(_no_fit_offload(graph, cluster, tried, batch, input_len, output_len, dtype))
     meeting = [(k, r) for k, r in fitting if _meets(r, slo)]
     if not meeting:
         best_ttft = min((r["ttft_s"] for _, r in fitting if r.get("ttft_s")), default=None)
@@ -196,6 +196,22 @@ def plan_inference(model_ref, cluster, cluster_spec, workload, *, objective, bat
     }
     data["memory_map"] = memory_map_for_plan(data, graph, cluster)
     return Plan(data)
+
+
+def _no_fit_offload(graph, cluster, tried, batch: int, input_len: int, output_len: int, dtype: str) -> str:
+    """The no-fit line, plus what offloading to host memory would give at the widest tp tried."""
+    line = _no_fit(graph, cluster, tried)
+    tps = [k[0] for k, _ in tried if k[1] == 1]
+    if not tps:
+        return line
+    from passes.offload import inference_offload
+
+    try:
+        report = inference_offload(graph, cluster, batch=max(batch, 1), input_len=input_len, output_len=output_len,
+                                   tp=max(tps), dtype=dtype)
+    except UserError:
+        return line
+    return f"{line}; {report['message']}"
 
 
 def _no_fit(graph, cluster, tried) -> str:
@@ -545,7 +561,7 @@ def plan_serving(graph, cluster, workload: str, *, model_ref, cluster_spec, slo,
         tried = [((tp, pp, 1), evaluate_inference(graph, cluster, {"phase": "serve", "tp": tp, "pp": pp, "dp": 1,
                   "batch": batch, "input_len": input_len, "output_len": output_len}, dtype, None))
                  for tp, pp, _ in _layouts(graph, cluster, fixed)]
-        raise UserError(_no_fit(graph, cluster, tried))
+        raise UserError(_no_fit_offload(graph, cluster, tried, batch, input_len, output_len, dtype))
     best, search = _search_serving(cluster, costs, source, cands, effective, rate, fixed)
     if best is None:
         if not math.isfinite(search.best_ttft) or search.best_ttft > effective["ttft"] or \

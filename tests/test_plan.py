@@ -178,3 +178,12 @@ def test_ctrl_c_returns_best_plan_so_far(monkeypatch):
     assert "interrupted" in p.explain()
     monkeypatch.setattr(par, "_instance", real)
     assert p.verify() == []
+
+
+def test_70b_decode_on_one_h100_says_offload_and_its_tpot(capsys):
+    assert main(["plan", "llama-3.1-70b", "--cluster", "1xH100-SXM", "--workload", "decode", "--batch", "8",
+                 "--input-len", "1024"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "only with offload" in err[0] and "TPOT" in err[0] and "141.1 GB" in err[0]
+    ok = planner.plan("llama-3.1-70b", "2xH100-SXM", "decode", batch=8, input_len=1024)
+    assert ok.predicted["fits"] and ok.verify() == []
