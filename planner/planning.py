@@ -142,7 +142,11 @@ def plan_training(model_ref: str, graph, cluster, cluster_spec: str, *, batch: i
     started = time.perf_counter()
     result = search_training(graph, cluster, batch=batch, seq=seq, dtype=dtype, fixed=fixed, top_k=top_k)
     if not result.ranked:
-        raise UserError(_infeasible_message(graph, cluster, result))
+        from passes.training_offload import training_offload
+
+        offload = training_offload(graph, cluster, batch=batch, seq=seq, dtype=dtype) if cluster.is_homogeneous else None
+        suffix = f"; {offload['message']}" if offload and offload["fits"] else ""
+        raise UserError(_infeasible_message(graph, cluster, result) + suffix)
     inputs = {"model": model_ref, "cluster": cluster_spec, "workload": {"kind": "train", "batch": batch,
               "seq_len": seq}, "objective": objective, "fixed": fixed, "dtype": dtype, "planner_version": VERSION}
     evaluated = []

@@ -187,3 +187,10 @@ def test_70b_decode_on_one_h100_says_offload_and_its_tpot(capsys):
     assert len(err) == 1 and "only with offload" in err[0] and "TPOT" in err[0] and "141.1 GB" in err[0]
     ok = planner.plan("llama-3.1-70b", "2xH100-SXM", "decode", batch=8, input_len=1024)
     assert ok.predicted["fits"] and ok.verify() == []
+
+
+def test_training_that_only_fits_with_offload_says_so(capsys):
+    assert main(["plan", "llama-2-7b", "--cluster", "1xA100-SXM-80GB", "--workload", "train", "--batch", "8",
+                 "--seq-len", "2048"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "only with ZeRO-Offload" in err[0] and "slower" in err[0]
