@@ -45,7 +45,7 @@ def training_offload(graph: Graph, cluster, *, batch: int, seq: int, dtype: str 
     >>> import planner
     >>> from cost_models.cluster import parse_cluster
     >>> r = training_offload(planner.capture("llama-2-7b", seq_len=64), parse_cluster("1xA100-SXM-80GB"), batch=8, seq=2048)
-    >>> r["fits"], r["offloaded_bytes"] > 50e9
+    >>> r["fits"], r["offloaded_bytes"] > 30e9
     (True, True)
     """
     dp = cluster.num_devices
