@@ -62,8 +62,10 @@ def explain_plan(plan: dict) -> str:
     elif band.get("basis"):
         lines.append(f"uncertainty: {band['basis']}")
     solver = plan.get("solver", {})
-    lines.append(f"solver: {solver.get('grouping')} status {solver.get('status')}, gap {solver.get('gap')}, "
-                 f"{solver.get('candidates_evaluated')} layouts evaluated, {solver.get('candidates_pruned')} pruned")
+    method = solver.get("grouping") or solver.get("search")
+    gap = f", gap {solver['gap']:.4f}" if isinstance(solver.get("gap"), float) else ""
+    lines.append(f"solver: {method}, status {solver.get('status')}{gap}, {solver.get('candidates_evaluated')} "
+                 f"candidates evaluated, {solver.get('candidates_pruned')} pruned")
     if solver.get("interrupted"):
         lines.append("note: the search was interrupted (Ctrl-C); this is the best plan found until then")
     lines.append("why (binding constraints):")
@@ -81,7 +83,7 @@ def explain_plan(plan: dict) -> str:
         lines.append("runners-up:")
         for alt in alternatives:
             lost = f"{alt['slower_by']:.1%} slower" if "slower_by" in alt else ", ".join(
-                f"{k} {alt[k]:.4g}" for k in ("latency_s", "tpot_s", "output_tokens_per_s") if alt.get(k) is not None)
+                f"{k} {v:.4g}" for k, v in sorted(alt.items()) if k != "layout" and isinstance(v, (int, float)))
             lines.append(f"  {alt['layout']}: {lost}")
     for name, base in (plan.get("baselines") or {}).items():
         lines.append(f"baseline {name.replace('_', ' ')} ({base['layout']}): plan is {base['speedup_of_plan']:.2f}x faster")

@@ -548,9 +548,6 @@ def plan_serving(graph, cluster, workload: str, *, model_ref, cluster_spec, slo,
                  input_len, output_len, fixed_lengths: bool) -> dict:
     """A serving plan's data: the deployment with the best per-GPU goodput under `slo` (or, with `rate`, the
     fewest GPUs whose goodput covers it), found by simulation (see the module docstring)."""
-    import time
-
-    start = time.perf_counter()
     effective = {**DEFAULT_SLO, **{k: v for k, v in (slo or {}).items() if v}}
     named = workload in SERVING or workload.endswith(".csv")
     source = workload if named and not fixed_lengths else f"fixed:{input_len}:{output_len}"
@@ -597,8 +594,7 @@ def plan_serving(graph, cluster, workload: str, *, model_ref, cluster_spec, slo,
                    "policies_considered": sorted({_POLICY_NAMES[type(c.policy)] for c in cands}),
                    "layouts_considered": sorted({(c.tp, c.pp) for c in cands if not c.disaggregated}),
                    "candidates_pruned": len(cands) - evaluated, "simulations": search.simulations,
-                   "simulated_requests_per_candidate": [SERVE_REQUESTS, SERVE_REQUESTS_MAX],
-                   "wall_s": time.perf_counter() - start},
+                   "simulated_requests_per_candidate": [SERVE_REQUESTS, SERVE_REQUESTS_MAX]},
         "alternatives": [{"layout": c.describe(), "gpus": c.gpus, "goodput_rps": c.goodput,
                           "goodput_per_gpu": c.goodput / c.gpus} for c in ranked[:5]],
         "binding_constraints": _serving_binding(predicted, effective, best, k, cluster, rate),

@@ -69,3 +69,13 @@ def test_disaggregated_decision_verifies():
     ranks += [x for g in decision["stages"][0]["ranks"] for x in g]
     assert len(ranks) == len(set(ranks)) == 8 and r["fits"] and r["ttft_s"] > 0
     assert pi.evaluate_serving(graph, cluster, decision, "bf16")["ttft_s"] == r["ttft_s"]  # deterministic
+
+
+def test_serving_plan_files_are_byte_identical(tmp_path):
+    from planner.cli import main
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    args = ["plan", "llama-3-8b", "--cluster", "2xH100-SXM", "--workload", "chat"]
+    assert main([*args, "-o", str(a)]) == 0
+    assert main([*args, "-o", str(b)]) == 0
+    assert a.read_bytes() == b.read_bytes()
