@@ -44,8 +44,9 @@ def main() -> None:
           f"speed-up {baseline * len(records) / took:.2f}x")
     best = {}
     for r in records:
-        if r["ok"] and r.get("output_tokens_per_s"):
-            per_gpu = r["output_tokens_per_s"] / r["devices"]
+        devices = r.get("devices") or r.get("gpus_used")
+        if r["ok"] and r.get("output_tokens_per_s") and devices:
+            per_gpu = r["output_tokens_per_s"] / devices
             if per_gpu > best.get(r["cluster"], (0, None))[0]:
                 best[r["cluster"]] = (per_gpu, r.get("layout"))
     for cluster, (per_gpu, layout) in sorted(best.items(), key=lambda kv: -kv[1][0])[:5]:

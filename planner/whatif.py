@@ -25,7 +25,7 @@ VARY_KEYS = {"batch": int, "rate": float, "input_len": int, "output_len": int, "
              "dp": int}
 RECORD_KEYS = ("step_time_s", "tokens_per_s", "output_tokens_per_s", "ttft_s", "tpot_s", "latency_s", "mfu",
                "memory_per_device_bytes", "max_batch", "dollars_per_hour", "dollars_per_million_tokens",
-               "energy_per_token_j", "devices")
+               "energy_per_token_j", "devices", "gpus_used", "goodput_rps", "goodput_per_gpu")
 
 
 def parse_vary(items: list[str]) -> dict[str, list]:
