@@ -1,4 +1,4 @@
-"""Serving plans (planner.plan_infer.plan_serving): simulated goodput search over policies and layouts."""
+"""Serving plans (planner.plan_serving): simulated goodput search over policies and layouts."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_moe_model_considers_layered_prefill():
 
 def test_disaggregated_decision_verifies():
     from cost_models.cluster import parse_cluster
-    from planner import plan_infer as pi
+    from planner import plan_serving as pi
 
     graph = planner.capture("llama-3-8b", seq_len=1024)
     cluster = parse_cluster("8xH100-SXM")
