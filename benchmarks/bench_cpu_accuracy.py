@@ -6,7 +6,7 @@ in eval mode under `torch.inference_mode()`. Prefill: one forward of `batch` pro
 tokens without a cache. Decode: the prompt of `context - 1` tokens runs once with `use_cache=True`,
 then one step of one new token per sequence is timed with that cache (the cache is cropped back
 after each step), so the step attends to `context` tokens as `ir.phases` defines decode. Times are
-medians of repeats after warm-up, at the torch thread count the profile was calibrated with.
+best (minimum) of repeats after warm-up, as timeit recommends, at the torch thread count the profile was calibrated with.
 
     python benchmarks/bench_cpu_accuracy.py                       # calibrate, then measure
     python benchmarks/bench_cpu_accuracy.py --profile cpu.yaml    # use an existing profile
@@ -46,7 +46,7 @@ def build(name: str):
 
 
 def timed(fn, repeats: int) -> float:
-    """Median seconds of `fn`; cheap calls get more repeats (up to 60, about 1 s) for a stable median."""
+    """Best seconds of `fn` over repeats; cheap calls get more repeats (up to 60, about 1 s)."""
     from cost_models.microbench import median_time
 
     once = median_time(fn, repeats=1, warmup=2)

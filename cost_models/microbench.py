@@ -2,7 +2,7 @@
 scaled-dot-product attention, per-op dispatch overhead and all-reduce between two local processes.
 
 Each benchmark returns `Point`s: the work of one call in the units the cost model uses (FLOPs,
-bytes moved, GEMM m/n/k or attention query rows) and its measured time, the median of several
+bytes moved, GEMM m/n/k or attention query rows) and its measured time, the best of several
 timed repeats after a warm-up. Nothing here fits or decides; `cost_models.calibration` does.
 """
 
@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import socket
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +40,9 @@ class Point:
 
 def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, inner: int = 1,
                 sync: Callable[[], None] | None = None) -> float:
-    """Median seconds of `fn` over `repeats` timed runs (each of `inner` calls), after `warmup` calls.
+    """Best (minimum) seconds of `fn` over `repeats` timed runs (each of `inner` calls), after `warmup`
+    calls. The minimum, as `timeit` recommends, filters out interference from other processes on a
+    shared machine; the name is kept for its callers.
 
     >>> median_time(lambda: sum(range(100)), repeats=3) > 0
     True
@@ -57,7 +58,7 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, inn
             fn()
         sync()
         times.append((time.perf_counter() - start) / inner)
-    return statistics.median(times)
+    return min(times)
 
 
 @dataclass(frozen=True)
