@@ -180,6 +180,23 @@ def apply_tp(stage: Stage, tp_mesh, heads: int, kv_heads: int) -> Stage:
     return parallelize_module(stage, tp_mesh, tp_plan(stage, heads, kv_heads, tp_mesh.size()))
 
 
+def apply_recompute(stage: Stage, mode: str) -> None:
+    """Activation recomputation as planned (Korthikanti et al. 2022): "full" re-runs every decoder
+    block in backward, "selective" only its attention; parameter names are unchanged."""
+    if mode not in ("full", "selective"):
+        return
+    from torch.utils.checkpoint import checkpoint
+
+    for layer in stage.layers.values():
+        target = layer if mode == "full" else layer.self_attn
+        forward = target.forward
+
+        def recomputed(*args, _forward=forward, **kwargs):
+            return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+
+        target.forward = recomputed
+
+
 def apply_dp(stage: nn.Module, mesh, zero_stage: int, train: bool) -> nn.Module:
     """Data parallelism over mesh['dp']: DDP for ZeRO-0 without TP, else FSDP2 `fully_shard`.
 
@@ -386,6 +403,7 @@ def run(plan: dict, args: argparse.Namespace) -> dict:
         result["infer_s"] = (time.perf_counter() - start) / args.steps
     if args.mode in ("train", "both"):
         model.train()
+        apply_recompute(model, plan.get("recompute", "none"))
         model = apply_dp(model, rank.mesh, plan["zero_stage"], train=True)
         make_schedule(plan, rank, model)
         opt_cls = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.SGD

@@ -25,6 +25,8 @@ TOL = 1e-4
 
 CASES = {  # name: (cluster, fixed degrees, microbatches: None keeps the plan's, else overrides it)
     "tp2": ("2xcpu", {"tp": 2}, None),
+    "tp2_recompute_selective": ("2xcpu", {"tp": 2}, None),
+    "pp2_recompute_full": ("2xcpu", {"pp": 2}, 2),
     "pp2": ("2xcpu", {"pp": 2}, 2),  # 1F1B with m = pp
     "dp2_pp2": ("4xcpu", {"dp": 2, "pp": 2}, None),  # the planner picks m=1: GPipe order
     "tp2_pp2": ("4xcpu", {"tp": 2, "pp": 2}, 2),
@@ -81,6 +83,8 @@ def test_generated_program_matches_single_process(case, reference, tmp_path):
     plan = planner.plan("tiny-llama", cluster, "train", batch=BATCH, seq_len=SEQ, **fixed).to_dict()
     for key, value in fixed.items():
         assert plan["decision"][key] == value, plan["decision"]
+    if "recompute" in case:  # recomputation must not change any number
+        plan["decision"]["recompute"] = case.rsplit("_", 1)[1]
     if microbatches:  # the planner picks one microbatch at this tiny size; exercise 1F1B as well
         decision = plan["decision"]
         decision["microbatches"] = microbatches
