@@ -30,7 +30,7 @@ from pathlib import Path
 from cost_models.estimator import estimate_graph, is_generative
 from cost_models.parallel_config import Options
 from ir.errors import UserError
-from passes.memory_mapping import memory_map_for_plan
+from passes.memory_mapping import memory_map_for_plan, verify_memory_map
 from passes.parallelism import TP_DEGREES, _tp_ok
 from passes.placement import place
 from planner.plan_file import PLAN_FORMAT, Plan, fingerprint
@@ -153,7 +153,7 @@ def plan_inference(model_ref, cluster, cluster_spec, workload, *, objective, bat
         data = plan_serving(graph, cluster, workload, model_ref=model_ref, cluster_spec=cluster_spec, slo=slo, rate=rate,
                             fixed=fixed, dtype=dtype, objective=objective, batch=batch, input_len=input_len,
                             output_len=output_len, fixed_lengths=given[0] is not None or given[1] is not None)
-        data["memory_map"] = memory_map_for_plan(data, graph, cluster)
+        data["memory_map"] = _checked_memory_map(data, graph, cluster)
         return Plan(data)
     tried = []
     for tp, pp, dp in _layouts(graph, cluster, fixed):
@@ -189,8 +189,17 @@ def plan_inference(model_ref, cluster, cluster_spec, workload, *, objective, bat
                           "tokens_per_s": r["tokens_per_s"]} for k, r in meeting[1:5]],
         "binding_constraints": _binding(best, slo, phase),
     }
-    data["memory_map"] = memory_map_for_plan(data, graph, cluster)
+    data["memory_map"] = _checked_memory_map(data, graph, cluster)
     return Plan(data)
+
+
+def _checked_memory_map(data: dict, graph, cluster) -> dict:
+    """The plan's memory map, verified as the plan is made (a failure is a planner bug)."""
+    memory_map = memory_map_for_plan(data, graph, cluster)
+    broken = verify_memory_map(memory_map)
+    if broken:
+        raise RuntimeError(f"memory map of the plan does not verify: {broken[0]}")
+    return memory_map
 
 
 def _no_fit_offload(graph, cluster, tried, batch: int, input_len: int, output_len: int, dtype: str) -> str:
