@@ -6,7 +6,9 @@ in eval mode under `torch.inference_mode()`. Prefill: one forward of `batch` pro
 tokens without a cache. Decode: the prompt of `context - 1` tokens runs once with `use_cache=True`,
 then one step of one new token per sequence is timed with that cache (the cache is cropped back
 after each step), so the step attends to `context` tokens as `ir.phases` defines decode. Times are
-best (minimum) of repeats after warm-up, as timeit recommends, at the torch thread count the profile was calibrated with.
+best (minimum) of repeats after warm-up, as timeit recommends, at the torch thread count the profile was
+calibrated with; on one thread the clock is the thread's CPU time, as calibration's
+(`cost_models.microbench.host_clock`), which other processes on a shared host cannot inflate.
 
     python benchmarks/bench_cpu_accuracy.py                       # calibrate, then measure
     python benchmarks/bench_cpu_accuracy.py --profile cpu.yaml    # use an existing profile
@@ -47,10 +49,10 @@ def build(name: str):
 
 def timed(fn, repeats: int) -> float:
     """Best seconds of `fn` over repeats; cheap calls get more repeats (up to 60, about 1 s)."""
-    from cost_models.microbench import median_time
+    from cost_models.microbench import host_clock, median_time
 
-    once = median_time(fn, repeats=1, warmup=2)
-    return median_time(fn, repeats=max(repeats, min(60, int(1.0 / max(once, 1e-6)))), warmup=0)
+    once = median_time(fn, repeats=1, warmup=2, clock=host_clock())
+    return median_time(fn, repeats=max(repeats, min(60, int(1.0 / max(once, 1e-6)))), warmup=0, clock=host_clock())
 
 
 def measure_model(name: str, repeats: int) -> list[dict]:
@@ -162,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     rows = [row for name in args.models.split(",") for row in measure_model(name, args.repeats)]
     predict(rows, profile)
-    print(f"torch threads: {torch.get_num_threads()}, profile: {profile}")
+    from cost_models.microbench import host_clock
+
+    print(f"torch threads: {torch.get_num_threads()}, clock: {host_clock().__name__}, profile: {profile}")
     mape = report(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

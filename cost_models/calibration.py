@@ -10,7 +10,9 @@ errors, the same formula `cost_models.compute.op_time` uses:
 with e = `Efficiency.gemm(m, n, k)` for GEMMs, `Efficiency.attention(rows)` for attention and 1
 otherwise. Peak and efficiency only enter as a product for GEMMs, so `peak` is pinned to the larger
 of the detected datasheet-style peak and the best measured GEMM rate, and `bandwidth` to the best
-measured streaming rate; the fractions are fitted against those. The all-reduce points give the
+measured streaming rate; the fractions are fitted against those. The GEMM sweep is a full
+m x n x k grid, so its measured efficiencies are also kept as `gemm_table` (`gemm_table()`), which
+the cost model interpolates instead of the fitted curve. The all-reduce points give the
 loopback link (t = 2 x latency + overhead + S / bus bandwidth for two ranks, `comm` = 1).
 
 The profile is a device profile (top-level `device:`, read by `load_device_profile`) and at the same
@@ -33,7 +35,7 @@ import numpy as np
 import yaml
 
 from cost_models.compute import gemm_efficiency
-from cost_models.efficiency import Efficiency
+from cost_models.efficiency import Efficiency, table_is_grid
 from cost_models.microbench import (
     Bench,
     Point,
@@ -93,12 +95,12 @@ def _loss(points: list[Point], peak: float, bandwidth: float, eff: Efficiency, e
 
 
 def _coordinate_search(points: list[Point], peak: float, bandwidth: float, eff: Efficiency,
-                       execution: str, passes: int = 8) -> Efficiency:
+                       execution: str, passes: int = 8, names: tuple[str, ...] = _FITTED) -> Efficiency:
     """Minimise the squared log error one parameter at a time on shrinking multiplicative grids."""
     best = _loss(points, peak, bandwidth, eff, execution)
     for i in range(passes):
         span = math.log(8.0) * 0.6**i
-        for name in _FITTED:
+        for name in names:
             low, high = _BOUNDS[name]
             current = getattr(eff, name)
             for factor in np.exp(np.linspace(-span, span, 25)):
@@ -142,10 +144,18 @@ def fit(points: list[Point], detected_peak: float, execution: str = "eager") -> 
     peak = max([detected_peak, *gemm_rates])
     start = Efficiency(gemm_max=max(gemm_rates, default=0.5 * peak) / peak, gemm_half_m=16.0,
                        gemm_half_nk=64.0, attention_max=0.3, memory=1.0, kernel_overhead_s=overhead, comm=1.0)
-    eff = _coordinate_search(kernels, peak, bandwidth, start, execution)
+    gemms = [p for p in kernels if p.kind == "gemm"]
+    table = gemm_table(gemms, peak, overhead)
+    if table:  # streaming, attention and overhead from their own points; the curve only extends the table
+        others = [p for p in kernels if p.kind != "gemm"]
+        eff = _coordinate_search(others, peak, bandwidth, start, execution, names=("attention_max", "memory"))
+        eff = _coordinate_search(gemms, peak, bandwidth, eff, execution, names=("gemm_max", "gemm_half_m", "gemm_half_nk"))
+    else:
+        eff = _coordinate_search(kernels, peak, bandwidth, start, execution)
     errors: dict[str, list[float]] = {}
     for p in kernels:
         errors.setdefault(p.kind, []).append(abs(predict(p, peak, bandwidth, eff, execution) / p.seconds - 1.0))
+    eff = replace(eff, gemm_table=table)
     eager = [p.seconds for p in points if p.kind == "eager_op"]
     if eager:  # ops inside eager model code pay Python and module overhead, not only dispatch
         eff = replace(eff, kernel_overhead_s=statistics.median(eager))
@@ -157,6 +167,21 @@ def fit(points: list[Point], detected_peak: float, execution: str = "eager") -> 
             predicted = 2 * link_latency + eff.kernel_overhead_s + p.bytes / link_bw
             errors.setdefault("all_reduce", []).append(abs(predicted / p.seconds - 1.0))
     return Fit(peak, bandwidth, eff, link_bw, link_latency, errors)
+
+
+def gemm_table(points: list[Point], peak: float, overhead_s: float) -> tuple:
+    """(m, n, k, efficiency) rows that reproduce each measured GEMM (its time less the dispatch
+    overhead, as compute at `peak` x efficiency), or () unless the points form a full m x n x k grid.
+
+    >>> pts = [Point("gemm", "", 2.0 * m * 8 * 8, 0.0, 1e-6 * m, gemm_mnk=(m, 8, 8)) for m in (1, 2)]
+    >>> gemm_table(pts, 1e9, 0.0)
+    ((1.0, 8.0, 8.0, 0.128), (2.0, 8.0, 8.0, 0.128))
+    """
+    def efficiency(p: Point) -> float:
+        return float(f"{min(p.flops / (peak * max(p.seconds - overhead_s, 1e-9)), 1.0):.4g}")
+
+    rows = tuple(sorted((float(m), float(n), float(k), efficiency(p)) for p in points for m, n, k in [p.gemm_mnk]))
+    return rows if rows and table_is_grid(rows) else ()
 
 
 # --- running and writing -------------------------------------------------------------------------

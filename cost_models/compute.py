@@ -12,7 +12,11 @@ chains are fused, so only norms and activations pay a kernel and a read+write of
 Python call that pays `kernel_overhead_s` while moving no data), which is how CPU runs here are
 measured; there weight bytes are scaled from the dtype the graph was captured in, m = 1 GEMMs run
 as GEMV (`gemm_efficiency`), and a decode step appends to a KV cache that grows by `torch.cat`
-(Hugging Face `DynamicCache`), so it also copies the cached K/V.
+(Hugging Face `DynamicCache`), so it also copies the cached K/V. Eager attention's efficiency
+curve takes the query rows of one sequence (torch's CPU flash-attention kernel,
+aten/src/ATen/native/cpu/FlashAttentionKernel.cpp, parallelises over (batch, head, query block) and
+multiplies one sequence's query block at a time, so a decode step is q = 1 row per product however
+large the batch); fused GPU kernels take the batch's query rows.
 
 Weight-only quantisation (int8/int4 weights, bf16 compute) divides weight bytes; fp8 compute uses
 the device's fp8 peak and halves the bytes of weights and activations.
@@ -105,7 +109,7 @@ def op_time(op: OpNode, work: OpWork, device, eff: Efficiency, cfg: ExecConfig) 
         m, n, k = work.gemm_mnk  # m is rows per expert for MoE GEMMs
         e = gemm_efficiency(eff, m, n / split, k, cfg.execution)
     elif op.kind == "attention":
-        e = eff.attention(_query_rows(op, work))
+        e = eff.attention(work.query_len if cfg.execution == "eager" and work.query_len else _query_rows(op, work))
     else:
         e = 1.0
     compute = flops / (peak * max(e, 1e-6)) if flops else 0.0
@@ -120,7 +124,7 @@ def gemm_efficiency(eff: Efficiency, m: float, n: float, k: float, execution: st
     >>> gemm_efficiency(e, 1, 768, 768, "eager"), round(gemm_efficiency(e, 1, 768, 768), 4)
     (0.5, 0.0312)
     """
-    if execution == "eager" and m <= 1:
+    if execution == "eager" and m <= 1 and not eff.gemm_table:  # a measured table holds m = 1 itself
         return eff.gemm(m, n, k) * (m + eff.gemm_half_m) / max(m, 1e-9)
     return eff.gemm(m, n, k)
 

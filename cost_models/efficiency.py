@@ -8,7 +8,13 @@ kernels achieve, and they are what `planner calibrate` measures and fits on a us
 - flash attention reaches `attention_max` of peak on large problems (same m-curve on queries);
 - memory-bound kernels stream at `memory` x peak bandwidth;
 - every kernel pays `kernel_overhead_s` (launch + tail), every collective call its link latency;
-- collectives reach `comm` x line rate as nccl-tests bus bandwidth.
+- collectives reach `comm` x line rate as nccl-tests bus bandwidth;
+- optionally, `gemm_table`: GEMM efficiencies measured by `planner calibrate` on a grid of (m, n, k),
+  interpolated log-linearly (the per-shape profiling tables of Vidur and AIConfigurator). BLAS
+  libraries change blocking with the shape and slow down once the weights and outputs outgrow the
+  last-level cache (a 50257 x 768 vocabulary projection reaches about 60% of the rate of a
+  768 x 768 one on a 32 MiB-L3 host), which no closed-form curve captures; beyond the grid's m
+  range the curve's m-dependence extends the table, and n, k are clamped to the grid.
 
 Values for GPUs are fitted to the kernel, layer and collective rows of the published measurement
 set (`benchmarks/bench_validation.py` refits and reports them); a calibrated profile overrides
@@ -17,6 +23,9 @@ them per device (the `efficiency:` mapping of a profile YAML).
 
 from __future__ import annotations
 
+import bisect
+import functools
+import math
 from dataclasses import dataclass, fields, replace
 
 from ir.errors import UserError
@@ -34,13 +43,22 @@ class Efficiency:
     kernel_overhead_s: float = 5e-6
     comm: float = 0.80
     source: str = ""
+    gemm_table: tuple[tuple[float, float, float, float], ...] = ()  # (m, n, k, efficiency), a full grid
 
     def gemm(self, m: float, n: float, k: float) -> float:
         """Fraction of peak reached by an m x k @ k x n GEMM.
 
         >>> round(Efficiency().gemm(4096, 4096, 4096), 3), round(Efficiency().gemm(1, 4096, 4096), 3)
         (0.773, 0.016)
+        >>> t = Efficiency(gemm_table=((1, 8, 8, 0.1), (1, 64, 8, 0.2), (4, 8, 8, 0.3), (4, 64, 8, 0.4)))
+        >>> round(t.gemm(2, 8, 8), 3), round(t.gemm(4, 512, 8), 3), round(t.gemm(4, 16, 8), 3)
+        (0.173, 0.4, 0.33)
         """
+        if self.gemm_table:
+            return _table_gemm(self, m, n, k)
+        return self._curve(m, n, k)
+
+    def _curve(self, m: float, n: float, k: float) -> float:
         d = min(n, k)
         return self.gemm_max * (m / (m + self.gemm_half_m)) * (d / (d + self.gemm_half_nk))
 
@@ -48,7 +66,53 @@ class Efficiency:
         return self.attention_max * (q_len / (q_len + self.gemm_half_m))
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        if not self.gemm_table:
+            values.pop("gemm_table")
+        else:
+            values["gemm_table"] = [list(row) for row in self.gemm_table]
+        return values
+
+
+@functools.lru_cache(maxsize=16)
+def _grid(table) -> tuple[list[float], list[float], list[float], dict]:
+    ms, ns, ks = (sorted({row[i] for row in table}) for i in range(3))
+    return ms, ns, ks, {(row[0], row[1], row[2]): row[3] for row in table}
+
+
+def _bracket(axis: list[float], x: float) -> tuple[float, float, float]:
+    """(low, high, weight of high) around x on a sorted axis, in log space, clamped to its ends."""
+    if x <= axis[0] or len(axis) == 1:
+        return axis[0], axis[0], 0.0
+    if x >= axis[-1]:
+        return axis[-1], axis[-1], 0.0
+    i = bisect.bisect_right(axis, x)
+    lo, hi = axis[i - 1], axis[i]
+    return lo, hi, math.log(x / lo) / math.log(hi / lo)
+
+
+def _table_gemm(eff: Efficiency, m: float, n: float, k: float) -> float:
+    """Trilinear interpolation of the measured grid in log m, log n, log k (see the module docstring)."""
+    ms, ns, ks, cells = _grid(eff.gemm_table)
+    m_in = min(max(m, ms[0]), ms[-1])
+    scale = eff._curve(m, n, k) / max(eff._curve(m_in, n, k), 1e-12)  # the curve's m-trend outside the grid
+    total = 0.0
+    for m_at, wm in _corners(ms, m_in):
+        for n_at, wn in _corners(ns, n):
+            for k_at, wk in _corners(ks, k):
+                total += wm * wn * wk * math.log(cells[(m_at, n_at, k_at)])
+    return min(math.exp(total) * scale, 1.0)
+
+
+def _corners(axis: list[float], x: float) -> list[tuple[float, float]]:
+    lo, hi, w = _bracket(axis, x)
+    return [(lo, 1.0 - w), (hi, w)] if w > 0 else [(lo, 1.0)]
+
+
+def table_is_grid(rows) -> bool:
+    """Whether (m, n, k, e) rows cover every combination of their m, n and k values once, e > 0."""
+    ms, ns, ks, cells = _grid(rows)
+    return len(cells) == len(rows) == len(ms) * len(ns) * len(ks) and all(row[3] > 0 for row in rows)
 
 
 # Defaults per device family: fitted by benchmarks/bench_validation.py on 34 rows of
@@ -96,7 +160,8 @@ def default_efficiency(device) -> Efficiency:
     """The efficiency for a DeviceSpec: a calibrated profile's, else the family default."""
     calibrated = getattr(device, "efficiency", None)
     if calibrated:
-        return Efficiency(**calibrated)
+        table = tuple(tuple(row) for row in calibrated.get("gemm_table", ()))
+        return Efficiency(**{**calibrated, "gemm_table": table})
     if getattr(device, "kind", "gpu") == "cpu":
         return _CPU_DEFAULT
     for family, eff in _FAMILY.items():
@@ -116,6 +181,9 @@ def efficiency_from_mapping(data: dict, origin: str) -> Efficiency:
         if key == "source":
             values[key] = str(value)
             continue
+        if key == "gemm_table":
+            values[key] = _table_from_yaml(value, origin)
+            continue
         try:
             values[key] = float(value)
         except (TypeError, ValueError):
@@ -123,3 +191,14 @@ def efficiency_from_mapping(data: dict, origin: str) -> Efficiency:
         if values[key] < 0:
             raise UserError(f"{origin}: efficiency.{key} must not be negative, got {value}")
     return Efficiency(**values)
+
+
+def _table_from_yaml(value, origin: str) -> tuple:
+    try:
+        rows = tuple(tuple(float(x) for x in row) for row in value)
+    except (TypeError, ValueError):
+        raise UserError(f"{origin}: efficiency.gemm_table must be a list of [m, n, k, efficiency] rows") from None
+    if not rows or any(len(row) != 4 or min(row) <= 0 for row in rows) or not table_is_grid(rows):
+        raise UserError(f"{origin}: efficiency.gemm_table must list positive [m, n, k, efficiency] rows for every "
+                        f"combination of its m, n and k values; re-run `planner calibrate`")
+    return rows

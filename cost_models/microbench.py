@@ -38,11 +38,24 @@ class Point:
     query_rows: float = 1.0  # attention: batch x query length (the efficiency curve's m)
 
 
+def host_clock() -> Callable[[], float]:
+    """The clock CPU timings use: this thread's CPU time when torch runs on one intra-op thread
+    (all work then runs in the calling thread, so its CPU time is its wall time on an idle machine,
+    without the slices the scheduler gives other processes on a shared one), else wall time.
+
+    >>> host_clock() in (time.thread_time, time.perf_counter)
+    True
+    """
+    import torch
+
+    return time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+
+
 def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, inner: int = 1,
-                sync: Callable[[], None] | None = None) -> float:
+                sync: Callable[[], None] | None = None, clock: Callable[[], float] = time.perf_counter) -> float:
     """Best (minimum) seconds of `fn` over `repeats` timed runs (each of `inner` calls), after `warmup`
-    calls. The minimum, as `timeit` recommends, filters out interference from other processes on a
-    shared machine; the name is kept for its callers.
+    calls, on `clock`. The minimum, as `timeit` recommends, filters out interference from other
+    processes on a shared machine; the name is kept for its callers.
 
     >>> median_time(lambda: sum(range(100)), repeats=3) > 0
     True
@@ -53,11 +66,11 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, inn
     sync()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         for _ in range(inner):
             fn()
         sync()
-        times.append((time.perf_counter() - start) / inner)
+        times.append((clock() - start) / inner)
     return min(times)
 
 
@@ -84,21 +97,27 @@ class Bench:
     def time(self, fn: Callable[[], object], seconds_hint: float = 0.0) -> float:
         """Median time of `fn`; calls far below a millisecond are batched in an inner loop."""
         inner = 1 if seconds_hint > 1e-3 else max(1, min(200, int(1e-3 / max(seconds_hint, 1e-6))))
-        return median_time(fn, repeats=self.repeats, warmup=1, inner=inner, sync=self.sync())
+        clock = host_clock() if self.device == "cpu" else time.perf_counter
+        return median_time(fn, repeats=self.repeats, warmup=1, inner=inner, sync=self.sync(), clock=clock)
+
+
+def gemm_grid(bench: Bench) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(ms, ns, ks) of the sweep, every combination measured: skinny decode rows (m = 1) up to
+    compute-bound ones; n spans projection widths up to a vocabulary head (32k), whose weights and
+    outputs outgrow the last-level cache; k spans hidden and MLP widths."""
+    if bench.device == "cuda":
+        if bench.quick:
+            return (1, 16, 256, 4096), (1024, 14336), (1024, 4096)
+        return (1, 4, 16, 64, 256, 1024, 4096), (1024, 4096, 14336, 32768), (1024, 4096, 14336)
+    if bench.quick:
+        return (1, 16, 256), (256, 4096), (256, 2048)
+    return (1, 4, 16, 64, 256), (256, 1024, 4096, 32768), (256, 1024, 4096)
 
 
 def gemm_shapes(bench: Bench) -> list[tuple[int, int, int]]:
-    """(m, n, k) of the sweep: skinny decode shapes (m = 1..16) up to compute-bound ones."""
-    if bench.device == "cuda":
-        ms = (1, 4, 16, 64, 256, 1024, 4096) if not bench.quick else (1, 16, 256, 4096)
-        nks = ((1024, 1024), (4096, 4096), (14336, 4096), (4096, 14336))
-        cap = 2e12
-    else:
-        ms = (1, 2, 4, 8, 16, 64, 256, 1024) if not bench.quick else (1, 4, 16, 128, 512)
-        nks = ((256, 256), (768, 768), (3072, 768), (768, 3072), (2048, 2048))
-        cap = 2.5e9 if not bench.quick else 1e9
-    nks = nks if not bench.quick else nks[1:4]
-    return [(m, n, k) for m in ms for n, k in nks if 2 * m * n * k <= cap]
+    """(m, n, k) of the sweep: the full grid of `gemm_grid`."""
+    ms, ns, ks = gemm_grid(bench)
+    return [(m, n, k) for m in ms for n in ns for k in ks]
 
 
 def bench_gemm(bench: Bench) -> list[Point]:
@@ -166,13 +185,15 @@ def bench_attention(bench: Bench) -> list[Point]:
         key = torch.randn(b, h, kv, d, device=bench.device, dtype=bench.torch_dtype)
         value = torch.randn(b, h, kv, d, device=bench.device, dtype=bench.torch_dtype)
         spec = AttentionSpec(b, h, h, q, kv, d, d, causal)
+        # the efficiency curve's rows: one sequence's queries on CPU, the batch's on GPU (cost_models.compute)
+        rows = q if bench.device == "cpu" else b * q
         flops = float(spec.flops(b, q, kv))
         kv_bytes = b * kv * 2 * h * d * size
         q_bytes = b * h * q * d * size
         seconds = bench.time(lambda q=query, k=key, v=value, c=causal: F.scaled_dot_product_attention(
             q, k, v, is_causal=c), seconds_hint=flops / 2e10)
         points.append(Point("attention", f"sdpa b={b} h={h} q={q} kv={kv} d={d}", flops,
-                            2.0 * q_bytes + kv_bytes, seconds, query_rows=float(b * q)))
+                            2.0 * q_bytes + kv_bytes, seconds, query_rows=float(rows)))
     return points
 
 
@@ -274,8 +295,9 @@ def bench_eager_model(bench: Bench, seq_len: int = 16) -> list[Point]:
         calls = {"prefill": lambda: model(input_ids=ids, use_cache=False), "decode": step}
         seconds = {}
         for phase, fn in calls.items():
-            once = median_time(fn, repeats=3, warmup=2)
-            seconds[phase] = median_time(fn, repeats=max(3 * bench.repeats, min(400, int(budget_s / once))))
+            once = median_time(fn, repeats=3, warmup=2, clock=host_clock())
+            seconds[phase] = median_time(fn, repeats=max(3 * bench.repeats, min(400, int(budget_s / once))),
+                                         clock=host_clock())
     prefill, decode = seconds["prefill"], seconds["decode"]
     ops = len(graph.ops)
     return [Point("eager_op", f"tiny OPT prefill / {ops} ops", 0.0, 0.0, prefill / ops),

@@ -128,6 +128,7 @@ class OpWork:
     gemm_mnk: tuple[int, int, int] | None = None  # per expert for MoE GEMMs
     gemm_groups: float = 1.0  # experts touched (MoE): the GEMM runs as this many groups
     experts_touched: float = 0.0
+    query_len: int = 0  # attention: new tokens per sequence (the rows one (batch, head) pair computes)
 
 
 def _gemm_mnk(op: OpNode, flops: int, groups: float) -> tuple[int, int, int] | None:
@@ -151,7 +152,7 @@ def op_work(op: OpNode, s: PhaseShape, kv_bytes: int) -> OpWork:
             kind="attention", flops=a.flops(s.batch, s.q_len, s.kv_len), weight_bytes=0,
             activation_bytes_read=q_bytes, activation_bytes_written=q_bytes * a.value_dim // max(a.head_dim, 1),
             kv_read_bytes=s.batch * max(s.kv_len - s.q_len, 0) * per_token_kv,
-            kv_write_bytes=s.batch * s.q_len * per_token_kv, kv_bytes_per_token=per_token_kv,
+            kv_write_bytes=s.batch * s.q_len * per_token_kv, kv_bytes_per_token=per_token_kv, query_len=s.q_len,
         )
     factor = s.tokens / s.ref_tokens
     if op.scaling == "fixed":

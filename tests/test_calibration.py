@@ -71,6 +71,50 @@ def test_fit_recovers_known_parameters():
     assert result.eff.attention_max == pytest.approx(0.4, rel=0.1)
 
 
+def test_gemm_grid_is_kept_as_a_table_that_reproduces_each_measurement():
+    """A full m x n x k sweep becomes `gemm_table`; the model then predicts each measured GEMM to within
+    rounding, including shapes no closed-form curve fits (a wide n that is slower than a narrow one)."""
+    peak, bandwidth = 1e11, 2e10
+    grid = [(m, n, k) for m in (1, 16, 256) for n in (256, 32768) for k in (256, 2048)]
+
+    def rate(m, n, k):  # efficiency falls with n here, which the curve (d = min(n, k)) cannot express
+        return 0.6 * m / (m + 8) * (0.5 if n > 4096 else 1.0) * k / (k + 64)
+
+    overhead = 3e-6
+    points = [Point("gemm", "", 2.0 * m * n * k, 4.0 * (m * k + n * k + m * n),
+                    2.0 * m * n * k / (peak * rate(m, n, k)) + overhead, gemm_mnk=(m, n, k)) for m, n, k in grid]
+    points += [Point("memory", "", 0.0, 2.0**28, 2.0**28 / bandwidth + overhead), Point("overhead", "", 16, 192, overhead)]
+    eff = fit(points, detected_peak=peak).eff
+    assert len(eff.gemm_table) == len(grid)
+    for p in points[:-2]:
+        assert predict(p, peak, bandwidth, eff) == pytest.approx(p.seconds, rel=0.01), p.gemm_mnk
+    between = eff.gemm(16, 2048, 512)  # interpolated: between its grid neighbours
+    assert eff.gemm(16, 256, 256) * 0.5 < between < eff.gemm(16, 256, 2048)
+    assert eff.gemm(1024, 256, 256) > eff.gemm(256, 256, 256)  # beyond the grid: the curve's m-trend
+
+
+def test_quick_profile_keeps_a_gemm_table_the_estimate_uses(profile_path):
+    device = load_device_profile(profile_path)
+    table = device.efficiency["gemm_table"]
+    assert len(table) >= 8 and all(len(row) == 4 and 0 < row[3] <= 1 for row in table)
+
+
+@pytest.mark.parametrize("table", ["[[1, 2, 3]]", "[[1, 8, 8, 0.5], [4, 8, 8, 0.5], [1, 16, 8, 0.5]]", "[[1, 8, 8, -1]]",
+                                   "nonsense"])
+def test_malformed_gemm_table_is_one_line(tmp_path, table, capsys):
+    import yaml
+
+    profile = {"name": "x", "device": {"name": "x", "vendor": "host", "kind": "cpu", "peak_flops": {"fp32": 1e11},
+                                       "memory_bytes": 2**34, "memory_bandwidth_bytes_per_s": 2e10,
+                                       "efficiency": {"gemm_max": 0.5}}}
+    text = yaml.safe_dump(profile).replace("gemm_max: 0.5", f"gemm_max: 0.5\n    gemm_table: {table}")
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert main(["estimate", "tiny-llama", "--cluster", str(path), "--phase", "decode"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gemm_table" in err[0], err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cli_cuda_without_cuda_is_one_line_exit_2(tmp_path, capsys):
     assert main(["calibrate", "--device", "cuda", "-o", str(tmp_path / "gpu.yaml")]) == 2
