@@ -27,17 +27,40 @@ GOLDEN = Path(__file__).parent / "golden" / "codegen"
 PLANS = sorted(p.stem for p in (GOLDEN / "plans").glob("*.json"))
 FULL_RUN_PLAN = "train_tp2_pp2"
 
-# Documented engine options (a test holds every emitted flag to these lists).
-VLLM_OPTIONS = {  # https://docs.vllm.ai/en/latest/configuration/engine_args.html (vLLM 0.11, `vllm serve --help`)
+# Documented engine options and values (a test holds every emitted flag and value to these).
+# vLLM 0.10/0.11: `vllm serve --help`, https://docs.vllm.ai/en/v0.11.0/configuration/engine_args.html, generated from
+# vllm/engine/arg_utils.py `EngineArgs.add_cli_args` (bool fields such as enable_chunked_prefill get --X and --no-X
+# through argparse.BooleanOptionalAction); --port from vllm/entrypoints/openai/cli_args.py.
+VLLM_OPTIONS = {
     "--tensor-parallel-size", "--pipeline-parallel-size", "--data-parallel-size", "--enable-expert-parallel",
     "--max-model-len", "--max-num-seqs", "--max-num-batched-tokens", "--enable-chunked-prefill",
     "--no-enable-chunked-prefill", "--dtype", "--kv-transfer-config", "--port",
 }
-SGLANG_OPTIONS = {  # https://docs.sglang.ai/advanced_features/server_arguments.html (SGLang 0.5)
+VLLM_DTYPES = {"auto", "half", "float16", "bfloat16", "float", "float32"}  # vllm/config/model.py ModelDType
+# --kv-transfer-config JSON: keys of vllm/config/kv_transfer.py KVTransferConfig, kv_role one of its KVRole values;
+# NixlConnector usage and the proxy's flags: https://docs.vllm.ai/en/v0.11.0/features/nixl_connector_usage.html
+# ("Multi-Instance Setup": kv_producer for prefill, kv_consumer for decode; tests/v1/kv_connector/nixl_integration/
+# toy_proxy_server.py --port --prefiller-hosts --prefiller-ports --decoder-hosts --decoder-ports).
+VLLM_KV_TRANSFER_KEYS = {"kv_connector", "kv_role", "engine_id", "kv_buffer_device", "kv_buffer_size", "kv_rank",
+                         "kv_parallel_size", "kv_ip", "kv_port", "kv_connector_extra_config", "kv_connector_module_path"}
+VLLM_KV_ROLES = {"kv_producer", "kv_consumer", "kv_both"}
+VLLM_PROXY_OPTIONS = {"--prefiller-hosts", "--prefiller-ports", "--decoder-hosts", "--decoder-ports"}
+# SGLang 0.4/0.5: `python -m sglang.launch_server --help`, https://docs.sglang.io/advanced_features/server_arguments.html
+# (sgl-project/sglang docs/advanced_features/server_arguments.md, from python/sglang/srt/server_args.py): sections
+# "Model and tokenizer", "HTTP server", "Quantization and data type" (--dtype values as vLLM's), "Memory and scheduling"
+# (--chunked-prefill-size -1 disables chunked prefill), "Runtime options", "Data parallelism", "MoE", "PD disaggregation"
+# (--disaggregation-mode prefill|decode, --disaggregation-transfer-backend mooncake|nixl|..., --disaggregation-bootstrap-port).
+SGLANG_OPTIONS = {
     "--model-path", "--tp-size", "--pp-size", "--dp-size", "--ep-size", "--context-length",
-    "--max-running-requests", "--chunked-prefill-size", "--disaggregation-mode", "--dtype", "--port",
+    "--max-running-requests", "--chunked-prefill-size", "--max-prefill-tokens", "--disaggregation-mode",
+    "--disaggregation-transfer-backend", "--disaggregation-bootstrap-port", "--dtype", "--port",
 }
-SGLANG_ROUTER_OPTIONS = {"--pd-disaggregation", "--prefill", "--decode"}  # same page, "PD disaggregation" section
+SGLANG_DTYPES = VLLM_DTYPES
+SGLANG_TRANSFER_BACKENDS = {"mooncake", "nixl"}
+# `python -m sglang_router.launch_router --pd-disaggregation --prefill URL [BOOTSTRAP_PORT] --decode URL`, each flag once
+# per instance: https://docs.sglang.io/advanced_features/pd_disaggregation.html and docs/advanced_features/router.md
+# ("Prefill/Decode Disaggregation").
+SGLANG_ROUTER_OPTIONS = {"--pd-disaggregation", "--prefill", "--decode"}
 
 
 def _plan(case: str) -> dict:
@@ -110,11 +133,30 @@ def _flags(text: str) -> set[str]:
     return set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", text))
 
 
-@pytest.mark.parametrize("case", ["serve_chat", "serve_disagg", "decode_tp2_pp2"])
+SERVING_CASES = ["serve_chat", "serve_disagg", "decode_tp2_pp2"]
+
+
+@pytest.mark.parametrize("case", SERVING_CASES)
 def test_serving_options_are_documented(case):
     files = render_plan(_plan(case))
-    assert _flags(files["serve_vllm.sh"]) <= VLLM_OPTIONS
+    assert _flags(files["serve_vllm.sh"]) <= VLLM_OPTIONS | VLLM_PROXY_OPTIONS
     assert _flags(files["serve_sglang.sh"]) <= SGLANG_OPTIONS | SGLANG_ROUTER_OPTIONS
+
+
+@pytest.mark.parametrize("case", SERVING_CASES)
+def test_serving_option_values_are_documented(case):
+    files = render_plan(_plan(case))
+    vllm, sglang = files["serve_vllm.sh"], files["serve_sglang.sh"]
+    assert set(re.findall(r"--dtype (\S+)", vllm)) <= VLLM_DTYPES
+    assert set(re.findall(r"--dtype (\S+)", sglang)) <= SGLANG_DTYPES
+    assert set(re.findall(r"--disaggregation-transfer-backend (\S+)", sglang)) <= SGLANG_TRANSFER_BACKENDS
+    configs = [json.loads(text) for text in re.findall(r"KV_TRANSFER_CONFIG='([^']*)'", vllm)]
+    assert bool(configs) == ("--kv-transfer-config" in vllm)
+    for config in configs:
+        assert set(config) <= VLLM_KV_TRANSFER_KEYS and config["kv_role"] in VLLM_KV_ROLES, config
+    if _plan(case)["decision"].get("serving", {}).get("disaggregated"):
+        assert {c["kv_role"] for c in configs} == {"kv_producer", "kv_consumer"}
+        assert '--disaggregation-mode "$ROLE"' in sglang
 
 
 def test_training_plans_have_no_serving_scripts():
