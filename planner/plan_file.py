@@ -62,6 +62,36 @@ class Plan:
 
         return apply_plan(self, module, mesh, train)
 
+    def retarget(self, **changes) -> Plan:
+        """Re-plan for changed inputs (batch, seq_len, input_len, output_len, rate, slo, cluster, objective,
+        dtype, tp/pp/dp/ep) with this plan as the warm start: its layout is evaluated first, so the search
+        prunes from the start. Inputs not named keep this plan's values.
+
+        >>> p = Plan({"format": PLAN_FORMAT, "inputs": {"model": "m", "workload": {"kind": "train"}}, "decision": {},
+        ...           "predicted": {}})
+        >>> p.retarget(colour=1)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ir.errors.UserError: retarget takes batch, cluster, ... tp; not colour
+        """
+        from planner.planning import plan
+
+        inputs = self.data["inputs"]
+        workload = dict(inputs.get("workload") or {})
+        known = {"batch", "seq_len", "input_len", "output_len", "rate", "slo", "cluster", "objective", "dtype",
+                 "tp", "pp", "dp", "ep"}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise UserError(f"retarget takes {', '.join(sorted(known))}; not {', '.join(unknown)}")
+        args = {k: workload.get(k) for k in ("batch", "seq_len", "input_len", "output_len", "rate")}
+        source = (self.data["decision"].get("serving") or {}).get("workload", "")
+        if source and not source.startswith("fixed:"):  # lengths came from the named workload, not the user
+            args.update(input_len=None, output_len=None)
+        args.update(inputs.get("fixed") or {})
+        args.update(objective=inputs.get("objective"), slo=inputs.get("slo") or None, dtype=inputs.get("dtype", "bf16"))
+        args.update(changes)
+        cluster = args.pop("cluster", inputs.get("cluster"))
+        return plan(inputs["model"], cluster, workload.get("kind", "chat"), warm_start=self, **args)
+
     def verify(self) -> list[str]:
         """Problems an independent recomputation finds (empty: the plan holds)."""
         from planner.verify import verify_plan

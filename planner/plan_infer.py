@@ -135,7 +135,7 @@ def _decision(graph, cluster, phase, tp, pp, dp, batch, input_len, output_len, s
 
 
 def plan_inference(model_ref, cluster, cluster_spec, workload, *, objective, batch, seq_len, rate, slo, fixed,
-                   dtype, input_len, output_len) -> Plan:
+                   dtype, input_len, output_len, warm_start: dict | None = None) -> Plan:
     import planner
 
     if not cluster.is_homogeneous:
@@ -152,7 +152,8 @@ def plan_inference(model_ref, cluster, cluster_spec, workload, *, objective, bat
 
         data = plan_serving(graph, cluster, workload, model_ref=model_ref, cluster_spec=cluster_spec, slo=slo, rate=rate,
                             fixed=fixed, dtype=dtype, objective=objective, batch=batch, input_len=input_len,
-                            output_len=output_len, fixed_lengths=given[0] is not None or given[1] is not None)
+                            output_len=output_len, fixed_lengths=given[0] is not None or given[1] is not None,
+                            warm_start=warm_start)
         data["memory_map"] = _checked_memory_map(data, graph, cluster)
         return Plan(data)
     tried = []

@@ -198,3 +198,25 @@ def test_cli_rejects_tp_that_splits_no_kv_heads(tmp_path, capsys):
     (tmp_path / "tp4.json").write_text(json.dumps(plan))
     code, err = _cli(capsys, "codegen", str(tmp_path / "tp4.json"), "-o", str(tmp_path / "out"))
     assert code == 2 and len(err) == 1 and "key/value heads" in err[0]
+
+
+def test_serving_settings_are_engine_safe():
+    """Chunked prefill off: the batch token cap is at least max_model_len (vLLM refuses less); a KV-limited
+    batch beyond MAX_NUM_SEQS_EMITTED is left to the engine; disaggregated roles keep their own tp/pp."""
+    from codegen.context import MAX_NUM_SEQS_EMITTED, _serving
+
+    plan = {"inputs": {"model": "tiny-llama", "dtype": "bf16", "workload": {}},
+            "decision": {"kind": "inference", "input_len": 3000, "output_len": 1000,
+                         "serving": {"chunked_prefill": False, "max_num_batched_tokens": 2048,
+                                     "disaggregated": {"prefill_instances": 1, "decode_instances": 2, "prefill_tp": 4,
+                                                       "prefill_pp": 1, "decode_tp": 2, "decode_pp": 2}}},
+            "predicted": {"max_batch": 5 * MAX_NUM_SEQS_EMITTED}}
+    runtime = {"tp": 1, "pp": 1, "dp": 1, "ep": 1}
+    s = _serving(plan, {}, runtime)
+    assert s["max_num_batched_tokens"] == 4000 and s["max_num_seqs"] is None
+    assert s["disaggregated"] == {"prefill": 1, "decode": 2, "prefill_tp": 4, "prefill_pp": 1, "decode_tp": 2,
+                                  "decode_pp": 2}
+    plan["predicted"]["max_batch"] = 96
+    plan["decision"]["serving"] = {"chunked_prefill": True, "chunk_tokens": 512}
+    s = _serving(plan, {}, runtime)
+    assert s["max_num_batched_tokens"] == 512 and s["max_num_seqs"] == 96 and s["disaggregated"] is None

@@ -58,8 +58,10 @@ class CostCache:
     True
     """
 
-    def __init__(self, graph, cluster, dtype: str = "bf16"):
-        self.graph, self.cluster, self.dtype = graph, cluster, dtype
+    def __init__(self, graph, cluster, dtype: str = "bf16", efficiency=None):
+        """`efficiency` (a `cost_models.efficiency.Efficiency`) replaces the device's default: another
+        engine's kernels on the same GPU (e.g. a profile fitted to an older serving engine)."""
+        self.graph, self.cluster, self.dtype, self.efficiency = graph, cluster, dtype, efficiency
         self._built: dict = {}
 
     def get(self, tp: int, pp: int) -> IterationCost:
@@ -69,7 +71,10 @@ class CostCache:
                 raise UserError(f"tp={tp} x pp={pp} needs {tp * pp} devices; {self.cluster.name} has "
                                 f"{self.cluster.num_devices}")
             options = Options(tp=tp, pp=pp, dp=1, input_len=min(self.graph.seq_len, 8192), dtype=self.dtype)
-            self._built[key] = IterationCost(make_context(self.graph, self.cluster, options))
+            ctx = make_context(self.graph, self.cluster, options)
+            if self.efficiency is not None:
+                ctx = replace(ctx, eff=self.efficiency)
+            self._built[key] = IterationCost(ctx)
         return self._built[key]
 
 

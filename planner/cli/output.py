@@ -18,6 +18,29 @@ def console() -> Console:
     return Console(highlight=False, soft_wrap=False, width=max(Console().width, 120))
 
 
+def quiet() -> bool:
+    """Whether the command runs under `planner --quiet` (only errors on stderr: no progress display)."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get("quiet"))
+
+
+def progress_console() -> Console:
+    """Where progress bars and spinners go: stderr, so stdout keeps only the answer (tables, JSON)."""
+    return Console(stderr=True, highlight=False)
+
+
+def working(message: str):
+    """A transient spinner on stderr for long work (a terminal only; nothing under --quiet or in pipes)."""
+    import contextlib
+
+    out = progress_console()
+    if quiet() or not out.is_terminal:
+        return contextlib.nullcontext()
+    return out.status(message)
+
+
 def table(title: str, columns: list[str], rows: list[list[str]], right_from: int = 1) -> Table:
     """A rich table; columns from index `right_from` on are right-aligned (numbers)."""
     t = Table(title=title, title_justify="left", header_style="bold")

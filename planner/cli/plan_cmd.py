@@ -47,14 +47,24 @@ def parse_slo(text: str | None) -> dict:
 @click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp8", "fp32"]), default="bf16", show_default=True)
 @click.option("-o", "--output", default=None, help="Write the plan JSON here.")
 @click.option("--report", "report_dir", default=None, help="Write a Markdown + HTML report with figures into DIR.")
+@click.option("--warm-start", "warm_start", default=None,
+              help="A previous plan (JSON) of this model to start the search from: re-targeting to a new batch, "
+                   "length, rate or cluster evaluates its layout first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON on stdout.")
-def plan_command(model, cluster, workload, objective, slo, as_json, output, report_dir, **options):
+def plan_command(model, cluster, workload, objective, slo, as_json, output, report_dir, warm_start, **options):
     """Choose parallelism, layer grouping and placement for MODEL, and write the plan."""
+    from planner.cli.output import working
     from planner.planning import plan
 
     if options["rate"] is not None and not options["rate"] > 0:
         raise UserError(f"--rate must be positive, got {options['rate']}")
-    result = plan(model, cluster, workload, objective=objective, slo=parse_slo(slo), **options)
+    previous = None
+    if warm_start:
+        from planner.plan_file import load_plan
+
+        previous = load_plan(warm_start)
+    with working(f"planning {model} ({workload})"):
+        result = plan(model, cluster, workload, objective=objective, slo=parse_slo(slo), warm_start=previous, **options)
     if output:
         result.save(output)
     if report_dir:

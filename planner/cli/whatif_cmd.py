@@ -9,7 +9,7 @@ import click
 
 from ir.fileio import write_atomic
 from planner.cli import cli
-from planner.cli.output import console, emit_json, table
+from planner.cli.output import console, emit_json, progress_console, quiet, table
 
 _COLUMNS = ("cluster", "layout", "ok", "output_tokens_per_s", "ttft_s", "tpot_s", "memory_per_device_bytes",
             "dollars_per_hour", "relative_error_80", "reason")
@@ -55,7 +55,7 @@ def whatif_command(model, clusters, workload, vary_items, slo, objective, mode, 
     vary = parse_vary(list(vary_items))
     clusters = list(clusters) or ["8xH100-SXM"]
     total = len(clusters) * max(1, _count(vary))
-    with Progress(transient=True, disable=as_json or total < 4, console=console()) as bar:
+    with Progress(transient=True, disable=as_json or total < 4 or quiet(), console=progress_console()) as bar:
         task = bar.add_task("sweeping", total=total)
         records = what_if(model, clusters, workload=workload, vary=vary, slo=parse_slo(slo), objective=objective,
                           mode=mode, jobs=jobs, progress=lambda: bar.advance(task))

@@ -9,5 +9,4 @@ MODEL_PATH="${MODEL_PATH:-tiny-llama}"
 exec python -m sglang.launch_server --model-path "$MODEL_PATH" --port "${PORT:-30000}" \
   --tp-size 2 --pp-size 2 \
   --context-length 48 \
-  --max-running-requests 944505 \
   --dtype bfloat16

@@ -9,5 +9,4 @@ MODEL_PATH="${MODEL_PATH:-tiny-llama}"
 exec vllm serve "$MODEL_PATH" --port "${PORT:-8000}" \
   --tensor-parallel-size 2 --pipeline-parallel-size 2 \
   --max-model-len 48 \
-  --max-num-seqs 944505 \
   --dtype bfloat16

@@ -10,5 +10,4 @@ exec python -m sglang.launch_server --model-path "$MODEL_PATH" --port "${PORT:-3
   --tp-size 2 --pp-size 1 \
   --dp-size 4 \
   --context-length 384 \
-  --max-running-requests 4096 \
   --dtype bfloat16

@@ -10,5 +10,4 @@ exec vllm serve "$MODEL_PATH" --port "${PORT:-8000}" \
   --tensor-parallel-size 2 --pipeline-parallel-size 1 \
   --data-parallel-size 4 \
   --max-model-len 384 \
-  --max-num-seqs 4096 \
   --dtype bfloat16

@@ -16,10 +16,14 @@ MODEL_PATH="${MODEL_PATH:-tiny-llama}"
 #     --decode http://DECODE_2:PORT \
 #     --decode http://DECODE_3:PORT
 ROLE="${ROLE:?set ROLE=prefill or ROLE=decode}"
+case "$ROLE" in
+  prefill) TP=2; PP=1 ;;
+  decode) TP=2; PP=1 ;;
+  *) echo "ROLE must be prefill or decode, not '$ROLE'" >&2; exit 2 ;;
+esac
 exec python -m sglang.launch_server --model-path "$MODEL_PATH" --port "${PORT:-30000}" \
-  --tp-size 2 --pp-size 1 \
+  --tp-size "$TP" --pp-size "$PP" \
   --context-length 384 \
-  --max-running-requests 4096 \
   --chunked-prefill-size 512 \
   --disaggregation-mode "$ROLE" --disaggregation-transfer-backend nixl \
   --dtype bfloat16

@@ -14,14 +14,15 @@ MODEL_PATH="${MODEL_PATH:-tiny-llama}"
 #     --prefiller-hosts HOST... --prefiller-ports PORT... --decoder-hosts HOST... --decoder-ports PORT...
 ROLE="${ROLE:?set ROLE=prefill or ROLE=decode}"
 case "$ROLE" in
-  prefill) KV_TRANSFER_CONFIG='{"kv_connector":"NixlConnector","kv_role":"kv_producer"}' ;;
-  decode) KV_TRANSFER_CONFIG='{"kv_connector":"NixlConnector","kv_role":"kv_consumer"}' ;;
+  prefill) KV_TRANSFER_CONFIG='{"kv_connector":"NixlConnector","kv_role":"kv_producer"}'
+    TP=2; PP=1 ;;
+  decode) KV_TRANSFER_CONFIG='{"kv_connector":"NixlConnector","kv_role":"kv_consumer"}'
+    TP=2; PP=1 ;;
   *) echo "ROLE must be prefill or decode, not '$ROLE'" >&2; exit 2 ;;
 esac
 exec vllm serve "$MODEL_PATH" --port "${PORT:-8000}" \
-  --tensor-parallel-size 2 --pipeline-parallel-size 1 \
+  --tensor-parallel-size "$TP" --pipeline-parallel-size "$PP" \
   --max-model-len 384 \
-  --max-num-seqs 4096 \
   --enable-chunked-prefill \
   --max-num-batched-tokens 512 \
   --kv-transfer-config "$KV_TRANSFER_CONFIG" \
