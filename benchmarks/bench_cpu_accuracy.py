@@ -6,9 +6,9 @@ in eval mode under `torch.inference_mode()`. Prefill: one forward of `batch` pro
 tokens without a cache. Decode: the prompt of `context - 1` tokens runs once with `use_cache=True`,
 then one step of one new token per sequence is timed with that cache (the cache is cropped back
 after each step), so the step attends to `context` tokens as `ir.phases` defines decode. Times are
-best (minimum) of repeats after warm-up, as timeit recommends, at the torch thread count the profile was
-calibrated with; on one thread the clock is the thread's CPU time, as calibration's
-(`cost_models.microbench.host_clock`), which other processes on a shared host cannot inflate.
+best (minimum) wall-clock time of repeats after warm-up, as timeit recommends, at the torch thread
+count the profile was calibrated with. Run it on an otherwise idle machine: other processes inflate
+the measurements (the load average is printed).
 
     python benchmarks/bench_cpu_accuracy.py                       # calibrate, then measure
     python benchmarks/bench_cpu_accuracy.py --profile cpu.yaml    # use an existing profile
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -49,10 +50,10 @@ def build(name: str):
 
 def timed(fn, repeats: int) -> float:
     """Best seconds of `fn` over repeats; cheap calls get more repeats (up to 60, about 1 s)."""
-    from cost_models.microbench import host_clock, median_time
+    from cost_models.microbench import median_time
 
-    once = median_time(fn, repeats=1, warmup=2, clock=host_clock())
-    return median_time(fn, repeats=max(repeats, min(60, int(1.0 / max(once, 1e-6)))), warmup=0, clock=host_clock())
+    once = median_time(fn, repeats=1, warmup=2)
+    return median_time(fn, repeats=max(repeats, min(60, int(1.0 / max(once, 1e-6)))), warmup=0)
 
 
 def measure_model(name: str, repeats: int) -> list[dict]:
@@ -164,9 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     rows = [row for name in args.models.split(",") for row in measure_model(name, args.repeats)]
     predict(rows, profile)
-    from cost_models.microbench import host_clock
-
-    print(f"torch threads: {torch.get_num_threads()}, clock: {host_clock().__name__}, profile: {profile}")
+    print(f"torch threads: {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}, profile: {profile}")
     mape = report(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
