@@ -82,6 +82,16 @@ def measure_model(name: str, repeats: int) -> list[dict]:
     return rows
 
 
+def measure_in_fresh_process(name: str, repeats: int, threads: int) -> list[dict]:
+    """`measure_model` in a new Python process, as a user runs a model: the heap state calibration leaves
+    behind (large GEMM buffers) changes eager per-op costs of tiny models by tens of percent."""
+    import subprocess
+
+    cmd = [sys.executable, __file__, "--measure", name, "--repeats", str(repeats), "--threads", str(threads or 0)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def predict(rows: list[dict], profile: str) -> None:
     """Add `predicted_s` and `error` (predicted / measured - 1) to every row."""
     import planner
@@ -157,13 +167,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="tiny-llama,gpt2")
     parser.add_argument("--write", action="store_true", help=f"store the 80%% bands in {BANDS_FILE.name}")
     parser.add_argument("--json", help="also write every point to this JSON file")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: measure one model, print JSON rows
     args = parser.parse_args(argv)
     import torch
+
+    if args.measure:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        print(json.dumps(measure_model(args.measure, args.repeats)))
+        return 0
 
     profile, threads = _profile(args)
     if threads:
         torch.set_num_threads(threads)
-    rows = [row for name in args.models.split(",") for row in measure_model(name, args.repeats)]
+    rows = [row for name in args.models.split(",") for row in measure_in_fresh_process(name, args.repeats, threads)]
     predict(rows, profile)
     print(f"torch threads: {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}, profile: {profile}")
     mape = report(rows)

@@ -38,12 +38,19 @@ def _run(model: str, cluster: str, batch: int | None, seq: int) -> tuple[float, 
 
 def _row(model, cluster, captured, took, plan, target=None) -> str:
     d, s, pred = plan["decision"], plan["solver"], plan["predicted"]
-    layers = len([1 for st in d["stages"] for _ in range(st["layers"][1] - st["layers"][0])])
+    layers = sum(b - a for st in d["stages"] for a, b in st.get("chunks") or [st["layers"]])
     gap = "-" if s.get("gap") is None else f"{s['gap']:.4f}"
     ok = "" if target is None else ("  ok" if took <= target else "  MISS") + f" (target {target:.0f} s)"
     return (f"{model:15} {layers:6d} {pred['devices']:7d} {captured:8.2f} {took:8.2f} {s['candidates_evaluated']:6d} "
             f"{s['candidates_pruned']:6d}  dp={d['dp']} tp={d['tp']} pp={d['pp']} mbs={d['microbatch_size']} "
-            f"{d['recompute']}/z{d['zero_stage']}  {pred['tokens_per_s']:12,.0f} {s['status']:>8} {gap:>7}{ok}")
+            f"{d['recompute']}/z{d['zero_stage']}{_schedule(d):6}  {pred['tokens_per_s']:12,.0f} {s['status']:>8} {gap:>7}{ok}")
+
+
+def _schedule(d: dict) -> str:
+    """" v=4" for interleaved 1F1B, " gpipe", "" for 1F1B; " sp" with sequence parallelism."""
+    v = d.get("virtual_stages", 1)
+    kind = f" v={v}" if v > 1 else "" if d.get("schedule", "1f1b") == "1f1b" else f" {d['schedule']}"
+    return kind + (" sp" if d.get("sequence_parallel") else "")
 
 
 def main() -> None:

@@ -2,8 +2,9 @@
 
 For users who keep their own training loop. It uses the same runtime helpers as the generated
 run_plan.py (codegen/runtime.py): DeviceMesh (pp, dp, tp) over the plan's ranks, DTensor tensor
-parallelism, and FSDP2 / DDP data parallelism. With pp > 1 the module is cut to this rank's stage and
-a `torch.distributed.pipelining` schedule is returned for the loop to drive.
+parallelism, FSDP2 / DDP data parallelism and expert parallelism (codegen/runtime_ep.py). With
+pp > 1 the module is cut to this rank's stage and a `torch.distributed.pipelining` schedule is
+returned for the loop to drive.
 """
 
 from __future__ import annotations
@@ -59,9 +60,15 @@ def apply_plan(plan, module: nn.Module, mesh=None, train: bool = True) -> Applie
     blocks, embed, head = runtime.stage_blocks(rt["stages"][s], rt["num_blocks"])
     try:
         stage = runtime.Stage(module, blocks, embed, head)
+        ep_mesh = runtime.ep_mesh(rt, device.type) if rt["ep"] > 1 else None  # experts split over dp replicas
+        if ep_mesh is not None:
+            runtime.shard_experts(stage, ep_mesh, rt["ep"])
         stage = runtime.apply_tp(stage, mesh["tp"], rt["heads"], rt["kv_heads"])
-        stage = runtime.apply_dp(stage, mesh, rt["zero_stage"], train)
-    except runtime.PlanError as exc:
+        if ep_mesh is not None and train:
+            stage = runtime.apply_ep_dp(stage, ep_mesh, mesh["dp"], rt["zero_stage"])
+        else:
+            stage = runtime.apply_dp(stage, mesh, rt["zero_stage"], train)
+    except (runtime.PlanError, ValueError) as exc:
         raise UserError(str(exc)) from None
     applied = Applied(stage, mesh, s, d, t)
     if rt["pp"] > 1:

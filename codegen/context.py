@@ -96,11 +96,19 @@ def _stages(decision: dict, num_blocks: int) -> list[dict]:
     stages = sorted(decision.get("stages") or [], key=lambda s: s["stage"])
     if not stages:
         raise UserError("plan has no stages; re-run `planner plan`")
+    v = int(decision.get("virtual_stages", 1))
+    pieces = {}  # model-order index -> (name, range); interleaved chunk c of stage s is c * pp + s
+    for s, st in enumerate(stages):
+        ranges = st.get("chunks") if v > 1 else [st["layers"]]
+        if not ranges or len(ranges) != v:
+            raise UserError(f"plan stage {st['stage']} has {len(ranges or [])} chunks, virtual_stages is {v}; "
+                            f"re-run `planner plan`")
+        for c, rng in enumerate(ranges):
+            pieces[c * len(stages) + s] = (f"stage {st['stage']}" + (f" chunk {c}" if v > 1 else ""), rng)
     expected = 0
-    for st in stages:
-        a, b = st["layers"]
-        if a != expected:
-            raise UserError(f"plan stage {st['stage']} starts at layer {a}, expected {expected}; re-run `planner plan`")
+    for name, (a, b) in (pieces[k] for k in sorted(pieces)):
+        if a != expected or b <= a:
+            raise UserError(f"plan {name} starts at layer {a}, expected {expected}; re-run `planner plan`")
         expected = b
     if expected != num_blocks + 2:
         raise UserError(f"plan stages end at layer {expected}, the model has {num_blocks + 2} layers; re-run `planner plan`")
@@ -109,7 +117,8 @@ def _stages(decision: dict, num_blocks: int) -> list[dict]:
         raise UserError(f"stages use different tp degrees {sorted(tps)}; the generated program needs one tp "
                         f"(re-plan with --tp fixed)")
     return [{"stage": st["stage"], "layers": list(st["layers"]), "ranks": st["ranks"], "device": st["device"],
-             "first_layer": st["first_layer"], "last_layer": st["last_layer"]} for st in stages]
+             "first_layer": st["first_layer"], "last_layer": st["last_layer"],
+             **({"chunks": [list(c) for c in st["chunks"]]} if v > 1 else {})} for st in stages]
 
 
 def _launch(cluster_spec: str, world: int) -> dict:
@@ -128,23 +137,46 @@ def _launch(cluster_spec: str, world: int) -> dict:
             "cluster": cluster_spec, "description": cluster.describe()}
 
 
+MAX_NUM_SEQS_EMITTED = 1024  # above this the KV-limited batch is left to the engine's own default (see _serving)
+
+
 def _serving(plan: dict, spec: dict, runtime: dict) -> dict | None:
-    """Serving-engine settings of an inference plan (None for training plans)."""
+    """Serving-engine settings of an inference plan (None for training plans).
+
+    - max_num_seqs: the plan's KV-limited batch when it is at most MAX_NUM_SEQS_EMITTED; a larger one
+      (short requests on a big KV cache) is left to the engine default, since the engine sizes
+      per-sequence scheduler and sampling buffers by it and its own KV accounting still limits the batch.
+    - max_num_batched_tokens: with chunked prefill off a whole prompt must fit one batch, and vLLM refuses
+      to start when the value is below max_model_len (vllm/config/scheduler.py, `_verify_args`), so it is
+      raised to max_model_len there.
+    - disaggregated: each role's own tp/pp (prefill and decode instances may be parallelised differently).
+    """
     decision, workload = plan["decision"], plan["inputs"].get("workload", {})
     if decision.get("kind") != "inference":
         return None
     policy = decision.get("serving") or {}
     input_len, output_len = decision.get("input_len") or 0, decision.get("output_len") or 0
+    max_model_len = input_len + output_len if input_len else None
     disagg = policy.get("disaggregated") or None
+    seqs = plan.get("predicted", {}).get("max_batch") or workload.get("batch")
+    batched = policy.get("chunk_tokens") or policy.get("max_num_batched_tokens")
+    if batched and policy.get("chunked_prefill") is False and max_model_len:
+        batched = max(batched, max_model_len)
+    roles = None
+    if disagg:
+        roles = {"prefill": int(disagg.get("prefill_instances", 1)), "decode": int(disagg.get("decode_instances", 1)),
+                 "prefill_tp": int(disagg.get("prefill_tp", runtime["tp"])),
+                 "prefill_pp": int(disagg.get("prefill_pp", runtime["pp"])),
+                 "decode_tp": int(disagg.get("decode_tp", runtime["tp"])),
+                 "decode_pp": int(disagg.get("decode_pp", runtime["pp"]))}
     return {
         "model_path": spec.get("hub_id") or plan["inputs"]["model"],
         "tp": runtime["tp"], "pp": runtime["pp"], "dp": runtime["dp"], "ep": runtime["ep"],
-        "max_model_len": input_len + output_len if input_len else None,
-        "max_num_seqs": plan.get("predicted", {}).get("max_batch") or workload.get("batch"),
+        "max_model_len": max_model_len,
+        "max_num_seqs": seqs if seqs and seqs <= MAX_NUM_SEQS_EMITTED else None,
         "chunked_prefill": policy.get("chunked_prefill"),  # None: the engine default
-        "max_num_batched_tokens": policy.get("chunk_tokens") or policy.get("max_num_batched_tokens"),
-        "disaggregated": {"prefill": int(disagg.get("prefill_instances", 1)),
-                          "decode": int(disagg.get("decode_instances", 1))} if disagg else None,
+        "max_num_batched_tokens": batched,
+        "disaggregated": roles,
         "dtype": {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(plan["inputs"].get("dtype"), "auto"),
         "phase": decision.get("phase"),
     }
@@ -174,6 +206,7 @@ def build_context(plan: dict) -> dict:
         "microbatches": int(decision.get("microbatches", 1)) if train else 1,
         "microbatch_size": decision.get("microbatch_size"),
         "schedule": decision.get("schedule", "1f1b"), "zero_stage": int(decision.get("zero_stage", 0)),
+        "virtual_stages": int(decision.get("virtual_stages", 1)),
         "recompute": decision.get("recompute", "none"), "sequence_parallel": bool(decision.get("sequence_parallel")),
         "dtype": inputs.get("dtype", "bf16"), "default_mode": "train" if train else "infer",
         "workload": {"batch": int(workload.get("batch") or decision.get("batch") or 1),
@@ -184,15 +217,28 @@ def build_context(plan: dict) -> dict:
         raise UserError(f"tp={tp} does not divide the model's {numbers['heads']} attention heads and "
                         f"{numbers['kv_heads']} key/value heads (grouped-query attention); re-plan with --tp "
                         f"dividing {numbers['kv_heads']}")
-    if runtime["ep"] > 1:
-        raise UserError(f"the plan uses expert parallelism ep={runtime['ep']}, which the generated program does not "
-                        f"implement yet; re-plan with --ep 1")
+    _check_ep(runtime, spec)
     return {
         "header": {"planner_version": inputs.get("planner_version", "unknown"), "fingerprint": runtime["fingerprint"],
                    "plan_hash": plan_hash(plan), "model": inputs["model"], "cluster": inputs.get("cluster")},
         "runtime": runtime, "launch": _launch(inputs.get("cluster", "1xcpu"), runtime["world_size"]),
         "serving": _serving(plan, spec, runtime), "predicted": _predicted(plan), "train": train,
     }
+
+
+def _check_ep(runtime: dict, spec: dict) -> None:
+    """Expert parallelism runs for Mixtral-style fused experts with ep | dp (codegen/runtime_ep.py).
+    With tp > 1 each tp rank runs its ep group's experts whole (the generated program does not split
+    experts over tp, which the plan's memory assumes: Megatron's expert-tensor parallelism)."""
+    ep, dp = runtime["ep"], runtime["dp"]
+    if ep == 1:
+        return
+    experts = (spec.get("values") or {}).get("num_local_experts")
+    if not isinstance(experts, int) or experts % ep:
+        raise UserError(f"the plan uses expert parallelism ep={ep}, but the generated program shards only "
+                        f"Mixtral-style experts (num_local_experts divisible by ep); re-plan with --ep 1")
+    if dp % ep:
+        raise UserError(f"ep={ep} must divide dp={dp}: expert-parallel ranks are data-parallel replicas; re-plan")
 
 
 def _predicted(plan: dict) -> list[list[str]]:

@@ -1,7 +1,8 @@
 """Render a plan's context through the jinja2 templates into the files of a launch directory.
 
 Templates only render (StrictUndefined: a missing context key is an error, never an empty string);
-`run_plan.py` is the header, the runtime source (`codegen/runtime.py`) and the plan's `PLAN` literal.
+`run_plan.py` is the header, the runtime source (`codegen/runtime.py`, then `codegen/runtime_ep.py`
+and `codegen/runtime_pipeline.py`) and the plan's `PLAN` literal.
 Same plan, same bytes: the context is sorted and nothing time- or machine-dependent goes in.
 """
 
@@ -20,6 +21,10 @@ from ir.fileio import write_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
 RUNTIME = Path(__file__).parent / "runtime.py"
+# further runtime parts, inlined after runtime.py from their INLINE_MARK line on (what precedes it,
+# their docstring and imports, only serves the repository, where runtime.py imports them)
+RUNTIME_PARTS = (Path(__file__).parent / "runtime_ep.py", Path(__file__).parent / "runtime_pipeline.py")
+INLINE_MARK = "\n# --- "  # a part's first section line, e.g. "# --- expert parallelism (codegen/runtime_ep.py) ---"
 EXECUTABLE = ("launch.sh", "serve_vllm.sh", "serve_sglang.sh")
 
 
@@ -35,6 +40,15 @@ def environment() -> jinja2.Environment:
     return env
 
 
+def runtime_source() -> str:
+    """The runtime inlined into run_plan.py: runtime.py, then each part of RUNTIME_PARTS from its mark."""
+    parts = [RUNTIME.read_text().rstrip("\n")]
+    for path in RUNTIME_PARTS:
+        text = path.read_text()
+        parts.append(text[text.index(INLINE_MARK) + 1:].rstrip("\n"))
+    return "\n\n\n".join(parts) + "\n"
+
+
 def render_plan(plan: dict) -> dict[str, str]:
     """File name -> text of every file emitted for `plan` (a plan dict).
 
@@ -47,7 +61,7 @@ def render_plan(plan: dict) -> dict[str, str]:
     """
     context = build_context(plan)
     env = environment()
-    source = RUNTIME.read_text()
+    source = runtime_source()
     files = {"plan.json": json.dumps(plan, sort_keys=True, indent=1, allow_nan=False) + "\n"}
     for name in ("run_plan.py", "launch.sh", "README.md"):
         files[name] = env.get_template(f"{name}.j2").render(**context, runtime_source=source.rstrip("\n"))

@@ -94,10 +94,11 @@ class Stage(nn.Module):
         self.rotary_emb = inner.rotary_emb
         self.norm = inner.norm if head else None
         self.lm_head = model.lm_head if head else None
+        self.seq_shards = 1  # sequence parallelism: hidden states hold 1/tp of the positions
 
     def forward(self, x: torch.Tensor, cache=None, past: int = 0) -> torch.Tensor:
         h = self.embed_tokens(x) if self.embed_tokens is not None else x
-        pos = torch.arange(past, past + h.shape[1], device=h.device).unsqueeze(0)
+        pos = torch.arange(past, past + h.shape[1] * self.seq_shards, device=h.device).unsqueeze(0)
         pe = self.rotary_emb(h, pos)
         for layer in self.layers.values():
             out = layer(h, position_ids=pos, past_key_values=cache, use_cache=cache is not None, position_embeddings=pe)
@@ -171,13 +172,18 @@ def tp_plan(stage: Stage, heads: int, kv_heads: int, tp: int) -> dict:
     return plan
 
 
-def apply_tp(stage: Stage, tp_mesh, heads: int, kv_heads: int) -> Stage:
-    """Shard the stage over the tp mesh with DTensor `parallelize_module` (no-op at tp=1)."""
+def apply_tp(stage: Stage, tp_mesh, heads: int, kv_heads: int, sequence_parallel: bool = False) -> Stage:
+    """Shard the stage over the tp mesh with DTensor `parallelize_module` (no-op at tp=1); with
+    sequence parallelism the hidden states between blocks are sequence shards (runtime_pipeline.py)."""
     from torch.distributed.tensor.parallel import parallelize_module
 
     if tp_mesh.size() == 1:
         return stage
-    return parallelize_module(stage, tp_mesh, tp_plan(stage, heads, kv_heads, tp_mesh.size()))
+    plan = tp_plan(stage, heads, kv_heads, tp_mesh.size())
+    if sequence_parallel:
+        plan = sp_plan(stage)
+        stage.seq_shards = tp_mesh.size()
+    return parallelize_module(stage, tp_mesh, plan)
 
 
 def apply_recompute(stage: Stage, mode: str) -> None:
@@ -187,7 +193,7 @@ def apply_recompute(stage: Stage, mode: str) -> None:
         return
     from torch.utils.checkpoint import checkpoint
 
-    for layer in stage.layers.values():
+    for layer in (layer for part in chunk_modules(stage) for layer in part.layers.values()):
         target = layer if mode == "full" else layer.self_attn
         forward = target.forward
 
@@ -205,6 +211,9 @@ def apply_dp(stage: nn.Module, mesh, zero_stage: int, train: bool) -> nn.Module:
     """
     dp_mesh = mesh["dp"]
     if dp_mesh.size() == 1 or not train:
+        return stage
+    if isinstance(stage, ChunkedStage):  # each virtual stage is its own PipelineStage: wrap each
+        stage.chunks = nn.ModuleList(apply_dp(part, mesh, zero_stage, train) for part in stage.chunks)
         return stage
     if zero_stage == 0 and mesh["tp"].size() == 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -247,7 +256,8 @@ class Rank:
         self.rank = dist.get_rank()
         self.mesh = build_mesh(plan, self.device.type)
         self.s, self.d, self.t = (int(c) for c in self.mesh.get_coordinate())
-        self.pp, self.dp = plan["pp"], plan["dp"]
+        self.pp, self.dp, self.ep = plan["pp"], plan["dp"], plan.get("ep", 1)
+        self.ep_mesh = ep_mesh(plan, self.device.type) if self.ep > 1 else None  # codegen/runtime_ep.py
         name = args.dtype if args.dtype != "auto" else (plan["dtype"] if use_cuda else "fp32")
         self.dtype = DTYPES[name]
 
@@ -256,15 +266,26 @@ class Rank:
         return int(self.mesh.mesh[stage, self.d, self.t])
 
 
-def make_stage(plan: dict, rank: Rank, args: argparse.Namespace) -> Stage:
-    """This rank's stage module, materialised (seeded full model, or checkpoint) and TP-sharded."""
-    blocks, embed, head = stage_blocks(plan["stages"][rank.s], plan["num_blocks"])
-    if args.checkpoint:
-        stage = Stage(build_model(plan["model"], args.seed, rank.dtype, "meta"), blocks, embed, head)
-        load_checkpoint(stage, args.checkpoint, rank.device)
-    else:
-        stage = Stage(build_model(plan["model"], args.seed, rank.dtype), blocks, embed, head).to(rank.device)
-    return apply_tp(stage, rank.mesh["tp"], plan["heads"], plan["kv_heads"])
+def make_stage(plan: dict, rank: Rank, args: argparse.Namespace, sequence_parallel: bool = False) -> nn.Module:
+    """This rank's stage module, materialised (seeded full model, or checkpoint) and TP-sharded
+    (with sequence parallelism if asked); with interleaving a ChunkedStage of its virtual stages."""
+    spec = plan["stages"][rank.s]
+    full = build_model(plan["model"], args.seed, rank.dtype, "meta" if args.checkpoint else "cpu")
+    parts = []
+    for layers in spec.get("chunks") or [spec["layers"]]:
+        blocks, embed, head = stage_blocks({"layers": layers}, plan["num_blocks"])
+        stage = Stage(full, blocks, embed, head)
+        if args.checkpoint:
+            load_checkpoint(stage, args.checkpoint, rank.device)
+        else:
+            stage = stage.to(rank.device)
+        try:
+            if rank.ep > 1:
+                shard_experts(stage, rank.ep_mesh, rank.ep)
+            parts.append(apply_tp(stage, rank.mesh["tp"], plan["heads"], plan["kv_heads"], sequence_parallel))
+        except ValueError as exc:
+            raise PlanError(str(exc)) from None
+    return ChunkedStage(parts) if spec.get("chunks") else parts[0]
 
 
 def synthetic_batch(plan: dict, args, rank: Rank) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,6 +335,9 @@ def make_schedule(plan: dict, rank: Rank, model: nn.Module) -> None:
     rank.schedule = None
     if rank.pp == 1:
         return
+    if isinstance(model, ChunkedStage):
+        rank.schedule = interleaved_schedule(model, rank, plan["microbatches"], lm_loss)
+        return
     stage = PipelineStage(model, rank.s, rank.pp, rank.device, group=rank.mesh["pp"].get_group())
     cls = schedule_class(plan["schedule"], plan["microbatches"], rank.pp)
     rank.schedule = cls(stage, n_microbatches=plan["microbatches"], loss_fn=lm_loss)
@@ -321,6 +345,8 @@ def make_schedule(plan: dict, rank: Rank, model: nn.Module) -> None:
 
 def pipe_forward(rank: Rank, model: nn.Module, inp: torch.Tensor, cache, past: int, hidden: int):
     """Run one forward through all stages with point-to-point sends (keeps each stage's KV cache)."""
+    if isinstance(model, ChunkedStage):
+        return interleaved_forward(rank, model, inp, cache, past, hidden)
     if rank.s > 0:
         inp = torch.empty(inp.shape[0], inp.shape[1], hidden, device=rank.device, dtype=rank.dtype)
         dist.recv(inp, src=rank.peer(rank.s - 1))
@@ -367,7 +393,7 @@ def full_state(model: nn.Module) -> dict:
     state = {}
     for name, p in model.named_parameters():
         t = p.full_tensor() if isinstance(p, DTensor) else p
-        state[hf_name(name.replace("module.", "", 1) if name.startswith("module.") else name)] = t.detach().float().cpu()
+        state[hf_name(stage_param_name(name))] = t.detach().float().cpu()
     return state
 
 
@@ -392,7 +418,10 @@ def parse_args(plan: dict, argv: list[str] | None) -> argparse.Namespace:
 def run(plan: dict, args: argparse.Namespace) -> dict:
     """Build this rank's part of the plan and run the requested modes; returns what it measured."""
     rank = Rank(plan, args)
-    model = make_stage(plan, rank, args)
+    sp = bool(plan.get("sequence_parallel")) and plan["tp"] > 1
+    if sp and args.seq_len % plan["tp"]:
+        raise PlanError(f"sequence parallelism splits --seq-len {args.seq_len} over tp={plan['tp']}; use a multiple")
+    model = make_stage(plan, rank, args, sequence_parallel=sp and args.mode == "train")
     x, y = synthetic_batch(plan, args, rank)
     result: dict = {"rank": rank.rank, "stage": rank.s, "dp": rank.d, "tp": rank.t,
                     "rows": split_rows(args.batch, rank.dp, rank.d)}
@@ -402,9 +431,12 @@ def run(plan: dict, args: argparse.Namespace) -> dict:
             result.update(infer(plan, rank, model, x, args.new_tokens))
         result["infer_s"] = (time.perf_counter() - start) / args.steps
     if args.mode in ("train", "both"):
+        if sp and args.mode == "both":  # inference ran without sequence parallelism (decode steps are 1 token)
+            model = make_stage(plan, rank, args, sequence_parallel=True)
         model.train()
         apply_recompute(model, plan.get("recompute", "none"))
-        model = apply_dp(model, rank.mesh, plan["zero_stage"], train=True)
+        model = apply_ep_dp(model, rank.ep_mesh, rank.mesh["dp"], plan["zero_stage"]) if rank.ep > 1 \
+            else apply_dp(model, rank.mesh, plan["zero_stage"], train=True)
         make_schedule(plan, rank, model)
         opt_cls = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.SGD
         opt = opt_cls(model.parameters(), lr=args.lr)
@@ -417,6 +449,8 @@ def run(plan: dict, args: argparse.Namespace) -> dict:
         result["train_s"] = timed[len(timed) // 2]  # median: robust to other load on the host
         result["loss"] = [float(v) for v in losses] if losses[0] is not None else None
         result["params"] = full_state(model)
+        if rank.ep > 1:
+            gather_expert_state(model, result["params"], hf_name)
     return result
 
 
@@ -449,3 +483,17 @@ def main(plan: dict, argv: list[str] | None = None) -> int:
             if dist.is_initialized():
                 dist.destroy_process_group()
     return 0
+
+
+# expert parallelism lives in codegen/runtime_ep.py, interleaved stages and sequence parallelism in
+# codegen/runtime_pipeline.py; a generated run_plan.py has them inlined below
+if __name__ == "codegen.runtime":
+    from codegen.runtime_ep import apply_ep_dp, ep_mesh, gather_expert_state, shard_experts
+    from codegen.runtime_pipeline import (
+        ChunkedStage,
+        chunk_modules,
+        interleaved_forward,
+        interleaved_schedule,
+        sp_plan,
+        stage_param_name,
+    )

@@ -87,7 +87,9 @@ def op_time(op: OpNode, work: OpWork, device, eff: Efficiency, cfg: ExecConfig) 
     """Time of one op's work on one rank."""
     if op.kind in _FREE:
         # eager: a view is still an aten call (dispatch + Python), it only moves no data
-        return OpTime(0.0, 0.0, eff.kernel_overhead_s if cfg.execution == "eager" else 0.0)
+        if cfg.execution != "eager":
+            return OpTime(0.0, 0.0, 0.0)
+        return OpTime(0.0, 0.0, eff.view_overhead_s if eff.view_overhead_s is not None else _overhead(eff, cfg, work))
     split = cfg.tp if (is_sharded(op) or cfg.sequence_parallel) else 1
     act_scale = 0.5 if cfg.dtype == "fp8" and op.kind not in ("attention",) else 1.0
     weight_scale = WEIGHT_BYTES[cfg.weight_dtype] / _captured_bytes(op)
@@ -113,7 +115,13 @@ def op_time(op: OpNode, work: OpWork, device, eff: Efficiency, cfg: ExecConfig) 
     else:
         e = 1.0
     compute = flops / (peak * max(e, 1e-6)) if flops else 0.0
-    return OpTime(compute, bytes_moved / bandwidth, eff.kernel_overhead_s)
+    return OpTime(compute, bytes_moved / bandwidth, _overhead(eff, cfg, work))
+
+
+def _overhead(eff: Efficiency, cfg: ExecConfig, work: OpWork) -> float:
+    if cfg.execution == "eager" and work.decode_step and eff.decode_overhead_s is not None:
+        return eff.decode_overhead_s
+    return eff.kernel_overhead_s
 
 
 def gemm_efficiency(eff: Efficiency, m: float, n: float, k: float, execution: str = "fused") -> float:

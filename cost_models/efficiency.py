@@ -8,6 +8,10 @@ kernels achieve, and they are what `planner calibrate` measures and fits on a us
 - flash attention reaches `attention_max` of peak on large problems (same m-curve on queries);
 - memory-bound kernels stream at `memory` x peak bandwidth;
 - every kernel pays `kernel_overhead_s` (launch + tail), every collective call its link latency;
+  eager CPU execution may carry its own per-op cost inside decode steps (`decode_overhead_s`: Hugging
+  Face's prefill builds masks and positions in Python that a cached decode step skips), and attention
+  its own curve half point (`attention_half_m`: CPU flash attention is not a GEMM's shape curve);
+  eager views (no kernel, only a dispatcher and Python call) cost `view_overhead_s`;
 - collectives reach `comm` x line rate as nccl-tests bus bandwidth;
 - optionally, `gemm_table`: GEMM efficiencies measured by `planner calibrate` on a grid of (m, n, k),
   interpolated log-linearly (the per-shape profiling tables of Vidur and AIConfigurator). BLAS
@@ -44,6 +48,9 @@ class Efficiency:
     comm: float = 0.80
     source: str = ""
     gemm_table: tuple[tuple[float, float, float, float], ...] = ()  # (m, n, k, efficiency), a full grid
+    attention_half_m: float | None = None  # the attention curve's own half point (None: gemm_half_m)
+    decode_overhead_s: float | None = None  # eager: per-op cost inside a decode step (None: kernel_overhead_s)
+    view_overhead_s: float | None = None  # eager: cost of a view op (no kernel; None: the per-op cost)
 
     def gemm(self, m: float, n: float, k: float) -> float:
         """Fraction of peak reached by an m x k @ k x n GEMM.
@@ -63,10 +70,14 @@ class Efficiency:
         return self.gemm_max * (m / (m + self.gemm_half_m)) * (d / (d + self.gemm_half_nk))
 
     def attention(self, q_len: float) -> float:
-        return self.attention_max * (q_len / (q_len + self.gemm_half_m))
+        half = self.gemm_half_m if self.attention_half_m is None else self.attention_half_m
+        return self.attention_max * (q_len / (q_len + half))
 
     def to_dict(self) -> dict:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for optional in ("attention_half_m", "decode_overhead_s", "view_overhead_s"):
+            if values[optional] is None:
+                values.pop(optional)
         if not self.gemm_table:
             values.pop("gemm_table")
         else:

@@ -12,6 +12,15 @@ from cost_models.parallel_config import KV_BYTES, Options
 from ir.graph import Graph, dtype_bytes
 
 
+def layer_expert_bytes(graph: Graph, index: int) -> float:
+    """Captured bytes of all experts of one layer (whole model, unsharded); 0 for dense layers."""
+    layer = graph.layers[index]
+    if not layer.is_moe:
+        return 0.0
+    return float(sum(op.experts.expert_param_bytes * op.experts.num_experts
+                     for op in graph.layer_ops(layer) if op.experts is not None))
+
+
 @dataclass(frozen=True)
 class Context:
     graph: Graph
@@ -24,6 +33,7 @@ class Context:
     tp_group: Group
     dp_group: Group
     ep_group: Group
+    edp_group: Group  # the data-parallel replicas of one expert shard (dp / ep of them when ep_over_dp)
     pp_link_bandwidth: float
     pp_link_latency_s: float
 
@@ -43,18 +53,28 @@ class Context:
         """Bytes per parameter of the weight dtype over the captured dtype's."""
         return WEIGHT_BYTES[self.cfg.weight_dtype] / dtype_bytes(self.graph.dtype)
 
-    def layer_weight_bytes(self, index: int) -> float:
-        """Weight bytes of one layer on one rank: dense parts / tp, experts / max(ep, tp)."""
-        layer = self.graph.layers[index]
-        expert = sum(op.experts.expert_param_bytes * op.experts.num_experts
-                     for op in self.graph.layer_ops(layer) if op.experts is not None)
-        dense = layer.param_bytes - expert
+    @property
+    def expert_shards(self) -> int:
+        """Ways each expert weight is split: ep x tp when ep ranks are dp replicas, else max(ep, tp)."""
         o = self.options
-        return (dense / o.tp + expert / max(o.ep, o.tp)) * self.weight_scale()
+        return o.ep * o.tp if o.ep_over_dp else max(o.ep, o.tp)
+
+    def layer_expert_bytes(self, index: int) -> float:
+        return layer_expert_bytes(self.graph, index)
+
+    def layer_weight_bytes(self, index: int) -> float:
+        """Weight bytes of one layer on one rank: dense parts / tp, experts / `expert_shards`."""
+        expert = self.layer_expert_bytes(index)
+        dense = self.graph.layers[index].param_bytes - expert
+        return (dense / self.options.tp + expert / self.expert_shards) * self.weight_scale()
 
     def layer_params_per_rank(self, index: int) -> float:
         """Parameters of one layer held by one rank (same split as `layer_weight_bytes`)."""
         return self.layer_weight_bytes(index) / self.weight_scale() / dtype_bytes(self.graph.dtype)
+
+    def layer_expert_params_per_rank(self, index: int) -> float:
+        """The expert part of `layer_params_per_rank` (reduced over `edp_group`, not `dp_group`)."""
+        return self.layer_expert_bytes(index) / self.expert_shards / dtype_bytes(self.graph.dtype)
 
     def kv_bytes_per_token_per_rank(self) -> float:
         """K and V of one token on one rank: kv heads split by tp (replicated past kv_heads)."""
@@ -82,11 +102,16 @@ def make_context(graph: Graph, cluster, options: Options, device=None) -> Contex
                      sequence_parallel=options.sequence_parallel)
     node = next((n for n in cluster.nodes if n.device == device), cluster.nodes[0])
     inside = options.tp * options.pp <= node.devices_per_node
+    dp_group = group_of(cluster, options.dp, options.tp * options.pp)
+    # training ep groups are consecutive dp replicas, which placement puts tp ranks apart
+    ep, over_dp = options.ep, options.ep_over_dp and options.ep > 1
     link = node.intra_link if inside else node.inter_node_link
     return Context(
         graph=graph, cluster=cluster, options=options, device=device, eff=eff, cfg=cfg,
         kv_bytes=KV_BYTES[options.kv_dtype or ("bf16" if options.dtype == "fp8" else options.dtype)],
-        tp_group=group_of(cluster, options.tp), dp_group=group_of(cluster, options.dp, options.tp * options.pp),
-        ep_group=group_of(cluster, options.ep), pp_link_bandwidth=link.pair_bandwidth_bytes_per_s,
+        tp_group=group_of(cluster, options.tp), dp_group=dp_group,
+        ep_group=group_of(cluster, ep, options.tp if over_dp else 1),
+        edp_group=group_of(cluster, options.dp // ep, options.tp * options.pp * ep) if over_dp else dp_group,
+        pp_link_bandwidth=link.pair_bandwidth_bytes_per_s,
         pp_link_latency_s=link.latency_s,
     )

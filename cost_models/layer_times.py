@@ -1,15 +1,21 @@
 """Per-layer time of a phase on one rank, split by kind (GEMM, attention, other), with the
-tensor/expert-parallel communication each layer pays. Identical layers are timed once."""
+tensor/expert-parallel communication each layer pays. Identical layers are timed once.
+
+Expert parallelism over data-parallel ranks (`ep_tokens` = ep, training): a rank holds E/ep experts
+and receives the tokens its ep - 1 peers route to them, so with uniform routing it runs the expert
+GEMMs of ep x its own tokens restricted to E/ep experts: the work at ep x the tokens, divided by ep
+(same FLOPs as without ep, ep times the rows per expert, 1/ep of the expert weights read).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cost_models.communication import Group, collective_time
 from cost_models.compute import ExecConfig, op_time
 from cost_models.efficiency import Efficiency
 from ir.graph import Graph
-from ir.phases import PhaseShape, op_work
+from ir.phases import OpWork, PhaseShape, op_work
 
 
 @dataclass(frozen=True)
@@ -37,9 +43,18 @@ def _hidden_bytes(graph: Graph, layer_index: int, tokens: int, act_bytes: int) -
     return float(tokens) * hidden * act_bytes
 
 
+def _expert_work(op, shape: PhaseShape, kv_bytes: int, ep: int) -> OpWork:
+    """Work of an expert GEMM on one of `ep` ranks that share their tokens (module docstring)."""
+    gathered = op_work(op, replace(shape, tokens=shape.tokens * ep, batch=shape.batch * ep), kv_bytes)
+    return replace(gathered, flops=gathered.flops // ep, weight_bytes=gathered.weight_bytes // ep,
+                   activation_bytes_read=gathered.activation_bytes_read // ep,
+                   activation_bytes_written=gathered.activation_bytes_written // ep)
+
+
 def layer_times(graph: Graph, shape: PhaseShape, device, eff: Efficiency, cfg: ExecConfig,
-                kv_bytes: int, tp_group: Group, ep_group: Group | None = None) -> list[LayerTime]:
-    """Time of every layer at `shape` on one rank of a tp (and ep) group."""
+                kv_bytes: int, tp_group: Group, ep_group: Group | None = None, ep_tokens: int = 1) -> list[LayerTime]:
+    """Time of every layer at `shape` on one rank of a tp (and ep) group; `ep_tokens` > 1: expert
+    GEMMs see the tokens of that many ranks (expert parallelism over dp, module docstring)."""
     by_signature: dict[str, LayerTime] = {}
     out = []
     act_bytes = 1 if cfg.dtype == "fp8" else 2
@@ -48,7 +63,9 @@ def layer_times(graph: Graph, shape: PhaseShape, device, eff: Efficiency, cfg: E
         if cached is None:
             gemm = attention = other = bound = 0.0
             for op in graph.layer_ops(layer):
-                t = op_time(op, op_work(op, shape, kv_bytes), device, eff, cfg)
+                work = _expert_work(op, shape, kv_bytes, ep_tokens) if op.experts is not None and ep_tokens > 1 \
+                    else op_work(op, shape, kv_bytes)
+                t = op_time(op, work, device, eff, cfg)
                 if op.kind == "attention":
                     attention += t.total_s
                 elif op.kind in ("linear", "matmul", "grouped_matmul", "conv"):

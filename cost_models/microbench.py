@@ -90,7 +90,7 @@ class Bench:
 
 def gemm_grid(bench: Bench) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """(ms, ns, ks) of the sweep, every combination measured: skinny decode rows (m = 1) up to
-    compute-bound ones; n spans projection widths up to a vocabulary head (32k), whose weights and
+    compute-bound ones; n spans projection widths up to a vocabulary head (64k), whose weights and
     outputs outgrow the last-level cache; k spans hidden and MLP widths."""
     if bench.device == "cuda":
         if bench.quick:
@@ -98,7 +98,7 @@ def gemm_grid(bench: Bench) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int
         return (1, 4, 16, 64, 256, 1024, 4096), (1024, 4096, 14336, 32768), (1024, 4096, 14336)
     if bench.quick:
         return (1, 16, 256), (256, 4096), (256, 2048)
-    return (1, 4, 16, 64, 256), (256, 1024, 4096, 32768), (256, 1024, 4096)
+    return (1, 4, 16, 64, 256), (256, 1024, 4096, 65536), (256, 1024, 4096)
 
 
 def gemm_shapes(bench: Bench) -> list[tuple[int, int, int]]:
@@ -244,34 +244,52 @@ def bench_all_reduce(bench: Bench) -> list[Point]:
 
 
 # --- eager framework overhead ----------------------------------------------------------------------
-def _reference_config():
-    """A tiny OPT decoder: a transformers model family that the accuracy benchmark does not use."""
+def _reference_configs() -> list:
+    """Tiny decoders of three transformers families the accuracy benchmark does not use (OPT, GPT-NeoX,
+    BLOOM): their mix of views and compute ops differs, which separates the two per-op costs."""
     import transformers
 
-    config = transformers.OPTConfig(vocab_size=128, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
-                                    num_attention_heads=2, max_position_embeddings=256,
-                                    word_embed_proj_dim=32)
-    config.architectures = ["OPTForCausalLM"]
-    return config
+    small = {"vocab_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+    configs = [
+        (transformers.OPTConfig(hidden_size=32, ffn_dim=64, max_position_embeddings=256, word_embed_proj_dim=32,
+                                **small), "OPTForCausalLM"),
+        (transformers.GPTNeoXConfig(hidden_size=32, intermediate_size=64, max_position_embeddings=256, **small),
+         "GPTNeoXForCausalLM"),
+        (transformers.BloomConfig(vocab_size=128, hidden_size=32, n_layer=2, n_head=2), "BloomForCausalLM"),
+    ]
+    for config, arch in configs:
+        config.architectures = [arch]
+    return [config for config, _ in configs]
 
 
 def bench_eager_model(bench: Bench, seq_len: int = 16) -> list[Point]:
-    """Seconds per captured op of a tiny transformers model whose work is negligible, for a prefill
-    and a decode step: what each op costs in eager model code (Python modules plus dispatch)."""
+    """Seconds of a prefill and of a decode step of tiny transformers models whose work is negligible:
+    what ops cost in eager model code (Python modules plus dispatch). Each point carries the model's
+    captured compute ops (`flops`) and views (`bytes`); calibration fits a cost per compute op per
+    phase and one per view to them."""
+    points = []
+    for config in _reference_configs():
+        points += _eager_points(bench, config, seq_len)
+    return points
+
+
+def _eager_points(bench: Bench, config, seq_len: int) -> list[Point]:
     import torch
 
     from ir.capture import capture_module
     from ir.hf_models import build_on_meta, example_inputs, model_class
 
-    config = _reference_config()
     meta = build_on_meta(config, torch.float32)
     args, kwargs = example_inputs(meta, config, 1, seq_len)
     graph = capture_module(meta, args, kwargs, name="overhead-reference", seq_len=seq_len, causal=True,
                            config=config)
+    views = sum(1 for op in graph.ops if op.kind == "view")
+    others = len(graph.ops) - views
     torch.manual_seed(0)
     model = model_class(config)(config).float().eval()
     ids = torch.zeros(1, seq_len, dtype=torch.long)
-    budget_s = 0.25 if bench.quick else 0.6  # ~1 ms calls: hundreds of repeats for a stable median
+    budget_s = 0.25 if bench.quick else 0.6  # ~1 ms calls: hundreds of repeats for a stable minimum
+    name = config.architectures[0]
     with torch.inference_mode():
         cache = model(input_ids=ids[:, :-1], use_cache=True).past_key_values
 
@@ -280,11 +298,10 @@ def bench_eager_model(bench: Bench, seq_len: int = 16) -> list[Point]:
             cache.crop(-1)
 
         calls = {"prefill": lambda: model(input_ids=ids, use_cache=False), "decode": step}
-        seconds = {}
+        points = []
         for phase, fn in calls.items():
             once = median_time(fn, repeats=3, warmup=2)
-            seconds[phase] = median_time(fn, repeats=max(3 * bench.repeats, min(400, int(budget_s / once))))
-    prefill, decode = seconds["prefill"], seconds["decode"]
-    ops = len(graph.ops)
-    return [Point("eager_op", f"tiny OPT prefill / {ops} ops", 0.0, 0.0, prefill / ops),
-            Point("eager_op", f"tiny OPT decode step / {ops} ops", 0.0, 0.0, decode / ops)]
+            seconds = median_time(fn, repeats=max(3 * bench.repeats, min(400, int(budget_s / once))))
+            points.append(Point("eager_op", f"{name} {phase} ({others} ops, {views} views)", float(others),
+                                float(views), seconds))
+    return points

@@ -21,6 +21,10 @@ class Options:
     pp: int = 1
     dp: int | None = None  # default: the devices left over by tp x pp
     ep: int = 1
+    # where the ep ranks come from. Training (Megatron-Core, torchtitan): data-parallel replicas,
+    # ep | dp, experts split ep x tp ways, expert gradients reduced over the dp / ep replicas of an
+    # expert. Serving engines (vLLM --enable-expert-parallel): the tp ranks, experts split max(ep, tp).
+    ep_over_dp: bool = False
     batch: int = 1
     input_len: int | None = None
     output_len: int = 128
@@ -32,7 +36,8 @@ class Options:
     weight_dtype: str | None = None
     kv_dtype: str | None = None
     qps: float | None = None
-    schedule: str = "1f1b"
+    schedule: str = "1f1b"  # pipeline schedule: 1f1b, interleaved or gpipe (cost_models.pipeline_schedule)
+    virtual_stages: int = 1  # interleaved 1F1B: model chunks per pipeline rank
 
 
 def _positive(name: str, value) -> None:
@@ -54,6 +59,7 @@ def validate(graph: Graph, cluster, phase: str, o: Options) -> Options:
         raise UserError(f"--zero-stage takes 0, 1, 2 or 3, got {o.zero_stage!r}")
     if o.qps is not None and not o.qps > 0:
         raise UserError(f"--qps must be a positive number, got {o.qps}")
+    _check_schedule(graph, o)
     _check_divisibility(graph, o)
     devices = cluster.num_devices
     if o.tp * o.pp > devices:
@@ -63,6 +69,10 @@ def validate(graph: Graph, cluster, phase: str, o: Options) -> Options:
     if dp * o.tp * o.pp > devices:
         raise UserError(f"dp={dp} x tp={o.tp} x pp={o.pp} = {dp * o.tp * o.pp} devices; cluster "
                         f"{cluster.name} has {devices}")
+    over_dp = phase == "train"
+    if o.ep > 1 and over_dp and dp % o.ep:
+        raise UserError(f"ep={o.ep} must divide dp={dp} (training takes expert-parallel ranks from the "
+                        f"data-parallel replicas); use an ep dividing {dp}")
     if o.ep > 1 and (dp * o.tp) % o.ep:
         raise UserError(f"ep={o.ep} must divide dp x tp = {dp * o.tp} (experts are spread over data/tensor ranks)")
     layers = sum(1 for layer in graph.layers if layer.kind == "block")
@@ -72,7 +82,7 @@ def validate(graph: Graph, cluster, phase: str, o: Options) -> Options:
         mbs = o.microbatch_size or 1
         if o.batch % (dp * mbs):
             raise UserError(f"--batch {o.batch} must be a multiple of dp x microbatch size = {dp} x {mbs}")
-    return Options(**{**o.__dict__, "dp": dp})
+    return Options(**{**o.__dict__, "dp": dp, "ep_over_dp": over_dp})
 
 
 def _check_divisibility(graph: Graph, o: Options) -> None:
@@ -89,3 +99,18 @@ def _check_divisibility(graph: Graph, o: Options) -> None:
         raise UserError(f"ep={o.ep} given but {graph.model} has no experts; use ep=1")
     if o.ep > 1 and experts % o.ep:
         raise UserError(f"ep={o.ep} does not divide the {experts} experts of {graph.model}")
+
+
+def _check_schedule(graph: Graph, o: Options) -> None:
+    """UserError unless the pipeline schedule can run (the microbatch rule is checked by the plan)."""
+    from cost_models.pipeline_schedule import SCHEDULES
+
+    _positive("virtual_stages", o.virtual_stages)
+    if o.schedule not in SCHEDULES:
+        raise UserError(f"unknown pipeline schedule {o.schedule!r}; use one of {', '.join(SCHEDULES)}")
+    blocks = sum(1 for layer in graph.layers if layer.kind == "block")
+    if o.schedule == "interleaved" and (o.virtual_stages < 2 or o.pp < 2 or blocks % (o.pp * o.virtual_stages)):
+        raise UserError(f"interleaved 1F1B needs pp >= 2 and virtual stages >= 2 dividing the {blocks} blocks into "
+                        f"pp x v equal chunks, got pp={o.pp}, v={o.virtual_stages}")
+    if o.schedule != "interleaved" and o.virtual_stages != 1:
+        raise UserError(f"virtual stages ({o.virtual_stages}) need the interleaved schedule, not {o.schedule}")

@@ -129,6 +129,7 @@ class OpWork:
     gemm_groups: float = 1.0  # experts touched (MoE): the GEMM runs as this many groups
     experts_touched: float = 0.0
     query_len: int = 0  # attention: new tokens per sequence (the rows one (batch, head) pair computes)
+    decode_step: bool = False  # the op runs in a decode step (one new token per sequence, with a cache)
 
 
 def _gemm_mnk(op: OpNode, flops: int, groups: float) -> tuple[int, int, int] | None:
@@ -153,6 +154,7 @@ def op_work(op: OpNode, s: PhaseShape, kv_bytes: int) -> OpWork:
             activation_bytes_read=q_bytes, activation_bytes_written=q_bytes * a.value_dim // max(a.head_dim, 1),
             kv_read_bytes=s.batch * max(s.kv_len - s.q_len, 0) * per_token_kv,
             kv_write_bytes=s.batch * s.q_len * per_token_kv, kv_bytes_per_token=per_token_kv, query_len=s.q_len,
+            decode_step=_is_decode(s),
         )
     factor = s.tokens / s.ref_tokens
     if op.scaling == "fixed":
@@ -170,8 +172,12 @@ def op_work(op: OpNode, s: PhaseShape, kv_bytes: int) -> OpWork:
     return OpWork(
         kind=op.kind, flops=flops, weight_bytes=weight, activation_bytes_read=round(act_read * factor),
         activation_bytes_written=round(op.bytes_written * factor),
-        gemm_mnk=_gemm_mnk(op, flops, groups), gemm_groups=groups, experts_touched=touched,
+        gemm_mnk=_gemm_mnk(op, flops, groups), gemm_groups=groups, experts_touched=touched, decode_step=_is_decode(s),
     )
+
+
+def _is_decode(s: PhaseShape) -> bool:
+    return s.q_len == 1 and s.kv_len > 1
 
 
 def _accumulate(work: OpWork, acc: dict) -> None:

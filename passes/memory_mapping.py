@@ -30,6 +30,7 @@ from cost_models.estimate_context import make_context
 from cost_models.estimate_train import stage_memory
 from cost_models.memory import FRAGMENTATION
 from cost_models.parallel_config import Options
+from cost_models.pipeline_schedule import in_flight, stage_order
 from ir.errors import UserError
 from passes.buffer_lifetimes import forward_lifetimes
 from passes.buffer_packing import Buffer, PackingConfig, PackingInstance, pack, verify_packing
@@ -51,17 +52,7 @@ def schedule_order(pp: int, stage: int, microbatches: int, schedule: str = "1f1b
     >>> schedule_order(2, 0, 2, "gpipe")
     ['F0', 'F1', 'B0', 'B1']
     """
-    m = max(microbatches, 1)
-    if schedule != "1f1b":
-        return [f"F{i}" for i in range(m)] + [f"B{i}" for i in range(m)]
-    warmup = min(pp - stage, m)
-    order, f = [f"F{i}" for i in range(warmup)], warmup
-    for b in range(m):
-        order.append(f"B{b}")
-        if f < m:
-            order.append(f"F{f}")
-            f += 1
-    return order
+    return stage_order("gpipe" if schedule == "gpipe" else "1f1b", pp, stage, microbatches)
 
 
 def _split_reserve(reserve: float, capacity: float, comm: float) -> dict[str, int]:
@@ -80,7 +71,9 @@ def _train_options(decision: dict, stage: dict, inputs: dict) -> Options:
     return Options(tp=stage["tp"], pp=decision["pp"], dp=decision["dp"], batch=workload["batch"],
                    input_len=workload["seq_len"], microbatch_size=decision["microbatch_size"],
                    recompute=decision["recompute"], zero_stage=decision["zero_stage"], dtype=inputs.get("dtype", "bf16"),
-                   schedule=decision.get("schedule", "1f1b"))
+                   schedule=decision.get("schedule", "1f1b"), ep=int(decision.get("ep", 1)), ep_over_dp=True,
+                   virtual_stages=int(decision.get("virtual_stages", 1)),
+                   sequence_parallel=bool(decision.get("sequence_parallel")) and stage["tp"] > 1)
 
 
 def _device_of(cluster, name: str):
@@ -139,11 +132,13 @@ def _train_map(plan: dict, graph, cluster) -> dict:
         o = _train_options(decision, stage, inputs)
         ctx = make_context(graph, cluster, o, device=device)
         mbs, seq, m = decision["microbatch_size"], o.input_len, decision["microbatches"]
-        mem = stage_memory(ctx, s, tuple(stage["layers"]), mbs, seq, m)
-        order = schedule_order(decision["pp"], s, m, o.schedule)
-        in_flight = min(decision["pp"] - s, m) if o.schedule == "1f1b" else m
-        per_mb = mem["activations"] / max(in_flight, 1)
-        acts = [(f"activations.mb{j}", order.index(f"F{j}"), order.index(f"B{j}") + 1, int(per_mb)) for j in range(m)]
+        v = o.virtual_stages  # interleaved: one buffer per (microbatch, virtual stage), "F3.1" in the order
+        chunks = [tuple(c) for c in stage["chunks"]] if v > 1 else None
+        mem = stage_memory(ctx, s, tuple(stage["layers"]), mbs, seq, m, chunks)
+        order = stage_order(o.schedule, decision["pp"], s, m, v)
+        per_unit = mem["activations"] / max(in_flight(o.schedule, decision["pp"], s, m, v) * v, 1)
+        units = [f"{j}.{c}" if v > 1 else f"{j}" for j in range(m) for c in range(v)]
+        acts = [(f"activations.mb{u}", order.index(f"F{u}"), order.index(f"B{u}") + 1, int(per_unit)) for u in units]
         comm = (2 * DDP_BUCKET_BYTES if decision["dp"] > 1 else 0) + (2 * mbs * seq * hidden * 2 if decision["pp"] > 1 else 0)
         static = {"weights": int(mem["weights"]), "gradients": int(mem["gradients"]),
                   "optimizer": int(mem["optimizer"]), **_split_reserve(mem["reserve"], ctx.capacity_bytes, comm)}

@@ -31,22 +31,38 @@ def one_f_one_b(stages: int, microbatches: int) -> list[list[str]]:
 
 
 def _timeline(decision: dict, limit: int = 8) -> list[str]:
-    m = min(decision.get("microbatches", 1), limit)
-    lines = [f"1F1B schedule, first {m} microbatches (F = forward, B = backward):"]
-    for s, order in enumerate(one_f_one_b(decision["pp"], m)):
-        lines.append(f"  stage {s}: " + "  " * s + " ".join(order))
+    """Each stage's compute order (cost_models.pipeline_schedule.stage_order); interleaving shows
+    "F3.1" for microbatch 3 on the stage's virtual stage 1. Interleaved plans keep all microbatches
+    of a round of pp (the schedule's unit), GPipe and 1F1B the first `limit`."""
+    from cost_models.pipeline_schedule import stage_order
+
+    schedule, v, pp = decision.get("schedule", "1f1b"), decision.get("virtual_stages", 1), decision["pp"]
+    m = decision.get("microbatches", 1)
+    m = min(m, max(limit // pp, 1) * pp) if schedule == "interleaved" and m % pp == 0 else min(m, limit)
+    name = {"1f1b": "1F1B", "gpipe": "GPipe", "interleaved": f"interleaved 1F1B (v={v} virtual stages per stage)"}
+    lines = [f"{name.get(schedule, schedule)} schedule, first {m} microbatches (F = forward, B = backward):"]
+    for s in range(pp):
+        lines.append(f"  stage {s}: " + "  " * s + " ".join(stage_order(schedule, pp, s, m, v)))
     return lines
 
 
 def explain_plan(plan: dict) -> str:
     """Human-readable explanation of a plan dict."""
+    if plan.get("decision", {}).get("kind") == "fleet":
+        from planner.plan_fleet import explain_fleet
+
+        return explain_fleet(plan)
     d, p, inputs = plan["decision"], plan["predicted"], plan["inputs"]
     lines = [f"plan for {plan.get('model_name', inputs['model'])} on {plan.get('cluster_description', inputs['cluster'])}",
              f"workload: {inputs['workload']}  objective: {inputs['objective']}"]
     layout = f"dp={d['dp']} tp={d['tp']} pp={d['pp']}"
+    if d.get("ep", 1) > 1:
+        layout += f" ep={d['ep']} (experts split {d['ep']} ways over the dp replicas)"
     if d["kind"] == "train":
         layout += (f" microbatch={d['microbatch_size']} x {d['microbatches']} recompute={d['recompute']} "
-                   f"zero={d['zero_stage']} schedule={d['schedule']}")
+                   f"zero={d['zero_stage']} schedule={d['schedule']}"
+                   + (f" virtual_stages={d['virtual_stages']}" if d.get("virtual_stages", 1) > 1 else "")
+                   + (" sequence_parallel" if d.get("sequence_parallel") else ""))
         lines.append(f"chosen: {layout}")
         lines.append(f"predicted: step {p['step_time_s']:.3f} s, {p['tokens_per_s']:,.0f} tokens/s, "
                      f"MFU {p['mfu']:.1%}, {p['memory_per_device_bytes'] / 1e9:.1f} GB on the fullest device")
@@ -76,8 +92,9 @@ def explain_plan(plan: dict) -> str:
     for i, s in enumerate(d["stages"]):
         t = f" {times[i] * 1e3:8.2f} ms/microbatch" if i < len(times) else ""
         bar = f"  {_bar(mems[i], caps[i])}" if i < len(mems) else ""
-        lines.append(f"  {i}: layers {s['layers'][0]}-{s['layers'][1] - 1} ({s['first_layer']} .. {s['last_layer']}) "
-                     f"on {s['tp']} x {s['device']} x dp {len(s['ranks'])}{t}{bar}")
+        where = (f"layers {s['layers'][0]}-{s['layers'][1] - 1} ({s['first_layer']} .. {s['last_layer']})" if "chunks" not in s
+                 else "chunks " + ", ".join(f"{a}-{b - 1}" for a, b in s["chunks"]))
+        lines.append(f"  {i}: {where} on {s['tp']} x {s['device']} x dp {len(s['ranks'])}{t}{bar}")
     alternatives = plan.get("alternatives") or []
     if alternatives:
         lines.append("runners-up:")

@@ -22,6 +22,7 @@ from cost_models.estimate_context import make_context
 from cost_models.estimate_train import train_step
 from cost_models.memory import ADAM_BYTES_PER_PARAM, reserve_bytes
 from cost_models.parallel_config import Options
+from cost_models.pipeline_schedule import rank_chunks
 from cost_models.uncertainty import band_for
 from ir.errors import UserError
 from passes.memory_mapping import memory_map_for_plan, verify_memory_map
@@ -53,7 +54,10 @@ def _stage_ctxs(graph, cluster, decision: dict, batch: int, seq: int, dtype: str
                             f"{cluster.name} does not have")
         options = Options(tp=stage["tp"], pp=decision["pp"], dp=decision["dp"], batch=batch, input_len=seq,
                           microbatch_size=decision["microbatch_size"], recompute=decision["recompute"],
-                          zero_stage=decision["zero_stage"], dtype=dtype)
+                          zero_stage=decision["zero_stage"], dtype=dtype, ep=int(decision.get("ep", 1)),
+                          ep_over_dp=True, schedule=decision.get("schedule", "1f1b"),
+                          virtual_stages=int(decision.get("virtual_stages", 1)),
+                          sequence_parallel=bool(decision.get("sequence_parallel")) and stage["tp"] > 1)
         ctxs.append(make_context(graph, cluster, options, device=devices[stage["device"]]))
     return ctxs
 
@@ -66,7 +70,8 @@ def evaluate_train(graph, cluster, decision: dict, batch: int, seq: int, dtype: 
     for a, b in itertools.pairwise(decision["stages"]):
         link = cluster.link_between(a["ranks"][0][0], b["ranks"][0][0])
         links.append((link.pair_bandwidth_bytes_per_s, link.latency_s))
-    r = train_step(ctxs[0], stages=stages, stage_ctxs=ctxs, links=links)
+    chunks = [[tuple(c) for c in s["chunks"]] for s in decision["stages"]] if decision.get("virtual_stages", 1) > 1 else None
+    r = train_step(ctxs[0], stages=stages, stage_ctxs=ctxs, links=links, chunks=chunks)
     step = r["step_time_s"]
     devices = decision["dp"] * sum(s["tp"] for s in decision["stages"])
     peak = sum(c.device.peak_flops_for(dtype) * s["tp"] * decision["dp"] for c, s in zip(ctxs, decision["stages"]))
@@ -90,15 +95,21 @@ def _decision(graph, cluster, cand: TrainCandidate) -> dict:
     stage_groups = [(g.group, g.device, g.tp) for g in cand.groups for _ in range(g.stages)]
     placements = place(cluster, cand.dp, stage_groups)
     stages = []
-    for p, a, b in zip(placements, cand.cuts[:-1], cand.cuts[1:]):
+    # interleaved: cuts bound pp x v chunks dealt round-robin; `layers` is a rank's first chunk and
+    # `chunks` lists all of its virtual stages in order (Megatron-LM's assignment)
+    per_rank = rank_chunks(cand.cuts, cand.pp)
+    for p, ranges in zip(placements, per_rank):
+        (a, b) = ranges[0]
         stages.append({"stage": p.stage, "layers": [a, b], "first_layer": graph.layers[a].name,
                        "last_layer": graph.layers[b - 1].name, "device": p.device, "tp": p.tp,
                        "node_group": p.group, "ranks": [list(r) for r in p.ranks]})
+        if cand.virtual_stages > 1:
+            stages[-1]["chunks"] = [list(c) for c in ranges]
     tps = {s["tp"] for s in stages}
     return {"kind": "train", "dp": cand.dp, "tp": tps.pop() if len(tps) == 1 else [s["tp"] for s in stages],
-            "pp": cand.pp, "ep": 1, "microbatch_size": cand.microbatch_size, "microbatches": cand.microbatches,
-            "schedule": "1f1b", "recompute": cand.recompute, "zero_stage": cand.zero_stage,
-            "sequence_parallel": False, "stages": stages}
+            "pp": cand.pp, "ep": cand.ep, "microbatch_size": cand.microbatch_size, "microbatches": cand.microbatches,
+            "schedule": cand.schedule, "virtual_stages": cand.virtual_stages, "recompute": cand.recompute,
+            "zero_stage": cand.zero_stage, "sequence_parallel": cand.sequence_parallel, "stages": stages}
 
 
 def _infeasible_message(graph, cluster, result) -> str:
@@ -182,11 +193,33 @@ def plan_training(model_ref: str, graph, cluster, cluster_spec: str, *, batch: i
     return Plan(data, search_time_s=time.perf_counter() - started)
 
 
+def _plan_dict(plan) -> dict | None:
+    return plan.to_dict() if hasattr(plan, "to_dict") else plan
+
+
+def _fixed_pipeline(schedule: str | None, virtual_stages: int | None, sequence_parallel: bool | None) -> dict:
+    """Pinned pipeline schedule, virtual stages and sequence parallelism (training), checked."""
+    from cost_models.pipeline_schedule import SCHEDULES
+
+    if schedule is not None and schedule not in SCHEDULES:
+        raise UserError(f"unknown pipeline schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
+    if virtual_stages is not None and (not isinstance(virtual_stages, int) or virtual_stages < 1):
+        raise UserError(f"--virtual-stages must be a positive integer, got {virtual_stages!r}")
+    if virtual_stages not in (None, 1) and schedule not in (None, "interleaved"):
+        raise UserError(f"virtual stages ({virtual_stages}) need the interleaved schedule, not {schedule}")
+    fixed = {"schedule": "interleaved" if virtual_stages not in (None, 1) else schedule,
+             "virtual_stages": virtual_stages, "sequence_parallel": sequence_parallel}
+    return {k: v for k, v in fixed.items() if v is not None}
+
+
 def plan(model, cluster=None, workload: str = "chat", *, objective: str | None = None, batch: int | None = None,
          seq_len: int | None = None, rate: float | None = None, slo: dict | None = None, tp: int | None = None,
          pp: int | None = None, dp: int | None = None, ep: int | None = None, dtype: str = "bf16",
-         input_len: int | None = None, output_len: int | None = None) -> Plan:
+         input_len: int | None = None, output_len: int | None = None, warm_start=None, schedule: str | None = None,
+         virtual_stages: int | None = None, sequence_parallel: bool | None = None) -> Plan:
     """Plan `model` on `cluster` for `workload` (train, prefill, decode, chat, summarize, code).
+
+    `warm_start`: a previous Plan (or plan dict) whose layout the search evaluates first (`Plan.retarget`).
 
     >>> p = plan("tiny-llama", "4xcpu", "train", batch=8, seq_len=64)
     >>> p.decision["dp"] * p.decision["pp"] * p.decision["tp"] == 4, p.verify()
@@ -195,12 +228,20 @@ def plan(model, cluster=None, workload: str = "chat", *, objective: str | None =
     import planner
 
     cluster_spec = str(cluster) if cluster is not None else DEFAULT_CLUSTER
+    if "," in cluster_spec:  # a list of GPU types to buy from: the cheapest serving fleet (planner.plan_fleet)
+        from planner.plan_fleet import plan_fleet
+
+        if workload in TRAIN_WORKLOADS or workload in ("prefill", "decode") or any((tp, pp, dp, ep)):
+            raise UserError(f"a list of GPU types (--cluster {cluster_spec!r}) plans a serving fleet: use a serving "
+                            "--workload (chat, summarize, code or a trace .csv) with --rate, without --tp/--pp/--dp/--ep")
+        return plan_fleet(str(model), cluster_spec, workload, rate=rate, slo=slo or {}, dtype=dtype, objective=objective)
     cluster_obj = parse_cluster(cluster_spec)
     fixed = {k: v for k, v in (("tp", tp), ("pp", pp), ("dp", dp), ("ep", ep)) if v is not None}
     for name, value in fixed.items():
         if not isinstance(value, int) or value < 1:
             raise UserError(f"--{name} must be a positive integer, got {value!r}")
     if workload in TRAIN_WORKLOADS:
+        fixed.update(_fixed_pipeline(schedule, virtual_stages, sequence_parallel))
         graph = planner.capture(model, seq_len=seq_len, dtype="bf16" if dtype == "fp8" else dtype)
         return plan_training(str(model), graph, cluster_obj, cluster_spec, batch=batch, seq_len=seq_len,
                              dtype=dtype, objective=objective or "throughput", fixed=fixed)
@@ -208,4 +249,4 @@ def plan(model, cluster=None, workload: str = "chat", *, objective: str | None =
 
     return plan_inference(str(model), cluster_obj, cluster_spec, workload, objective=objective, batch=batch,
                           seq_len=seq_len, rate=rate, slo=slo or {}, fixed=fixed, dtype=dtype,
-                          input_len=input_len, output_len=output_len)
+                          input_len=input_len, output_len=output_len, warm_start=_plan_dict(warm_start))

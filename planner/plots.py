@@ -101,16 +101,20 @@ def plot_memory(records: list[dict], path: str | None, title: str):
 
 
 def plot_pipeline(plan: dict, path: str | None, microbatches: int = 8):
-    """The 1F1B schedule of a training plan as a timeline (stage rows, time in ms)."""
-    from planner.explain import one_f_one_b
+    """The pipeline schedule (1F1B, GPipe or interleaved) of a training plan as a timeline (stage
+    rows, time in ms); interleaved units are 1/v of a stage's time and labelled "F3.1"."""
+    from cost_models.pipeline_schedule import stage_order
 
     plt = _pyplot()
     d, p = plan["decision"], plan["predicted"]
     times = p.get("stage_times_s") or [1.0] * d["pp"]
     m = min(d.get("microbatches", 1), microbatches)
     fig, ax = plt.subplots(figsize=(9, 1 + 0.5 * d["pp"]))
-    slot = max(times) * 1e3 / 3  # forward ~1/3, backward ~2/3 of a microbatch's stage time
-    for s, order in enumerate(one_f_one_b(d["pp"], m)):
+    schedule, v = d.get("schedule", "1f1b"), d.get("virtual_stages", 1)
+    if schedule == "interleaved" and m % d["pp"]:
+        m = d["pp"]  # interleaving runs rounds of pp microbatches
+    slot = max(times) * 1e3 / 3 / v  # forward ~1/3, backward ~2/3 of a microbatch's (chunk's) stage time
+    for s, order in enumerate(stage_order(schedule, d["pp"], s, m, v) for s in range(d["pp"])):
         t = s * slot
         for token in order:
             width = slot if token[0] == "F" else 2 * slot
@@ -121,5 +125,6 @@ def plot_pipeline(plan: dict, path: str | None, microbatches: int = 8):
     ax.invert_yaxis()
     ax.set_xlabel("time (ms, slowest stage's pace)")
     ax.set_ylabel("pipeline stage")
-    ax.set_title(f"1F1B schedule of {plan.get('model_name', '')}: first {m} microbatches (F forward, B backward)")
+    name = {"1f1b": "1F1B", "gpipe": "GPipe", "interleaved": f"interleaved 1F1B (v={v})"}.get(schedule, schedule)
+    ax.set_title(f"{name} schedule of {plan.get('model_name', '')}: first {m} microbatches (F forward, B backward)")
     return _save(fig, path)

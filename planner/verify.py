@@ -1,10 +1,12 @@
 """`planner verify`: an independent check of a plan, recomputed from its inputs.
 
 Checks: the format and the fingerprint of the inputs; every layer placed exactly once in
-contiguous, non-empty stages (pp of them); ranks exist, each used once, a TP group on one node, on
-the device its stage names; degrees divide the model (tp and heads, pp and blocks) and the batch
-(dp x microbatch size x microbatches); memory fits on every stage; the predicted metrics agree
-with a fresh evaluation by the cost model.
+contiguous, non-empty stages (pp of them; with interleaved 1F1B, pp x v chunks dealt round-robin:
+chunk c of stage s is the (c * pp + s)-th range in model order); a schedule that can run; ranks
+exist, each used once, a TP group on one node, on the device its stage names; degrees divide the
+model (tp and heads, pp and blocks, ep and experts) and the batch (dp x microbatch size x
+microbatches), ep divides dp; memory (experts split ep ways) fits on every stage; the predicted
+metrics agree with a fresh evaluation by the cost model.
 """
 
 from __future__ import annotations
@@ -25,17 +27,7 @@ def _structure(plan: dict, graph, cluster) -> list[str]:
     stages = d.get("stages") or []
     if len(stages) != d.get("pp"):
         problems.append(f"decision has pp={d.get('pp')} but {len(stages)} stages")
-    position = 0
-    for s in stages:
-        a, b = s["layers"]
-        if a != position:
-            problems.append(f"stage {s['stage']} starts at layer {a}, expected {position} (layers must be "
-                            f"placed once, contiguously)")
-        if b <= a:
-            problems.append(f"stage {s['stage']} is empty or reversed: layers [{a}, {b})")
-        position = b
-    if position != len(graph.layers):
-        problems.append(f"stages cover {position} of {len(graph.layers)} layers")
+    problems += _layer_cover(d, stages, len(graph.layers))
     seen: dict[int, int] = {}
     for s in stages:
         if len(s["ranks"]) != d["dp"]:
@@ -60,6 +52,55 @@ def _structure(plan: dict, graph, cluster) -> list[str]:
     return problems
 
 
+def _pieces(d: dict, stages: list[dict]) -> tuple[list[tuple[str, list]], list[str]]:
+    """The plan's layer ranges in model order with a name each: stages, or with interleaving the
+    virtual stages (chunk c of rank s is piece c * pp + s, Megatron-LM's round-robin)."""
+    v = d.get("virtual_stages", 1)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        return [], [f"virtual_stages={v!r} is not a positive integer"]
+    if v == 1:
+        return [(f"stage {s['stage']}", s["layers"]) for s in stages], []
+    problems, pieces = [], {}
+    for rank, s in enumerate(stages):
+        chunks = s.get("chunks") or []
+        if len(chunks) != v:
+            problems.append(f"stage {s['stage']} has {len(chunks)} chunks, virtual_stages is {v}")
+            continue
+        if list(s["layers"]) != list(chunks[0]):
+            problems.append(f"stage {s['stage']}: layers {s['layers']} is not its first chunk {chunks[0]}")
+        for c, chunk in enumerate(chunks):
+            pieces[c * len(stages) + rank] = (f"stage {s['stage']} chunk {c}", chunk)
+    return [pieces[k] for k in sorted(pieces)], problems
+
+
+def _layer_cover(d: dict, stages: list[dict], num_layers: int) -> list[str]:
+    """Every layer exactly once: the ranges, in model order, contiguous and non-empty."""
+    pieces, problems = _pieces(d, stages)
+    if problems:
+        return problems
+    position = 0
+    for name, (a, b) in pieces:
+        if a != position:
+            problems.append(f"{name} starts at layer {a}, expected {position} (layers must be placed once, "
+                            f"contiguously{', chunks round-robin over the stages' if len(pieces) > len(stages) else ''})")
+        if b <= a:
+            problems.append(f"{name} is empty or reversed: layers [{a}, {b})")
+        position = b
+    if position != num_layers:
+        problems.append(f"stages cover {position} of {num_layers} layers")
+    return problems
+
+
+def _schedule(d: dict, graph) -> list[str]:
+    """The pipeline schedule is known and can run (cost_models.pipeline_schedule.schedule_problem)."""
+    from cost_models.pipeline_schedule import schedule_problem
+
+    blocks = sum(1 for layer in graph.layers if layer.kind == "block")
+    problem = schedule_problem(d.get("schedule", "1f1b"), d.get("pp", 1), d["microbatches"],
+                               d.get("virtual_stages", 1), blocks)
+    return [problem] if problem else []
+
+
 def _degrees(plan: dict, graph) -> list[str]:
     problems = []
     d, cfg = plan["decision"], graph.config
@@ -80,6 +121,23 @@ def _degrees(plan: dict, graph) -> list[str]:
                             f"!= batch {batch}")
         if d.get("recompute") not in ("none", "selective", "full") or d.get("zero_stage") not in (0, 1, 2, 3):
             problems.append(f"unknown recompute {d.get('recompute')!r} or zero stage {d.get('zero_stage')!r}")
+        problems += _expert_parallel(d, cfg.get("num_experts") or 0)
+        problems += _schedule(d, graph)
+    return problems
+
+
+def _expert_parallel(d: dict, experts: int) -> list[str]:
+    """Training ep: a positive integer dividing the experts and dp (ep ranks are dp replicas)."""
+    ep = d.get("ep", 1)
+    if not isinstance(ep, int) or isinstance(ep, bool) or ep < 1:
+        return [f"ep={ep!r} is not a positive integer"]
+    if ep == 1:
+        return []
+    problems = []
+    if not experts or experts % ep:
+        problems.append(f"ep={ep} does not divide the {experts} experts of the model")
+    if d["dp"] % ep:
+        problems.append(f"ep={ep} does not divide dp={d['dp']} (expert-parallel ranks are data-parallel replicas)")
     return problems
 
 
@@ -122,6 +180,10 @@ def verify_plan(plan: dict) -> list[str]:
     problems = []
     if plan.get("fingerprint") != fingerprint(plan["inputs"]):
         problems.append("fingerprint does not match the plan's inputs (edited after planning?)")
+    if plan.get("decision", {}).get("kind") == "fleet":
+        from planner.plan_fleet import verify_fleet
+
+        return problems + verify_fleet(plan)
     inputs = plan["inputs"]
     cluster = parse_cluster(inputs["cluster"])
     workload = inputs["workload"]

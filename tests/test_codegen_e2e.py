@@ -1,8 +1,9 @@
 """End-to-end: generated run_plan.py under real torchrun (gloo, CPU) equals the single-process model.
 
-Each case plans tiny-llama with fixed degrees, generates the launch directory, runs it once with
-`--mode both` (prefill logits + greedy decode, then one SGD step) and compares every rank's dump with
-the plain Hugging Face model on one process: logits, greedy tokens, loss and updated weights within 1e-4.
+Each case plans tiny-llama (tiny-mixtral for expert parallelism) with fixed degrees, generates the
+launch directory, runs it once with `--mode both` (prefill logits + greedy decode, then one SGD step)
+and compares every rank's dump with the plain Hugging Face model on one process: logits, greedy
+tokens, loss and updated weights within 1e-4.
 """
 
 from __future__ import annotations
@@ -24,12 +25,18 @@ BATCH, SEQ, NEW, LR, SEED = 4, 8, 3, 0.5, 0
 TOL = 1e-4
 
 CASES = {  # name: (cluster, fixed degrees, microbatches: None keeps the plan's, else overrides it)
-    "tp2": ("2xcpu", {"tp": 2}, None),
-    "tp2_recompute_selective": ("2xcpu", {"tp": 2}, None),
-    "pp2_recompute_full": ("2xcpu", {"pp": 2}, 2),
-    "pp2": ("2xcpu", {"pp": 2}, 2),  # 1F1B with m = pp
+    "tp2": ("2xcpu", {"tp": 2, "sequence_parallel": False}, None),
+    "tp2_sp": ("2xcpu", {"tp": 2, "sequence_parallel": True}, None),  # SequenceParallel norms, Shard(1) between blocks
+    "tp2_recompute_selective": ("2xcpu", {"tp": 2, "sequence_parallel": False}, None),
+    "pp2_recompute_full": ("2xcpu", {"pp": 2, "schedule": "1f1b"}, 2),
+    "pp2": ("2xcpu", {"pp": 2, "schedule": "1f1b"}, 2),  # 1F1B with m = pp
+    "pp2_interleaved": ("2xcpu", {"pp": 2, "virtual_stages": 2}, 2),  # 4 blocks: 2 chunks of 1 block per rank
     "dp2_pp2": ("4xcpu", {"dp": 2, "pp": 2}, None),  # the planner picks m=1: GPipe order
-    "tp2_pp2": ("4xcpu", {"tp": 2, "pp": 2}, 2),
+    "tp2_pp2": ("4xcpu", {"tp": 2, "pp": 2, "schedule": "1f1b", "sequence_parallel": False}, 2),
+    # tiny-mixtral, 4 experts: each rank holds 2; dp4/ep2 reduces expert gradients over 2 replicas,
+    # pp2 runs the all-to-alls inside pipeline stages (and their metadata inference)
+    "moe_dp4_ep2": ("4xcpu", {"dp": 4, "ep": 2}, None),
+    "moe_dp2_ep2_pp2": ("4xcpu", {"dp": 2, "ep": 2, "pp": 2, "schedule": "1f1b"}, 2),
 }
 
 
@@ -61,15 +68,16 @@ def _reference(spec: dict) -> dict:
     return {"logits": logits, "tokens": seq[:, SEQ:], "loss": float(loss.detach()), "params": params}
 
 
+def _model(case: str) -> str:
+    return "tiny-mixtral" if case.startswith("moe") else "tiny-llama"
+
+
 @pytest.fixture(scope="module")
-def reference():
-    return _reference(planner_spec())
-
-
-def planner_spec() -> dict:
+def references():
     from codegen.context import model_spec
 
-    return model_spec("tiny-llama")
+    cache: dict = {}
+    return lambda name: cache.setdefault(name, _reference(model_spec(name)))
 
 
 def _dumps(folder) -> list[dict]:
@@ -78,9 +86,10 @@ def _dumps(folder) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_generated_program_matches_single_process(case, reference, tmp_path):
+def test_generated_program_matches_single_process(case, references, tmp_path):
     cluster, fixed, microbatches = CASES[case]
-    plan = planner.plan("tiny-llama", cluster, "train", batch=BATCH, seq_len=SEQ, **fixed).to_dict()
+    reference = references(_model(case))
+    plan = planner.plan(_model(case), cluster, "train", batch=BATCH, seq_len=SEQ, **fixed).to_dict()
     for key, value in fixed.items():
         assert plan["decision"][key] == value, plan["decision"]
     if "recompute" in case:  # recomputation must not change any number

@@ -17,7 +17,8 @@ from planner.verify import verify_plan
 
 @pytest.fixture(scope="module")
 def train_plan() -> dict:
-    return planner.plan("llama-2-7b", "2xdgx-a100", "train", batch=64, seq_len=2048, pp=2).to_dict()
+    # 1F1B pinned: the search would interleave (v=4, m=2), and the corruptions below assume m >= 8
+    return planner.plan("llama-2-7b", "2xdgx-a100", "train", batch=64, seq_len=2048, pp=2, schedule="1f1b").to_dict()
 
 
 @pytest.fixture(scope="module")

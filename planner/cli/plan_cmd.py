@@ -45,6 +45,11 @@ def parse_slo(text: str | None) -> dict:
 @click.option("--dp", type=int, default=None)
 @click.option("--ep", type=int, default=None)
 @click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp8", "fp32"]), default="bf16", show_default=True)
+@click.option("--schedule", type=click.Choice(["1f1b", "interleaved", "gpipe"]), default=None,
+              help="Training: pin the pipeline schedule [default: searched].")
+@click.option("--virtual-stages", type=int, default=None, help="Training: virtual stages per rank (interleaved 1F1B).")
+@click.option("--sequence-parallel/--no-sequence-parallel", default=None,
+              help="Training: pin Megatron sequence parallelism [default: on when tp > 1].")
 @click.option("-o", "--output", default=None, help="Write the plan JSON here.")
 @click.option("--report", "report_dir", default=None, help="Write a Markdown + HTML report with figures into DIR.")
 @click.option("--warm-start", "warm_start", default=None,

@@ -97,10 +97,11 @@ class Stage(nn.Module):
         self.rotary_emb = inner.rotary_emb
         self.norm = inner.norm if head else None
         self.lm_head = model.lm_head if head else None
+        self.seq_shards = 1  # sequence parallelism: hidden states hold 1/tp of the positions
 
     def forward(self, x: torch.Tensor, cache=None, past: int = 0) -> torch.Tensor:
         h = self.embed_tokens(x) if self.embed_tokens is not None else x
-        pos = torch.arange(past, past + h.shape[1], device=h.device).unsqueeze(0)
+        pos = torch.arange(past, past + h.shape[1] * self.seq_shards, device=h.device).unsqueeze(0)
         pe = self.rotary_emb(h, pos)
         for layer in self.layers.values():
             out = layer(h, position_ids=pos, past_key_values=cache, use_cache=cache is not None, position_embeddings=pe)
@@ -174,13 +175,18 @@ def tp_plan(stage: Stage, heads: int, kv_heads: int, tp: int) -> dict:
     return plan
 
 
-def apply_tp(stage: Stage, tp_mesh, heads: int, kv_heads: int) -> Stage:
-    """Shard the stage over the tp mesh with DTensor `parallelize_module` (no-op at tp=1)."""
+def apply_tp(stage: Stage, tp_mesh, heads: int, kv_heads: int, sequence_parallel: bool = False) -> Stage:
+    """Shard the stage over the tp mesh with DTensor `parallelize_module` (no-op at tp=1); with
+    sequence parallelism the hidden states between blocks are sequence shards (runtime_pipeline.py)."""
     from torch.distributed.tensor.parallel import parallelize_module
 
     if tp_mesh.size() == 1:
         return stage
-    return parallelize_module(stage, tp_mesh, tp_plan(stage, heads, kv_heads, tp_mesh.size()))
+    plan = tp_plan(stage, heads, kv_heads, tp_mesh.size())
+    if sequence_parallel:
+        plan = sp_plan(stage)
+        stage.seq_shards = tp_mesh.size()
+    return parallelize_module(stage, tp_mesh, plan)
 
 
 def apply_recompute(stage: Stage, mode: str) -> None:
@@ -190,7 +196,7 @@ def apply_recompute(stage: Stage, mode: str) -> None:
         return
     from torch.utils.checkpoint import checkpoint
 
-    for layer in stage.layers.values():
+    for layer in (layer for part in chunk_modules(stage) for layer in part.layers.values()):
         target = layer if mode == "full" else layer.self_attn
         forward = target.forward
 
@@ -208,6 +214,9 @@ def apply_dp(stage: nn.Module, mesh, zero_stage: int, train: bool) -> nn.Module:
     """
     dp_mesh = mesh["dp"]
     if dp_mesh.size() == 1 or not train:
+        return stage
+    if isinstance(stage, ChunkedStage):  # each virtual stage is its own PipelineStage: wrap each
+        stage.chunks = nn.ModuleList(apply_dp(part, mesh, zero_stage, train) for part in stage.chunks)
         return stage
     if zero_stage == 0 and mesh["tp"].size() == 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -250,7 +259,8 @@ class Rank:
         self.rank = dist.get_rank()
         self.mesh = build_mesh(plan, self.device.type)
         self.s, self.d, self.t = (int(c) for c in self.mesh.get_coordinate())
-        self.pp, self.dp = plan["pp"], plan["dp"]
+        self.pp, self.dp, self.ep = plan["pp"], plan["dp"], plan.get("ep", 1)
+        self.ep_mesh = ep_mesh(plan, self.device.type) if self.ep > 1 else None  # codegen/runtime_ep.py
         name = args.dtype if args.dtype != "auto" else (plan["dtype"] if use_cuda else "fp32")
         self.dtype = DTYPES[name]
 
@@ -259,15 +269,26 @@ class Rank:
         return int(self.mesh.mesh[stage, self.d, self.t])
 
 
-def make_stage(plan: dict, rank: Rank, args: argparse.Namespace) -> Stage:
-    """This rank's stage module, materialised (seeded full model, or checkpoint) and TP-sharded."""
-    blocks, embed, head = stage_blocks(plan["stages"][rank.s], plan["num_blocks"])
-    if args.checkpoint:
-        stage = Stage(build_model(plan["model"], args.seed, rank.dtype, "meta"), blocks, embed, head)
-        load_checkpoint(stage, args.checkpoint, rank.device)
-    else:
-        stage = Stage(build_model(plan["model"], args.seed, rank.dtype), blocks, embed, head).to(rank.device)
-    return apply_tp(stage, rank.mesh["tp"], plan["heads"], plan["kv_heads"])
+def make_stage(plan: dict, rank: Rank, args: argparse.Namespace, sequence_parallel: bool = False) -> nn.Module:
+    """This rank's stage module, materialised (seeded full model, or checkpoint) and TP-sharded
+    (with sequence parallelism if asked); with interleaving a ChunkedStage of its virtual stages."""
+    spec = plan["stages"][rank.s]
+    full = build_model(plan["model"], args.seed, rank.dtype, "meta" if args.checkpoint else "cpu")
+    parts = []
+    for layers in spec.get("chunks") or [spec["layers"]]:
+        blocks, embed, head = stage_blocks({"layers": layers}, plan["num_blocks"])
+        stage = Stage(full, blocks, embed, head)
+        if args.checkpoint:
+            load_checkpoint(stage, args.checkpoint, rank.device)
+        else:
+            stage = stage.to(rank.device)
+        try:
+            if rank.ep > 1:
+                shard_experts(stage, rank.ep_mesh, rank.ep)
+            parts.append(apply_tp(stage, rank.mesh["tp"], plan["heads"], plan["kv_heads"], sequence_parallel))
+        except ValueError as exc:
+            raise PlanError(str(exc)) from None
+    return ChunkedStage(parts) if spec.get("chunks") else parts[0]
 
 
 def synthetic_batch(plan: dict, args, rank: Rank) -> tuple[torch.Tensor, torch.Tensor]:
@@ -317,6 +338,9 @@ def make_schedule(plan: dict, rank: Rank, model: nn.Module) -> None:
     rank.schedule = None
     if rank.pp == 1:
         return
+    if isinstance(model, ChunkedStage):
+        rank.schedule = interleaved_schedule(model, rank, plan["microbatches"], lm_loss)
+        return
     stage = PipelineStage(model, rank.s, rank.pp, rank.device, group=rank.mesh["pp"].get_group())
     cls = schedule_class(plan["schedule"], plan["microbatches"], rank.pp)
     rank.schedule = cls(stage, n_microbatches=plan["microbatches"], loss_fn=lm_loss)
@@ -324,6 +348,8 @@ def make_schedule(plan: dict, rank: Rank, model: nn.Module) -> None:
 
 def pipe_forward(rank: Rank, model: nn.Module, inp: torch.Tensor, cache, past: int, hidden: int):
     """Run one forward through all stages with point-to-point sends (keeps each stage's KV cache)."""
+    if isinstance(model, ChunkedStage):
+        return interleaved_forward(rank, model, inp, cache, past, hidden)
     if rank.s > 0:
         inp = torch.empty(inp.shape[0], inp.shape[1], hidden, device=rank.device, dtype=rank.dtype)
         dist.recv(inp, src=rank.peer(rank.s - 1))
@@ -370,7 +396,7 @@ def full_state(model: nn.Module) -> dict:
     state = {}
     for name, p in model.named_parameters():
         t = p.full_tensor() if isinstance(p, DTensor) else p
-        state[hf_name(name.replace("module.", "", 1) if name.startswith("module.") else name)] = t.detach().float().cpu()
+        state[hf_name(stage_param_name(name))] = t.detach().float().cpu()
     return state
 
 
@@ -395,7 +421,10 @@ def parse_args(plan: dict, argv: list[str] | None) -> argparse.Namespace:
 def run(plan: dict, args: argparse.Namespace) -> dict:
     """Build this rank's part of the plan and run the requested modes; returns what it measured."""
     rank = Rank(plan, args)
-    model = make_stage(plan, rank, args)
+    sp = bool(plan.get("sequence_parallel")) and plan["tp"] > 1
+    if sp and args.seq_len % plan["tp"]:
+        raise PlanError(f"sequence parallelism splits --seq-len {args.seq_len} over tp={plan['tp']}; use a multiple")
+    model = make_stage(plan, rank, args, sequence_parallel=sp and args.mode == "train")
     x, y = synthetic_batch(plan, args, rank)
     result: dict = {"rank": rank.rank, "stage": rank.s, "dp": rank.d, "tp": rank.t,
                     "rows": split_rows(args.batch, rank.dp, rank.d)}
@@ -405,9 +434,12 @@ def run(plan: dict, args: argparse.Namespace) -> dict:
             result.update(infer(plan, rank, model, x, args.new_tokens))
         result["infer_s"] = (time.perf_counter() - start) / args.steps
     if args.mode in ("train", "both"):
+        if sp and args.mode == "both":  # inference ran without sequence parallelism (decode steps are 1 token)
+            model = make_stage(plan, rank, args, sequence_parallel=True)
         model.train()
         apply_recompute(model, plan.get("recompute", "none"))
-        model = apply_dp(model, rank.mesh, plan["zero_stage"], train=True)
+        model = apply_ep_dp(model, rank.ep_mesh, rank.mesh["dp"], plan["zero_stage"]) if rank.ep > 1 \
+            else apply_dp(model, rank.mesh, plan["zero_stage"], train=True)
         make_schedule(plan, rank, model)
         opt_cls = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.SGD
         opt = opt_cls(model.parameters(), lr=args.lr)
@@ -420,6 +452,8 @@ def run(plan: dict, args: argparse.Namespace) -> dict:
         result["train_s"] = timed[len(timed) // 2]  # median: robust to other load on the host
         result["loss"] = [float(v) for v in losses] if losses[0] is not None else None
         result["params"] = full_state(model)
+        if rank.ep > 1:
+            gather_expert_state(model, result["params"], hf_name)
     return result
 
 
@@ -452,6 +486,233 @@ def main(plan: dict, argv: list[str] | None = None) -> int:
             if dist.is_initialized():
                 dist.destroy_process_group()
     return 0
+
+
+# expert parallelism lives in codegen/runtime_ep.py, interleaved stages and sequence parallelism in
+# codegen/runtime_pipeline.py; a generated run_plan.py has them inlined below
+if __name__ == "codegen.runtime":
+    from codegen.runtime_ep import apply_ep_dp, ep_mesh, gather_expert_state, shard_experts
+    from codegen.runtime_pipeline import (
+        ChunkedStage,
+        chunk_modules,
+        interleaved_forward,
+        interleaved_schedule,
+        sp_plan,
+        stage_param_name,
+    )
+
+
+# --- expert parallelism (codegen/runtime_ep.py) ---------------------------------------------------
+
+
+def _exchange(x: torch.Tensor, out_splits: list[int], in_splits: list[int], group) -> torch.Tensor:
+    """Differentiable all-to-all of rows: `in_splits[r]` rows go to rank r, `out_splits[r]` come back."""
+    import torch.distributed._functional_collectives as fc
+
+    return fc.wait_tensor(fc.all_to_all_single_autograd(x.contiguous(), out_splits, in_splits, group))
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by `scale` in backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
+
+
+class ExpertShard(nn.Module):
+    """This rank's E/ep experts of a fused experts module (gate_up_proj [E, 2I, H], down_proj [E, H, I]).
+
+    Called like the module it replaces: forward(hidden [T, H], top_k_index [T, k], top_k_weights [T, k]).
+    """
+
+    def __init__(self, experts: nn.Module, group, ep: int, index: int):
+        super().__init__()
+        total = experts.gate_up_proj.shape[0]
+        self.per_rank, self.ep, self.group = total // ep, ep, group
+        lo, hi = index * self.per_rank, (index + 1) * self.per_rank
+        self.first = lo
+        self.gate_up_proj = nn.Parameter(experts.gate_up_proj.detach()[lo:hi].clone())
+        self.down_proj = nn.Parameter(experts.down_proj.detach()[lo:hi].clone())
+        self.act_fn = experts.act_fn
+
+    def forward(self, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
+        k = top_k_index.shape[1]
+        flat = top_k_index.reshape(-1)
+        order = torch.argsort(flat, stable=True)  # (token, expert) pairs grouped by expert, hence by rank
+        expert, token = flat[order], order // k
+        send = torch.bincount(expert // self.per_rank, minlength=self.ep)
+        recv = torch.empty_like(send)
+        dist.all_to_all_single(recv, send, group=self.group)
+        send_splits, recv_splits = send.tolist(), recv.tolist()
+        got = torch.empty(sum(recv_splits), dtype=expert.dtype, device=expert.device)
+        dist.all_to_all_single(got, expert, recv_splits, send_splits, group=self.group)
+        x = _exchange(hidden[token], recv_splits, send_splits, self.group)
+        gate_up = _ScaleGrad.apply(self.gate_up_proj, 1.0 / self.ep)  # see the module docstring
+        down = _ScaleGrad.apply(self.down_proj, 1.0 / self.ep)
+        perm = torch.argsort(got, stable=True)  # received rows grouped by local expert
+        counts = torch.bincount(got - self.first, minlength=self.per_rank).tolist()
+        pieces = []
+        for j, part in enumerate(x[perm].split(counts)):
+            if part.shape[0]:  # an expert without tokens gets no gradient, as in the reference module
+                gate, up = F.linear(part, gate_up[j]).chunk(2, dim=-1)
+                part = F.linear(self.act_fn(gate) * up, down[j])
+            pieces.append(part)
+        # y always depends on x (even with no rows), so every rank runs both all-to-alls' backward
+        y = torch.cat(pieces)[torch.argsort(perm)]
+        back = _exchange(y, send_splits, recv_splits, self.group)
+        weighted = back * top_k_weights.reshape(-1)[order].unsqueeze(1)
+        return torch.zeros_like(hidden).index_add(0, token, weighted.to(hidden.dtype))
+
+
+def ep_mesh(plan: dict, device_type: str):
+    """DeviceMesh (pp, edp, ep, tp) of the plan's ranks: dp index d = edp * ep + ep index."""
+    from torch.distributed.device_mesh import DeviceMesh
+
+    ranks = torch.tensor([stage["ranks"] for stage in plan["stages"]], dtype=torch.int)
+    pp, dp, tp = ranks.shape
+    return DeviceMesh(device_type, ranks.reshape(pp, dp // plan["ep"], plan["ep"], tp),
+                      mesh_dim_names=("pp", "edp", "ep", "tp"))
+
+
+def shard_experts(stage: nn.Module, mesh, ep: int) -> None:
+    """Replace every block's `mlp.experts` by this rank's ExpertShard (in place)."""
+    index = int(mesh.get_coordinate()[2])
+    group = mesh["ep"].get_group()
+    for layer in stage.layers.values():
+        experts = getattr(getattr(layer, "mlp", None), "experts", None)
+        if experts is None or not hasattr(experts, "gate_up_proj"):
+            raise ValueError(f"expert parallelism needs Mixtral-style fused experts (mlp.experts.gate_up_proj); "
+                             f"{type(getattr(layer, 'mlp', layer)).__name__} has none")
+        layer.mlp.experts = ExpertShard(experts, group, ep, index)
+
+
+def apply_ep_dp(stage: nn.Module, mesh, dp_mesh, zero_stage: int) -> nn.Module:
+    """FSDP2 with the experts on the edp sub-mesh and everything else on dp (any ZeRO stage: ZeRO-0
+    and 1/2 keep parameters gathered between forward and backward, ZeRO-3 reshards them)."""
+    from torch.distributed.fsdp import fully_shard
+
+    reshard = zero_stage >= 3
+    for module in stage.modules():
+        if isinstance(module, ExpertShard):
+            fully_shard(module, mesh=mesh["edp"], reshard_after_forward=reshard)
+    return fully_shard(stage, mesh=dp_mesh, reshard_after_forward=reshard)
+
+
+def gather_expert_state(model: nn.Module, state: dict, hf_name) -> dict:
+    """Replace this rank's expert slices in `state` (Hugging Face names) by all experts (collective)."""
+    for name, module in model.named_modules():
+        if not isinstance(module, ExpertShard):
+            continue
+        for pname in ("gate_up_proj", "down_proj"):
+            key = hf_name(f"{name}.{pname}".removeprefix("module."))
+            local = state[key].to(module.gate_up_proj.device).contiguous()
+            parts = [torch.empty_like(local) for _ in range(module.ep)]
+            dist.all_gather(parts, local, group=module.group)
+            state[key] = torch.cat(parts).cpu()
+    return state
+
+
+# --- interleaved pipeline and sequence parallelism (codegen/runtime_pipeline.py) -------------------
+
+
+class ChunkedStage(nn.Module):
+    """The v model chunks (each a `Stage`) one pipeline rank runs with interleaved 1F1B.
+
+    Parameter names are `chunks.<c>.<stage name>`; `stage_param_name` strips the prefix.
+    """
+
+    def __init__(self, chunks: list[nn.Module]):
+        super().__init__()
+        self.chunks = nn.ModuleList(chunks)
+
+
+def stage_param_name(name: str) -> str:
+    """A parameter's Stage name: drops the `chunks.<c>.` and DDP `module.` prefixes.
+
+    >>> stage_param_name("chunks.1.module.layers.3.mlp.up_proj.weight")
+    'layers.3.mlp.up_proj.weight'
+    """
+    parts = name.split(".")
+    if parts[0] == "chunks" and len(parts) > 2:
+        parts = parts[2:]
+    if parts[0] == "module":
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+def chunk_modules(model: nn.Module) -> list[nn.Module]:
+    """The stage modules of a rank: its chunks with interleaving, else the model itself."""
+    return list(model.chunks) if isinstance(model, ChunkedStage) else [model]
+
+
+def interleaved_forward(rank, model: ChunkedStage, inp: torch.Tensor, cache, past: int, hidden: int):
+    """One forward through all ranks' chunks in model order with point-to-point sends (inference);
+    returns this rank's last chunk output (the logits on the last rank)."""
+    out = inp
+    count = len(model.chunks)
+    for c, chunk in enumerate(model.chunks):
+        x = inp
+        if rank.s > 0 or c > 0:
+            x = torch.empty(inp.shape[0], inp.shape[1], hidden, device=rank.device, dtype=rank.dtype)
+            dist.recv(x, src=rank.peer(rank.s - 1 if rank.s > 0 else rank.pp - 1))
+        out = chunk(x, cache, past)
+        if rank.s < rank.pp - 1 or c < count - 1:
+            dist.send(out.contiguous(), dst=rank.peer(rank.s + 1 if rank.s < rank.pp - 1 else 0))
+    return out
+
+
+def interleaved_schedule(model: ChunkedStage, rank, microbatches: int, loss_fn):
+    """ScheduleInterleaved1F1B over one PipelineStage per chunk (stage index c * pp + s)."""
+    from torch.distributed.pipelining import PipelineStage, ScheduleInterleaved1F1B
+
+    group = rank.mesh["pp"].get_group()
+    total = rank.pp * len(model.chunks)
+    stages = [PipelineStage(chunk, c * rank.pp + rank.s, total, rank.device, group=group)
+              for c, chunk in enumerate(model.chunks)]
+    return ScheduleInterleaved1F1B(stages, n_microbatches=microbatches, loss_fn=loss_fn)
+
+
+def sp_plan(stage: nn.Module) -> dict:
+    """The sequence-parallel TP plan of a Stage (module docstring); heads were checked by the caller."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        PrepareModuleInput,
+        RowwiseParallel,
+        SequenceParallel,
+    )
+
+    plan = {}
+    if stage.embed_tokens is not None:
+        plan["embed_tokens"] = RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1))
+    for name, layer in stage.layers.items():
+        p = f"layers.{name}"
+        plan[f"{p}.input_layernorm"] = SequenceParallel()
+        plan[f"{p}.self_attn"] = PrepareModuleInput(
+            input_kwarg_layouts={"hidden_states": Shard(1)}, desired_input_kwarg_layouts={"hidden_states": Replicate()},
+            use_local_output=True)
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            plan[f"{p}.self_attn.{proj}"] = ColwiseParallel()
+        plan[f"{p}.self_attn.o_proj"] = RowwiseParallel(output_layouts=Shard(1))
+        plan[f"{p}.post_attention_layernorm"] = SequenceParallel()
+        if not all(hasattr(layer.mlp, q) for q in ("gate_proj", "up_proj", "down_proj")):
+            raise ValueError(f"sequence parallelism needs gated MLPs (gate/up/down_proj); block {name} has "
+                             f"{type(layer.mlp).__name__}; re-plan with sequence parallelism off")
+        plan[f"{p}.mlp"] = PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),),
+                                              use_local_output=True)
+        plan[f"{p}.mlp.gate_proj"] = ColwiseParallel()
+        plan[f"{p}.mlp.up_proj"] = ColwiseParallel()
+        plan[f"{p}.mlp.down_proj"] = RowwiseParallel(output_layouts=Shard(1))
+    if stage.lm_head is not None:
+        plan["norm"] = SequenceParallel()
+        plan["lm_head"] = ColwiseParallel(input_layouts=Shard(1), output_layouts=Replicate())
+    return plan
 
 
 # fmt: off
@@ -497,6 +758,7 @@ PLAN = {'default_mode': 'train',
              'ranks': [[2, 3]],
              'stage': 1}],
  'tp': 2,
+ 'virtual_stages': 1,
  'vocab_size': 512,
  'workload': {'batch': 8, 'output_len': None, 'seq_len': 64},
  'world_size': 4,

@@ -1,0 +1,141 @@
+"""Expert parallelism of a generated plan program (Mixtral-style fused experts, transformers >= 5).
+
+Inlined into every generated run_plan.py after codegen/runtime.py (render.py keeps what follows the
+INLINE_MARK line: the imports above it are for the repository only). Layout, as in Megatron-Core and
+torchtitan: the ep ranks are data-parallel replicas (ep | dp). Within a stage, the plan's dp index d
+splits into (edp, ep) = divmod(d, ep): consecutive replicas form one ep group; replicas with the
+same ep index hold the same experts and form an edp group.
+
+Each rank keeps experts [e * E/ep, (e + 1) * E/ep) of every MoE block. The router runs on every rank
+on its own tokens (the gate weight is replicated), each (token, expert) pair is sent to the rank
+owning the expert with a differentiable all-to-all (`all_to_all_single_autograd`; gloo and NCCL
+both implement all_to_all_single), the expert MLPs run there, and a second all-to-all brings the
+outputs back to be weighted by the routing weights and summed: the single-process result up to the
+order of additions. Gradients: FSDP2 averages the experts over the edp group (dp / ep replicas) and
+the rest over dp. An expert's local gradient already sums the losses of its ep group's dp replicas
+(the all-to-all's backward brings them), so it is scaled by 1 / ep as it is formed: the average is
+then over all dp replicas, as for the rest. (torchtitan sets FSDP's gradient divide factor to dp
+instead; that uses NCCL's PREMUL_SUM, which gloo lacks.)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+# --- expert parallelism (codegen/runtime_ep.py) ---------------------------------------------------
+
+
+def _exchange(x: torch.Tensor, out_splits: list[int], in_splits: list[int], group) -> torch.Tensor:
+    """Differentiable all-to-all of rows: `in_splits[r]` rows go to rank r, `out_splits[r]` come back."""
+    import torch.distributed._functional_collectives as fc
+
+    return fc.wait_tensor(fc.all_to_all_single_autograd(x.contiguous(), out_splits, in_splits, group))
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by `scale` in backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
+
+
+class ExpertShard(nn.Module):
+    """This rank's E/ep experts of a fused experts module (gate_up_proj [E, 2I, H], down_proj [E, H, I]).
+
+    Called like the module it replaces: forward(hidden [T, H], top_k_index [T, k], top_k_weights [T, k]).
+    """
+
+    def __init__(self, experts: nn.Module, group, ep: int, index: int):
+        super().__init__()
+        total = experts.gate_up_proj.shape[0]
+        self.per_rank, self.ep, self.group = total // ep, ep, group
+        lo, hi = index * self.per_rank, (index + 1) * self.per_rank
+        self.first = lo
+        self.gate_up_proj = nn.Parameter(experts.gate_up_proj.detach()[lo:hi].clone())
+        self.down_proj = nn.Parameter(experts.down_proj.detach()[lo:hi].clone())
+        self.act_fn = experts.act_fn
+
+    def forward(self, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
+        k = top_k_index.shape[1]
+        flat = top_k_index.reshape(-1)
+        order = torch.argsort(flat, stable=True)  # (token, expert) pairs grouped by expert, hence by rank
+        expert, token = flat[order], order // k
+        send = torch.bincount(expert // self.per_rank, minlength=self.ep)
+        recv = torch.empty_like(send)
+        dist.all_to_all_single(recv, send, group=self.group)
+        send_splits, recv_splits = send.tolist(), recv.tolist()
+        got = torch.empty(sum(recv_splits), dtype=expert.dtype, device=expert.device)
+        dist.all_to_all_single(got, expert, recv_splits, send_splits, group=self.group)
+        x = _exchange(hidden[token], recv_splits, send_splits, self.group)
+        gate_up = _ScaleGrad.apply(self.gate_up_proj, 1.0 / self.ep)  # see the module docstring
+        down = _ScaleGrad.apply(self.down_proj, 1.0 / self.ep)
+        perm = torch.argsort(got, stable=True)  # received rows grouped by local expert
+        counts = torch.bincount(got - self.first, minlength=self.per_rank).tolist()
+        pieces = []
+        for j, part in enumerate(x[perm].split(counts)):
+            if part.shape[0]:  # an expert without tokens gets no gradient, as in the reference module
+                gate, up = F.linear(part, gate_up[j]).chunk(2, dim=-1)
+                part = F.linear(self.act_fn(gate) * up, down[j])
+            pieces.append(part)
+        # y always depends on x (even with no rows), so every rank runs both all-to-alls' backward
+        y = torch.cat(pieces)[torch.argsort(perm)]
+        back = _exchange(y, send_splits, recv_splits, self.group)
+        weighted = back * top_k_weights.reshape(-1)[order].unsqueeze(1)
+        return torch.zeros_like(hidden).index_add(0, token, weighted.to(hidden.dtype))
+
+
+def ep_mesh(plan: dict, device_type: str):
+    """DeviceMesh (pp, edp, ep, tp) of the plan's ranks: dp index d = edp * ep + ep index."""
+    from torch.distributed.device_mesh import DeviceMesh
+
+    ranks = torch.tensor([stage["ranks"] for stage in plan["stages"]], dtype=torch.int)
+    pp, dp, tp = ranks.shape
+    return DeviceMesh(device_type, ranks.reshape(pp, dp // plan["ep"], plan["ep"], tp),
+                      mesh_dim_names=("pp", "edp", "ep", "tp"))
+
+
+def shard_experts(stage: nn.Module, mesh, ep: int) -> None:
+    """Replace every block's `mlp.experts` by this rank's ExpertShard (in place)."""
+    index = int(mesh.get_coordinate()[2])
+    group = mesh["ep"].get_group()
+    for layer in stage.layers.values():
+        experts = getattr(getattr(layer, "mlp", None), "experts", None)
+        if experts is None or not hasattr(experts, "gate_up_proj"):
+            raise ValueError(f"expert parallelism needs Mixtral-style fused experts (mlp.experts.gate_up_proj); "
+                             f"{type(getattr(layer, 'mlp', layer)).__name__} has none")
+        layer.mlp.experts = ExpertShard(experts, group, ep, index)
+
+
+def apply_ep_dp(stage: nn.Module, mesh, dp_mesh, zero_stage: int) -> nn.Module:
+    """FSDP2 with the experts on the edp sub-mesh and everything else on dp (any ZeRO stage: ZeRO-0
+    and 1/2 keep parameters gathered between forward and backward, ZeRO-3 reshards them)."""
+    from torch.distributed.fsdp import fully_shard
+
+    reshard = zero_stage >= 3
+    for module in stage.modules():
+        if isinstance(module, ExpertShard):
+            fully_shard(module, mesh=mesh["edp"], reshard_after_forward=reshard)
+    return fully_shard(stage, mesh=dp_mesh, reshard_after_forward=reshard)
+
+
+def gather_expert_state(model: nn.Module, state: dict, hf_name) -> dict:
+    """Replace this rank's expert slices in `state` (Hugging Face names) by all experts (collective)."""
+    for name, module in model.named_modules():
+        if not isinstance(module, ExpertShard):
+            continue
+        for pname in ("gate_up_proj", "down_proj"):
+            key = hf_name(f"{name}.{pname}".removeprefix("module."))
+            local = state[key].to(module.gate_up_proj.device).contiguous()
+            parts = [torch.empty_like(local) for _ in range(module.ep)]
+            dist.all_gather(parts, local, group=module.group)
+            state[key] = torch.cat(parts).cpu()
+    return state
