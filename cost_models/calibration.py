@@ -172,40 +172,61 @@ def fit(points: list[Point], detected_peak: float, execution: str = "eager") -> 
 
 
 def eager_costs(points: list[Point]) -> dict:
-    """Per-op costs of eager model code from whole-model times of tiny models (work negligible): least
-    squares of t = a_phase x compute ops + v x views over the prefill and decode points (`flops` holds a
-    point's compute-op count, `bytes` its views). Ops inside model code pay Python module and dispatch
-    overhead, not only dispatch; a cached decode step skips the mask and position set-up of a prefill,
-    so each phase has its own `a`; views (no kernel) share `v`.
+    """Per-op costs of eager model code from whole-model times of tiny models (work negligible).
 
-    >>> pts = [Point("eager_op", f"m {ph}", n, v, n * a + v * 1e-6) for ph, a in (("prefill", 6e-6),
-    ...        ("decode", 4e-6)) for n, v in ((80, 20), (60, 70))]
-    >>> {k: round(x * 1e6, 2) for k, x in eager_costs(pts).items()}
-    {'kernel_overhead_s': 6.0, 'decode_overhead_s': 4.0, 'view_overhead_s': 1.0}
+    Least squares of t = c_phase + a_phase x compute ops + v x views over the prefill and decode
+    points (`flops` holds a point's compute-op count, `bytes` its views), in relative error so every
+    model counts alike. Ops inside model code pay Python module and dispatch overhead, not only
+    dispatch; a cached decode step skips the mask and position set-up of a prefill, so each phase has
+    its own `a`; views (no kernel) share `v`; `c` is the fixed cost of one forward call (mask, position
+    and cache set-up, output objects), separable because the references come at two depths. Simpler
+    models are tried in turn when a fit comes out negative or the points do not separate its terms:
+    no view term, then no call term, then the median cost per op of each phase.
+
+    >>> pts = [Point("eager_op", f"m {ph}", n, v, c + n * a + v * 1e-6) for ph, a, c in
+    ...        (("prefill", 6e-6, 3e-4), ("decode", 4e-6, 2e-4)) for n, v in ((80, 20), (60, 70), (160, 40))]
+    >>> {k: round(x * 1e6, 2) for k, x in eager_costs(pts).items()}  # doctest: +NORMALIZE_WHITESPACE
+    {'kernel_overhead_s': 6.0, 'decode_overhead_s': 4.0, 'view_overhead_s': 1.0, 'call_overhead_s': 300.0,
+     'decode_call_overhead_s': 200.0}
     """
-    rows = [[p.flops if "decode" not in p.label else 0.0, p.flops if "decode" in p.label else 0.0, p.bytes]
-            for p in points]
     times = np.array([p.seconds for p in points])
-    design = np.array(rows) / times[:, None]  # relative errors: every model counts alike
-    solution, *_ = np.linalg.lstsq(design, np.ones_like(times), rcond=None)
-    prefill, decode, view = (float(x) for x in solution)
-    if min(prefill, decode) <= 0 or view < 0:  # the mixes do not separate views: one cost per op and phase
+    decode = np.array([1.0 if "decode" in p.label else 0.0 for p in points])
+    prefill = 1.0 - decode
+    ops, views = np.array([p.flops for p in points]), np.array([p.bytes for p in points])
+    models = (  # (term names, columns)
+        (("kernel", "decode", "view", "call", "decode_call"), (ops * prefill, ops * decode, views, prefill, decode)),
+        (("kernel", "decode", "call", "decode_call"), ((ops + views) * prefill, (ops + views) * decode, prefill, decode)),
+        (("kernel", "decode", "view"), (ops * prefill, ops * decode, views)),
+    )
+    for names, columns in models:
+        design = np.stack(columns, axis=1) / times[:, None]
+        if np.linalg.matrix_rank(design) < len(names):
+            continue
+        solution, *_ = np.linalg.lstsq(design, np.ones_like(times), rcond=None)
+        fitted = dict(zip(names, (float(x) for x in solution)))
+        if fitted["kernel"] > 0 and fitted["decode"] > 0 and all(x >= 0 for x in fitted.values()):
+            break
+    else:
         def per_op(decode_phase: bool) -> float:
             picked = [p.seconds / (p.flops + p.bytes) for p in points if ("decode" in p.label) == decode_phase]
             return float(np.median(picked)) if picked else float("nan")
 
-        prefill, decode = per_op(False), per_op(True)
-        prefill = decode if math.isnan(prefill) else prefill
-        decode = prefill if math.isnan(decode) else decode
-        view = None
-    return {"kernel_overhead_s": float(f"{prefill:.4g}"), "decode_overhead_s": float(f"{decode:.4g}"),
-            "view_overhead_s": None if view is None else float(f"{view:.4g}")}
+        first, second = per_op(False), per_op(True)
+        fitted = {"kernel": second if math.isnan(first) else first, "decode": first if math.isnan(second) else second}
+
+    def rounded(name: str) -> float | None:
+        return float(f"{fitted[name]:.4g}") if name in fitted else None
+
+    return {"kernel_overhead_s": rounded("kernel"), "decode_overhead_s": rounded("decode"),
+            "view_overhead_s": rounded("view"), "call_overhead_s": rounded("call"),
+            "decode_call_overhead_s": rounded("decode_call")}
 
 
 def _eager_predict(p: Point, eff: Efficiency) -> float:
-    per_op = eff.decode_overhead_s if "decode" in p.label and eff.decode_overhead_s else eff.kernel_overhead_s
+    decode = "decode" in p.label
+    per_op = eff.decode_overhead_s if decode and eff.decode_overhead_s else eff.kernel_overhead_s
     view = eff.view_overhead_s if eff.view_overhead_s is not None else per_op
-    return p.flops * per_op + p.bytes * view
+    return eff.call_overhead(decode) + p.flops * per_op + p.bytes * view
 
 
 def gemm_table(points: list[Point], peak: float, overhead_s: float) -> tuple:

@@ -11,7 +11,10 @@ kernels achieve, and they are what `planner calibrate` measures and fits on a us
   eager CPU execution may carry its own per-op cost inside decode steps (`decode_overhead_s`: Hugging
   Face's prefill builds masks and positions in Python that a cached decode step skips), and attention
   its own curve half point (`attention_half_m`: CPU flash attention is not a GEMM's shape curve);
-  eager views (no kernel, only a dispatcher and Python call) cost `view_overhead_s`;
+  eager views (no kernel, only a dispatcher and Python call) cost `view_overhead_s`; an eager forward
+  call pays a fixed cost once besides its ops (`call_overhead_s` for a prefill, `decode_call_overhead_s`
+  for a cached decode step: Hugging Face's mask, position and cache set-up and output objects, the
+  same for 2 layers or 40);
 - collectives reach `comm` x line rate as nccl-tests bus bandwidth;
 - optionally, `gemm_table`: GEMM efficiencies measured by `planner calibrate` on a grid of (m, n, k),
   interpolated log-linearly (the per-shape profiling tables of Vidur and AIConfigurator). BLAS
@@ -51,6 +54,8 @@ class Efficiency:
     attention_half_m: float | None = None  # the attention curve's own half point (None: gemm_half_m)
     decode_overhead_s: float | None = None  # eager: per-op cost inside a decode step (None: kernel_overhead_s)
     view_overhead_s: float | None = None  # eager: cost of a view op (no kernel; None: the per-op cost)
+    call_overhead_s: float | None = None  # eager: fixed cost of one prefill forward call (None: 0)
+    decode_call_overhead_s: float | None = None  # eager: fixed cost of one decode-step call (None: 0)
 
     def gemm(self, m: float, n: float, k: float) -> float:
         """Fraction of peak reached by an m x k @ k x n GEMM.
@@ -73,9 +78,15 @@ class Efficiency:
         half = self.gemm_half_m if self.attention_half_m is None else self.attention_half_m
         return self.attention_max * (q_len / (q_len + half))
 
+    def call_overhead(self, decode: bool) -> float:
+        """Fixed seconds of one eager forward call (0 unless calibrated)."""
+        value = self.decode_call_overhead_s if decode else self.call_overhead_s
+        return value or 0.0
+
     def to_dict(self) -> dict:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        for optional in ("attention_half_m", "decode_overhead_s", "view_overhead_s"):
+        for optional in ("attention_half_m", "decode_overhead_s", "view_overhead_s", "call_overhead_s",
+                         "decode_call_overhead_s"):
             if values[optional] is None:
                 values.pop(optional)
         if not self.gemm_table:

@@ -20,7 +20,7 @@ from ir.phases import phase_shape
 class PassResult:
     time_s: float
     compute_s: float  # compute-bound op time
-    memory_s: float  # memory-bound op time (incl. kernel overheads)
+    memory_s: float  # memory-bound op time (incl. kernel overheads and eager call set-up)
     comm_s: float
     flops: float  # model FLOPs of the pass on the whole replica
     stages: tuple[tuple[int, int], ...]
@@ -47,6 +47,8 @@ def forward_pass(ctx: Context, phase: str, batch: int, seq_len: int, context_len
     compute = sum(t.compute_bound_s for t in times)
     memory = sum(t.compute_s for t in times) - compute
     comm = sum(t.comm_s for t in times) + p2p
+    if ctx.cfg.execution == "eager":  # each stage is one eager forward call with its fixed set-up cost
+        memory += len(stages) * ctx.eff.call_overhead(phase == "decode")
     from ir.phases import phase_costs
 
     flops = phase_costs(ctx.graph, phase, batch=batch, seq_len=seq_len, context_len=context_len).total("flops")

@@ -8,21 +8,42 @@ timed repeats after a warm-up. Nothing here fits or decides; `cost_models.calibr
 
 from __future__ import annotations
 
+import glob
 import itertools
 import logging
-import math
 import os
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from ir.graph import AttentionSpec
 
 log = logging.getLogger(__name__)
 
 _BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-_COLD_BYTES = 96 * 2**20  # more than the last-level cache of common CPUs (GPU L2 is smaller)
+_COLD_BYTES = 96 * 2**20  # more than a GPU's L2 (40-60 MiB on A100/H100) and most CPUs' last-level cache
+_COLD_BYTES_MAX = 2 * 2**30  # the rotation pool never takes more memory than this
+
+
+def cold_bytes(device: str) -> int:
+    """Bytes of weights a GEMM benchmark rotates through so each call reads them from memory, not cache,
+    as a model's layers do: twice this CPU's last-level cache (sysfs; servers now carry 100-500 MiB of
+    L3), at least `_COLD_BYTES`; `_COLD_BYTES` on GPUs.
+
+    >>> cold_bytes("cuda") == _COLD_BYTES and cold_bytes("cpu") >= _COLD_BYTES
+    True
+    """
+    if device != "cpu":
+        return _COLD_BYTES
+    largest = 0
+    for size_file in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        text = Path(size_file).read_text().strip().upper()
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        largest = max(largest, int(digits) * scale if digits.isdigit() else 0)
+    return min(max(_COLD_BYTES, 2 * largest), _COLD_BYTES_MAX)
 
 
 @dataclass(frozen=True)
@@ -91,14 +112,16 @@ class Bench:
 def gemm_grid(bench: Bench) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """(ms, ns, ks) of the sweep, every combination measured: skinny decode rows (m = 1) up to
     compute-bound ones; n spans projection widths up to a vocabulary head (64k), whose weights and
-    outputs outgrow the last-level cache; k spans hidden and MLP widths."""
+    outputs outgrow the last-level cache; k spans hidden and MLP widths. On CPUs every small m up to
+    32 is its own point: BLAS switches kernels there and the rate is not monotone in m (single-thread
+    MKL on this project's host streams an m = 8 F.linear's weights at 4.6-6 GB/s, m = 16 at 6.5-7.8)."""
     if bench.device == "cuda":
         if bench.quick:
             return (1, 16, 256, 4096), (1024, 14336), (1024, 4096)
         return (1, 4, 16, 64, 256, 1024, 4096), (1024, 4096, 14336, 32768), (1024, 4096, 14336)
     if bench.quick:
         return (1, 16, 256), (256, 4096), (256, 2048)
-    return (1, 4, 16, 64, 256), (256, 1024, 4096, 65536), (256, 1024, 4096)
+    return (1, 2, 4, 8, 16, 32, 64, 256), (256, 1024, 4096, 65536), (256, 1024, 4096)
 
 
 def gemm_shapes(bench: Bench) -> list[tuple[int, int, int]]:
@@ -114,11 +137,15 @@ def bench_gemm(bench: Bench) -> list[Point]:
 
     points = []
     size = _BYTES[bench.dtype]
+    # weights rotate through more than the last-level cache, as a model's layers do: views into one pool
+    pool_numel = cold_bytes(bench.device) // size
+    pool = torch.empty(pool_numel, device=bench.device, dtype=bench.torch_dtype).normal_()
     for m, n, k in gemm_shapes(bench):
         x = torch.randn(m, k, device=bench.device, dtype=bench.torch_dtype)
-        # weights rotate through more than the last-level cache, as a model's layers do
-        copies = max(1, min(32, math.ceil(_COLD_BYTES / (n * k * size))))
-        ws = [torch.randn(n, k, device=bench.device, dtype=bench.torch_dtype) for _ in range(copies)]
+        if n * k >= pool_numel:
+            ws = [torch.randn(n, k, device=bench.device, dtype=bench.torch_dtype)]
+        else:
+            ws = [pool[i * n * k:(i + 1) * n * k].view(n, k) for i in range(pool_numel // (n * k))]
         turn = itertools.cycle(ws)
         flops = 2.0 * m * n * k
         seconds = bench.time(lambda x=x, turn=turn: F.linear(x, next(turn)), seconds_hint=flops / 5e10)
@@ -246,17 +273,20 @@ def bench_all_reduce(bench: Bench) -> list[Point]:
 # --- eager framework overhead ----------------------------------------------------------------------
 def _reference_configs() -> list:
     """Tiny decoders of three transformers families the accuracy benchmark does not use (OPT, GPT-NeoX,
-    BLOOM): their mix of views and compute ops differs, which separates the two per-op costs."""
+    BLOOM), each at 2 and 4 layers: the families' mix of views and compute ops differs, which separates
+    the two per-op costs, and the two depths separate the per-op costs from a forward call's fixed cost."""
     import transformers
 
-    small = {"vocab_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
-    configs = [
-        (transformers.OPTConfig(hidden_size=32, ffn_dim=64, max_position_embeddings=256, word_embed_proj_dim=32,
-                                **small), "OPTForCausalLM"),
-        (transformers.GPTNeoXConfig(hidden_size=32, intermediate_size=64, max_position_embeddings=256, **small),
-         "GPTNeoXForCausalLM"),
-        (transformers.BloomConfig(vocab_size=128, hidden_size=32, n_layer=2, n_head=2), "BloomForCausalLM"),
-    ]
+    configs = []
+    for layers in (2, 4):
+        small = {"vocab_size": 128, "num_hidden_layers": layers, "num_attention_heads": 2}
+        configs += [
+            (transformers.OPTConfig(hidden_size=32, ffn_dim=64, max_position_embeddings=256, word_embed_proj_dim=32,
+                                    **small), "OPTForCausalLM"),
+            (transformers.GPTNeoXConfig(hidden_size=32, intermediate_size=64, max_position_embeddings=256, **small),
+             "GPTNeoXForCausalLM"),
+            (transformers.BloomConfig(vocab_size=128, hidden_size=32, n_layer=layers, n_head=2), "BloomForCausalLM"),
+        ]
     for config, arch in configs:
         config.architectures = [arch]
     return [config for config, _ in configs]
@@ -289,7 +319,7 @@ def _eager_points(bench: Bench, config, seq_len: int) -> list[Point]:
     model = model_class(config)(config).float().eval()
     ids = torch.zeros(1, seq_len, dtype=torch.long)
     budget_s = 0.25 if bench.quick else 0.6  # ~1 ms calls: hundreds of repeats for a stable minimum
-    name = config.architectures[0]
+    name = f"{config.architectures[0]} {config.num_hidden_layers}L"
     with torch.inference_mode():
         cache = model(input_ids=ids[:, :-1], use_cache=True).past_key_values
 

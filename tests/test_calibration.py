@@ -8,7 +8,7 @@ import torch
 
 import planner
 import planner.cli.calibrate_cmd  # registers the command until _register() imports it
-from cost_models.calibration import Fit, calibrate, fit, predict, profile_to_yaml
+from cost_models.calibration import Fit, calibrate, eager_costs, fit, predict, profile_to_yaml
 from cost_models.cluster import parse_cluster
 from cost_models.efficiency import Efficiency
 from cost_models.hardware import load_device_profile
@@ -69,6 +69,26 @@ def test_fit_recovers_known_parameters():
     assert isinstance(result, Fit) and result.residual < 0.02
     assert result.eff.gemm_max == pytest.approx(0.7, rel=0.1)
     assert result.eff.attention_max == pytest.approx(0.4, rel=0.1)
+
+
+def test_eager_costs_separate_a_forward_calls_fixed_cost_from_its_ops():
+    """References at two depths: the fit finds the per-call set-up cost besides the per-op costs, and the
+    estimate of a deeper model then grows by the ops only (no intercept folded into the per-op cost)."""
+    truth = {"prefill": (6e-6, 3e-4), "decode": (4e-6, 1.5e-4)}
+    points = [Point("eager_op", f"ref {depth}L {phase}", ops * depth, views * depth,
+                    call + per_op * ops * depth + 1e-6 * views * depth)
+              for phase, (per_op, call) in truth.items() for ops, views in ((24, 20), (40, 30), (32, 27))
+              for depth in (2, 4)]
+    got = eager_costs(points)
+    assert got["kernel_overhead_s"] == pytest.approx(6e-6, rel=1e-3)
+    assert got["decode_call_overhead_s"] == pytest.approx(1.5e-4, rel=1e-3)
+    assert got["view_overhead_s"] == pytest.approx(1e-6, rel=1e-3)
+    eff = Efficiency(**{**got, "view_overhead_s": got["view_overhead_s"]})
+    assert eff.call_overhead(decode=False) == pytest.approx(3e-4, rel=1e-3) and Efficiency().call_overhead(True) == 0.0
+    # a single depth cannot tell a fixed cost from a per-op one when the op mixes are proportional
+    flat = [p for p in points if " 2L " in p.label and "(24" not in p.label]
+    flat = [Point("eager_op", p.label, p.flops, p.flops * 0.75, p.seconds) for p in flat]
+    assert eager_costs(flat)["call_overhead_s"] is None or eager_costs(flat)["view_overhead_s"] is None
 
 
 def test_gemm_grid_is_kept_as_a_table_that_reproduces_each_measurement():
