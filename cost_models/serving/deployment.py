@@ -20,6 +20,7 @@ import numpy as np
 
 from cost_models.estimate_context import make_context
 from cost_models.parallel_config import Options
+from cost_models.serving.engine_profile import ProfiledIterationCost
 from cost_models.serving.iteration_cost import IterationCost
 from cost_models.serving.policies import DecodeOnly, Disaggregated, PrefillFirst
 from cost_models.serving.simulator import SimResult, simulate_instance
@@ -58,10 +59,12 @@ class CostCache:
     True
     """
 
-    def __init__(self, graph, cluster, dtype: str = "bf16", efficiency=None):
+    def __init__(self, graph, cluster, dtype: str = "bf16", efficiency=None, engine=None, model: str | None = None):
         """`efficiency` (a `cost_models.efficiency.Efficiency`) replaces the device's default: another
-        engine's kernels on the same GPU (e.g. a profile fitted to an older serving engine)."""
+        engine's kernels on the same GPU. `engine` (a `cost_models.serving.engine_profile.EngineProfile`)
+        takes iteration times from an engine's measured profile for `model` (its name in the profile)."""
         self.graph, self.cluster, self.dtype, self.efficiency = graph, cluster, dtype, efficiency
+        self.engine, self.model = engine, model or graph.model
         self._built: dict = {}
 
     def get(self, tp: int, pp: int) -> IterationCost:
@@ -74,7 +77,10 @@ class CostCache:
             ctx = make_context(self.graph, self.cluster, options)
             if self.efficiency is not None:
                 ctx = replace(ctx, eff=self.efficiency)
-            self._built[key] = IterationCost(ctx)
+            cost = IterationCost(ctx)
+            if self.engine is not None:
+                cost = ProfiledIterationCost(cost, self.engine.fit_for(self.model, tp, pp))
+            self._built[key] = cost
         return self._built[key]
 
 

@@ -1,0 +1,77 @@
+"""Serving iteration times from a measured engine profile (cost_models.serving.engine_profile)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import planner
+from cost_models.cluster import parse_cluster
+from cost_models.serving.deployment import CostCache, Deployment, simulate
+from cost_models.serving.engine_profile import load_engine_profile
+from cost_models.serving.iteration_cost import causal_pairs
+from cost_models.serving.policies import Disaggregated, Layered, PrefillFirst
+from cost_models.serving.simulator import simulate_instance
+from cost_models.serving.workload import fixed
+from ir.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return planner.capture("opt-13b", seq_len=2048)
+
+
+@pytest.fixture(scope="module")
+def vllm(graph):
+    return CostCache(graph, parse_cluster("4xA100-SXM-80GB"), engine=load_engine_profile("vllm-0.2-a100-80gb"))
+
+
+def test_profiled_iterations_follow_the_published_fits(vllm):
+    cost = vllm.get(1, 1)
+    a, b, c = 23.62736227, 0.15054561, 8.65348374e-06  # vLLM v0.2, OPT-13B, tp 1 (the profile file)
+    prompts = [1024, 300]
+    pairs = sum(causal_pairs(n, 0) for n in prompts)
+    expected = a + b * sum(prompts) + c * sum(n * n for n in prompts)
+    assert cost.time(prefill_tokens=sum(prompts), prefill_pairs=pairs, prompts_done=2) * 1e3 == pytest.approx(expected)
+    small, large = (19.562534173678987, 0.0004941120550644942, 0.05060571771697455), \
+        (16.8386301447433, 0.00043897725301957885, 0.14000261546561776)
+    for batch, (a, b, c) in ((10, small), (94, small), (95, large), (300, large)):
+        context = 700 * batch
+        assert cost.time(decodes=batch, decode_kv=context) * 1e3 == pytest.approx(a + b * (context + batch) + c * batch)
+    # everything that is not an iteration time stays the cost model's
+    assert cost.kv_capacity_tokens == CostCache(vllm.graph, vllm.cluster).get(1, 1).kv_capacity_tokens > 0
+
+
+def test_decode_stretches_equal_step_by_step_iterations_under_a_profile(vllm):
+    w = fixed(60, 500, 40, rate=6.0)
+    fast = simulate_instance(vllm.get(2, 1), PrefillFirst(), w)
+    slow = simulate_instance(vllm.get(2, 1), PrefillFirst(), w, fast_forward=False)
+    np.testing.assert_allclose(fast.finish_s, slow.finish_s, rtol=1e-9)
+    np.testing.assert_allclose(fast.first_token_s, slow.first_token_s, rtol=1e-9)
+
+
+def test_faster_engine_profile_gives_lower_latency(graph):
+    cluster = parse_cluster("4xA100-SXM-80GB")
+    w = fixed(200, 800, 100, rate=4.0)
+    means = {}
+    for name in ("vllm-0.2-a100-80gb", "distserve-a100-80gb"):
+        costs = CostCache(graph, cluster, engine=load_engine_profile(name))
+        r = simulate(costs, Deployment(Disaggregated(1, 1, prefill_tp=2)), w)
+        means[name] = float(np.mean(r.first_token_s - w.arrival_s))
+    assert means["distserve-a100-80gb"] < means["vllm-0.2-a100-80gb"]
+
+
+def test_profile_errors_are_one_clear_line(tmp_path, graph, vllm):
+    with pytest.raises(UserError, match="not found; give a YAML file or one of distserve-a100-80gb"):
+        load_engine_profile("sglang-9")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("engine: x\nmodels: {opt-13b: {1: {prefill: [1, 2]}}}\n")
+    with pytest.raises(UserError, match=r"bad\.yaml: not an engine profile"):
+        load_engine_profile(bad)
+    with pytest.raises(UserError, match=r"has opt-13b at tp \[1, 2, 4\] with pp 1; asked for tp=8"):
+        load_engine_profile("vllm-0.2-a100-80gb").fit_for("opt-13b", 8)
+    with pytest.raises(UserError, match="has no model 'llama-3-8b'"):
+        CostCache(graph, parse_cluster("1xA100-SXM-80GB"), engine=load_engine_profile("distserve-a100-80gb"),
+                  model="llama-3-8b").get(1, 1)
+    with pytest.raises(UserError, match="layered prefill needs per-layer times"):
+        simulate(vllm, Deployment(Layered(), tp=1), fixed(4, 100, 4, rate=1.0))
