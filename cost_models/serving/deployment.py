@@ -66,10 +66,20 @@ class CostCache:
         self.graph, self.cluster, self.dtype, self.efficiency = graph, cluster, dtype, efficiency
         self.engine, self.model = engine, model or graph.model
         self._built: dict = {}
+        self._bases: dict = {}
 
     def get(self, tp: int, pp: int) -> IterationCost:
         key = (tp, pp)
         if key not in self._built:
+            cost = self._base(tp, pp)
+            if self.engine is not None:
+                cost = ProfiledIterationCost(cost, self.engine.fit_for(self.model, tp, pp), self.engine.iteration_overhead_ms)
+            self._built[key] = cost
+        return self._built[key]
+
+    def _base(self, tp: int, pp: int) -> IterationCost:
+        key = (tp, pp)
+        if key not in self._bases:
             if tp * pp > self.cluster.num_devices:
                 raise UserError(f"tp={tp} x pp={pp} needs {tp * pp} devices; {self.cluster.name} has "
                                 f"{self.cluster.num_devices}")
@@ -77,11 +87,15 @@ class CostCache:
             ctx = make_context(self.graph, self.cluster, options)
             if self.efficiency is not None:
                 ctx = replace(ctx, eff=self.efficiency)
-            cost = IterationCost(ctx)
-            if self.engine is not None:
-                cost = ProfiledIterationCost(cost, self.engine.fit_for(self.model, tp, pp))
-            self._built[key] = cost
-        return self._built[key]
+            self._bases[key] = IterationCost(ctx)
+        return self._bases[key]
+
+    def with_engine(self, engine) -> CostCache:
+        """The same model and cluster with another engine profile (None: the cost model), sharing the
+        cost-model tables already built."""
+        other = CostCache(self.graph, self.cluster, self.dtype, self.efficiency, engine, self.model)
+        other._bases = self._bases
+        return other
 
 
 def _merge(w: Workload, parts: list[tuple[np.ndarray, SimResult]], gpus: int) -> SimResult:

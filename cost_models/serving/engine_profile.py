@@ -10,8 +10,13 @@ take that engine's profile: the least-squares fits DistServe's simulator uses (s
     decode iteration   = a + b x sum(context + 1) + c x batch  (one coefficient set below the
                          `small_batch_below` batch size, another at or above it)
 
-A profile file is YAML: `engine`, `device`, `source`, and `models: {name: {tp: {prefill: [a, b, c],
-decode_small: [a, b, c], decode_large: [a, b, c], small_batch_below: N}}}`. Everything that is not an
+Kernel profiles leave out what the engine does around the forward pass on every iteration (scheduling,
+sampling and detokenization in Python, RPC between engine processes): `iteration_overhead_ms` adds it to
+every iteration. It is fitted to measured end-to-end runs (see the profile files for which run).
+
+A profile file is YAML: `engine`, `device`, `source`, optional `iteration_overhead_ms` and its
+`overhead_source`, and `models: {name: {tp: {prefill: [a, b, c], decode_small: [a, b, c],
+decode_large: [a, b, c], small_batch_below: N}}}`. Everything that is not an
 iteration time (KV capacity, KV bytes per token, power, MoE expert bytes) still comes from the cost
 model. Prefill-only and decode-only iterations are what the profiled engines run (prefill-first
 scheduling, disaggregated instances); a mixed iteration (chunked prefill) is priced as the sum of its
@@ -56,6 +61,7 @@ class EngineProfile:
     device: str
     source: str
     fits: dict  # model name -> {tp: EngineFit}
+    iteration_overhead_ms: float = 0.0  # runtime cost of every iteration beyond the profiled forward pass
 
     def fit_for(self, model: str, tp: int, pp: int = 1) -> EngineFit:
         if model not in self.fits:
@@ -88,7 +94,8 @@ def load_engine_profile(path: str | Path) -> EngineProfile:
                                               tuple(float(x) for x in e["decode_small"]),
                                               tuple(float(x) for x in e["decode_large"]), int(e["small_batch_below"]))
                            for tp, e in per_tp.items()}
-        return EngineProfile(str(data["engine"]), str(data["device"]), str(data["source"]), fits)
+        return EngineProfile(str(data["engine"]), str(data["device"]), str(data["source"]), fits,
+                             float(data.get("iteration_overhead_ms", 0.0)))
     except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise UserError(f"{file}: not an engine profile ({type(error).__name__}: {error}); see "
                         f"cost_models/serving/engine_profile.py for the format") from None
@@ -98,9 +105,9 @@ class ProfiledIterationCost:
     """An `IterationCost` whose iteration times come from an engine profile (module docstring); every
     other quantity is the wrapped cost model's."""
 
-    def __init__(self, base: IterationCost, fit: EngineFit):
+    def __init__(self, base: IterationCost, fit: EngineFit, iteration_overhead_ms: float = 0.0):
         self.base, self.fit = base, fit
-        self.overhead_s = 0.0  # the profile's intercepts hold the engine's fixed costs
+        self.overhead_s = iteration_overhead_ms / 1e3  # per iteration, on top of the profiled forward pass
 
     def __getattr__(self, name):  # capacity, KV bytes, MoE, power, gpus, num_blocks: the cost model's
         return getattr(self.base, name)
@@ -121,7 +128,7 @@ class ProfiledIterationCost:
             t += self.fit.prefill_ms(prefill_tokens, max(2.0 * prefill_pairs - prefill_tokens, 0.0)) / 1e3
         if decodes:
             t += self.linear(decodes, decodes) + (decode_kv + decodes) * self.decode_attention_per_token(decodes)
-        return t
+        return t + self.overhead_s if t else 0.0
 
     def layered_time(self, *args, **kwargs) -> float:
         raise UserError("an engine profile holds whole-model iteration times; layered prefill needs per-layer "
