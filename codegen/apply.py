@@ -50,6 +50,9 @@ def apply_plan(plan, module: nn.Module, mesh=None, train: bool = True) -> Applie
 
     data = plan.to_dict() if hasattr(plan, "to_dict") else plan
     rt = build_context(data)["runtime"]
+    if rt["hetero_tp"]:
+        raise UserError(f"the plan's stages use different tp ({rt['layout']}), which needs the generated program's "
+                        f"own pipeline schedule; run `planner codegen` and its run_plan.py instead of apply_plan")
     if not dist.is_initialized():
         raise UserError("apply_plan runs inside a torchrun worker: call torch.distributed.init_process_group first")
     if dist.get_world_size() != rt["world_size"]:

@@ -112,28 +112,38 @@ def _stages(decision: dict, num_blocks: int) -> list[dict]:
         expected = b
     if expected != num_blocks + 2:
         raise UserError(f"plan stages end at layer {expected}, the model has {num_blocks + 2} layers; re-run `planner plan`")
-    tps = {st["tp"] for st in stages}
-    if len(tps) > 1:
-        raise UserError(f"stages use different tp degrees {sorted(tps)}; the generated program needs one tp "
-                        f"(re-plan with --tp fixed)")
+    for st in stages:
+        dp = len(stages[0]["ranks"])
+        if len(st["ranks"]) != dp or any(len(row) != st["tp"] for row in st["ranks"]):
+            raise UserError(f"plan stage {st['stage']} ranks do not form dp={dp} rows of its tp={st['tp']}; "
+                            f"re-run `planner plan`")
     return [{"stage": st["stage"], "layers": list(st["layers"]), "ranks": st["ranks"], "device": st["device"],
+             "tp": st["tp"],
              "first_layer": st["first_layer"], "last_layer": st["last_layer"],
              **({"chunks": [list(c) for c in st["chunks"]]} if v > 1 else {})} for st in stages]
 
 
 def _launch(cluster_spec: str, world: int) -> dict:
-    """torchrun geometry: nnodes x nproc-per-node covering the plan's ranks, node 0 filled first."""
+    """torchrun geometry: the plan's ranks fill node 0 first, then node 1, ...; nodes may differ in size
+    (mixed GPU types), torchrun then takes each node's own --nproc-per-node and numbers global ranks by
+    node rank (static rendezvous), as the plan placed them.
+
+    >>> g = _launch("2xcpu+1xcpu", 3)
+    >>> g["nnodes"], g["nproc_list"], g["uneven"]
+    (2, [2, 1], True)
+    """
     from cost_models.cluster import parse_cluster
 
     cluster = parse_cluster(cluster_spec)
-    per_node = [node.devices_per_node for node in cluster.nodes]
-    nproc = min(per_node[0], world)
-    nnodes = -(-world // nproc)
-    if any(n < nproc for n in per_node[:nnodes]):
-        raise UserError(f"cluster {cluster_spec!r} has nodes of different sizes {per_node}; torchrun needs the same "
-                        f"number of processes per node")
+    nproc_list, left = [], world
+    for node in cluster.nodes:
+        if left <= 0:
+            break
+        nproc_list.append(min(node.devices_per_node, left))
+        left -= nproc_list[-1]
     accel = cluster.nodes[0].device.kind != "cpu"
-    return {"nnodes": nnodes, "nproc_per_node": nproc, "multi_node": nnodes > 1, "accelerator": accel,
+    return {"nnodes": len(nproc_list), "nproc_per_node": nproc_list[0], "nproc_list": nproc_list,
+            "uneven": len(set(nproc_list)) > 1, "multi_node": len(nproc_list) > 1, "accelerator": accel,
             "cluster": cluster_spec, "description": cluster.describe()}
 
 
@@ -198,11 +208,14 @@ def build_context(plan: dict) -> dict:
     stages = _stages(decision, numbers["num_blocks"])
     train = decision.get("kind") == "train"
     workload = inputs.get("workload", {})
-    tp, dp, pp = len(stages[0]["ranks"][0]), len(stages[0]["ranks"]), len(stages)
+    tps = [st["tp"] for st in stages]
+    tp, dp, pp = max(tps), len(stages[0]["ranks"]), len(stages)
+    hetero = len(set(tps)) > 1
     runtime = {
         "fingerprint": plan.get("fingerprint", ""), "model_name": plan.get("model_name", inputs["model"]),
-        "model": spec, **numbers, "stages": stages, "tp": tp, "dp": dp, "pp": pp,
-        "ep": int(decision.get("ep", 1)), "world_size": tp * dp * pp,
+        "model": spec, **numbers, "stages": stages, "tp": tp, "dp": dp, "pp": pp, "hetero_tp": hetero,
+        "layout": f"pp={pp} x dp={dp} x tp={','.join(map(str, tps)) if hetero else tp}",
+        "ep": int(decision.get("ep", 1)), "world_size": dp * sum(tps),
         "microbatches": int(decision.get("microbatches", 1)) if train else 1,
         "microbatch_size": decision.get("microbatch_size"),
         "schedule": decision.get("schedule", "1f1b"), "zero_stage": int(decision.get("zero_stage", 0)),
@@ -213,10 +226,14 @@ def build_context(plan: dict) -> dict:
                      "seq_len": int(workload.get("seq_len") or decision.get("input_len") or 128),
                      "output_len": workload.get("output_len")},
     }
-    if numbers["heads"] % tp or numbers["kv_heads"] % tp:
-        raise UserError(f"tp={tp} does not divide the model's {numbers['heads']} attention heads and "
-                        f"{numbers['kv_heads']} key/value heads (grouped-query attention); re-plan with --tp "
-                        f"dividing {numbers['kv_heads']}")
+    for t in sorted(set(tps)):
+        if numbers["heads"] % t or numbers["kv_heads"] % t:
+            raise UserError(f"tp={t} does not divide the model's {numbers['heads']} attention heads and "
+                            f"{numbers['kv_heads']} key/value heads (grouped-query attention); re-plan with --tp "
+                            f"dividing {numbers['kv_heads']}")
+    if hetero and (runtime["ep"] > 1 or runtime["virtual_stages"] > 1):
+        raise UserError(f"stages of different tp {tps} run their own pipeline schedule, which has no expert "
+                        f"parallelism or virtual stages; re-plan with --ep 1 and --schedule 1f1b")
     _check_ep(runtime, spec)
     return {
         "header": {"planner_version": inputs.get("planner_version", "unknown"), "fingerprint": runtime["fingerprint"],

@@ -1,8 +1,8 @@
 """Render a plan's context through the jinja2 templates into the files of a launch directory.
 
 Templates only render (StrictUndefined: a missing context key is an error, never an empty string);
-`run_plan.py` is the header, the runtime source (`codegen/runtime.py`, then `codegen/runtime_ep.py`
-and `codegen/runtime_pipeline.py`) and the plan's `PLAN` literal.
+`run_plan.py` is the header, the runtime source (`codegen/runtime.py`, then `codegen/runtime_ep.py`,
+`codegen/runtime_pipeline.py` and `codegen/runtime_hetero.py`) and the plan's `PLAN` literal.
 Same plan, same bytes: the context is sorted and nothing time- or machine-dependent goes in.
 """
 
@@ -23,7 +23,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 RUNTIME = Path(__file__).parent / "runtime.py"
 # further runtime parts, inlined after runtime.py from their INLINE_MARK line on (what precedes it,
 # their docstring and imports, only serves the repository, where runtime.py imports them)
-RUNTIME_PARTS = (Path(__file__).parent / "runtime_ep.py", Path(__file__).parent / "runtime_pipeline.py")
+RUNTIME_PARTS = tuple(Path(__file__).parent / f"runtime_{part}.py" for part in ("ep", "pipeline", "hetero"))
 INLINE_MARK = "\n# --- "  # a part's first section line, e.g. "# --- expert parallelism (codegen/runtime_ep.py) ---"
 EXECUTABLE = ("launch.sh", "serve_vllm.sh", "serve_sglang.sh")
 

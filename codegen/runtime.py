@@ -5,7 +5,8 @@ and appends the plan's `PLAN` literal), and `codegen.apply` imports its helpers,
 runs and the API users call share one implementation. It depends only on torch and transformers.
 
 Layout of a plan program: global rank r sits at mesh[pp][dp][tp] as the plan's `stages[s].ranks[d][t]`
-says; stage s holds the embedding if it starts at graph layer 0, blocks `model.layers.i`, and the head
+says (stages of different tp have a (dp, tp) mesh each: codegen/runtime_hetero.py); stage s holds the
+embedding if it starts at graph layer 0, blocks `model.layers.i`, and the head
 (final norm + lm_head) if it ends at the last graph layer. Equivalence with the single-process model
 holds because every rank builds the same full model with the same seed (tiny models) or loads the same
 checkpoint (`--checkpoint DIR` of safetensors files: only this stage's tensors are read).
@@ -247,15 +248,21 @@ class Rank:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world != plan["world_size"]:
             raise PlanError(f"world size {world} does not match the plan's {plan['world_size']} ranks "
-                            f"(pp={plan['pp']} x dp={plan['dp']} x tp={plan['tp']}); launch with launch.sh")
+                            f"({plan['layout']}); launch with launch.sh")
         use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
         self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
         if use_cuda:
             torch.cuda.set_device(self.device)
         dist.init_process_group("nccl" if use_cuda else "gloo")
         self.rank = dist.get_rank()
-        self.mesh = build_mesh(plan, self.device.type)
-        self.s, self.d, self.t = (int(c) for c in self.mesh.get_coordinate())
+        self.hetero = bool(plan.get("hetero_tp"))  # stages differ in tp: codegen/runtime_hetero.py
+        if self.hetero:
+            self.grid = [stage["ranks"] for stage in plan["stages"]]
+            self.s, self.d, self.t, self.mesh = hetero_layout(plan, self.rank, self.device.type)
+        else:
+            self.mesh = build_mesh(plan, self.device.type)
+            self.s, self.d, self.t = (int(c) for c in self.mesh.get_coordinate())
+        self.tp, self.manual_dp = self.mesh["tp"].size(), False
         self.pp, self.dp, self.ep = plan["pp"], plan["dp"], plan.get("ep", 1)
         self.ep_mesh = ep_mesh(plan, self.device.type) if self.ep > 1 else None  # codegen/runtime_ep.py
         name = args.dtype if args.dtype != "auto" else (plan["dtype"] if use_cuda else "fp32")
@@ -303,6 +310,8 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def train_step(plan: dict, rank: Rank, model: nn.Module, opt, x: torch.Tensor, y: torch.Tensor):
     """One optimizer step; returns the batch's mean loss on the last stage (None elsewhere)."""
+    if rank.hetero:
+        return hetero_train_step(plan, rank, model, opt, x, y, lm_loss)
     m = plan["microbatches"]
     opt.zero_grad(set_to_none=True)
     if rank.pp == 1:
@@ -333,7 +342,7 @@ def make_schedule(plan: dict, rank: Rank, model: nn.Module) -> None:
     from torch.distributed.pipelining import PipelineStage
 
     rank.schedule = None
-    if rank.pp == 1:
+    if rank.pp == 1 or rank.hetero:  # stages of different tp run their own schedule (hetero_train_step)
         return
     if isinstance(model, ChunkedStage):
         rank.schedule = interleaved_schedule(model, rank, plan["microbatches"], lm_loss)
@@ -341,49 +350,6 @@ def make_schedule(plan: dict, rank: Rank, model: nn.Module) -> None:
     stage = PipelineStage(model, rank.s, rank.pp, rank.device, group=rank.mesh["pp"].get_group())
     cls = schedule_class(plan["schedule"], plan["microbatches"], rank.pp)
     rank.schedule = cls(stage, n_microbatches=plan["microbatches"], loss_fn=lm_loss)
-
-
-def pipe_forward(rank: Rank, model: nn.Module, inp: torch.Tensor, cache, past: int, hidden: int):
-    """Run one forward through all stages with point-to-point sends (keeps each stage's KV cache)."""
-    if isinstance(model, ChunkedStage):
-        return interleaved_forward(rank, model, inp, cache, past, hidden)
-    if rank.s > 0:
-        inp = torch.empty(inp.shape[0], inp.shape[1], hidden, device=rank.device, dtype=rank.dtype)
-        dist.recv(inp, src=rank.peer(rank.s - 1))
-    out = model(inp, cache, past)
-    if rank.s < rank.pp - 1:
-        dist.send(out.contiguous(), dst=rank.peer(rank.s + 1))
-    return out
-
-
-def next_tokens(rank: Rank, logits, rows: int) -> torch.Tensor:
-    """Greedy tokens from the last stage, handed to the first stage (all ranks get a tensor)."""
-    tok = logits[:, -1].argmax(-1, keepdim=True) if logits is not None and rank.s == rank.pp - 1 \
-        else torch.empty(rows, 1, dtype=torch.long, device=rank.device)
-    if rank.pp > 1 and rank.s == rank.pp - 1:
-        dist.send(tok, dst=rank.peer(0))
-    elif rank.pp > 1 and rank.s == 0:
-        dist.recv(tok, src=rank.peer(rank.pp - 1))
-    return tok
-
-
-@torch.no_grad()
-def infer(plan: dict, rank: Rank, model: Stage, x: torch.Tensor, new_tokens: int) -> dict:
-    """Prefill the prompt, then greedy-decode `new_tokens` with a KV cache per stage."""
-    from transformers import DynamicCache
-
-    model.eval()
-    cache = DynamicCache()
-    logits = pipe_forward(rank, model, x, cache, 0, plan["hidden_size"])
-    out = {"logits": logits.float().cpu() if rank.s == rank.pp - 1 else None, "tokens": []}
-    past, last = x.shape[1], logits
-    for _ in range(new_tokens):
-        tok = next_tokens(rank, last, x.shape[0])
-        out["tokens"].append(tok.cpu())
-        last = pipe_forward(rank, model, tok, cache, past, plan["hidden_size"])
-        past += 1
-    out["tokens"] = torch.cat(out["tokens"], 1) if out["tokens"] else None
-    return out
 
 
 def full_state(model: nn.Module) -> dict:
@@ -418,9 +384,9 @@ def parse_args(plan: dict, argv: list[str] | None) -> argparse.Namespace:
 def run(plan: dict, args: argparse.Namespace) -> dict:
     """Build this rank's part of the plan and run the requested modes; returns what it measured."""
     rank = Rank(plan, args)
-    sp = bool(plan.get("sequence_parallel")) and plan["tp"] > 1
-    if sp and args.seq_len % plan["tp"]:
-        raise PlanError(f"sequence parallelism splits --seq-len {args.seq_len} over tp={plan['tp']}; use a multiple")
+    sp = bool(plan.get("sequence_parallel")) and rank.tp > 1
+    if sp and args.seq_len % rank.tp:
+        raise PlanError(f"sequence parallelism splits --seq-len {args.seq_len} over tp={rank.tp}; use a multiple")
     model = make_stage(plan, rank, args, sequence_parallel=sp and args.mode == "train")
     x, y = synthetic_batch(plan, args, rank)
     result: dict = {"rank": rank.rank, "stage": rank.s, "dp": rank.d, "tp": rank.t,
@@ -435,8 +401,12 @@ def run(plan: dict, args: argparse.Namespace) -> dict:
             model = make_stage(plan, rank, args, sequence_parallel=True)
         model.train()
         apply_recompute(model, plan.get("recompute", "none"))
-        model = apply_ep_dp(model, rank.ep_mesh, rank.mesh["dp"], plan["zero_stage"]) if rank.ep > 1 \
-            else apply_dp(model, rank.mesh, plan["zero_stage"], train=True)
+        if rank.hetero:
+            model, rank.manual_dp = hetero_dp(model, rank.mesh, plan["zero_stage"], apply_dp)
+        elif rank.ep > 1:
+            model = apply_ep_dp(model, rank.ep_mesh, rank.mesh["dp"], plan["zero_stage"])
+        else:
+            model = apply_dp(model, rank.mesh, plan["zero_stage"], train=True)
         make_schedule(plan, rank, model)
         opt_cls = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.SGD
         opt = opt_cls(model.parameters(), lr=args.lr)
@@ -486,13 +456,19 @@ def main(plan: dict, argv: list[str] | None = None) -> int:
 
 
 # expert parallelism lives in codegen/runtime_ep.py, interleaved stages and sequence parallelism in
-# codegen/runtime_pipeline.py; a generated run_plan.py has them inlined below
+# codegen/runtime_pipeline.py, stages of different tp in codegen/runtime_hetero.py; a generated
+# run_plan.py has them inlined below
 if __name__ == "codegen.runtime":
     from codegen.runtime_ep import apply_ep_dp, ep_mesh, gather_expert_state, shard_experts
+    from codegen.runtime_hetero import (
+        hetero_dp,
+        hetero_layout,
+        hetero_train_step,
+    )
     from codegen.runtime_pipeline import (
         ChunkedStage,
         chunk_modules,
-        interleaved_forward,
+        infer,
         interleaved_schedule,
         sp_plan,
         stage_param_name,

@@ -1,4 +1,5 @@
-"""Interleaved pipeline stages and sequence parallelism of a generated plan program.
+"""Inference through pipeline stages, interleaved pipeline stages and sequence parallelism of a
+generated plan program.
 
 Inlined into every generated run_plan.py after codegen/runtime.py (render.py keeps what follows the
 first "# --- " line: the imports above it are for the repository only); depends on nothing of
@@ -23,7 +24,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-# --- interleaved pipeline and sequence parallelism (codegen/runtime_pipeline.py) -------------------
+from codegen.runtime_hetero import hetero_forward, hetero_next_tokens
+
+# --- pipeline inference, interleaved stages, sequence parallelism (codegen/runtime_pipeline.py) ------
 
 
 class ChunkedStage(nn.Module):
@@ -118,3 +121,51 @@ def sp_plan(stage: nn.Module) -> dict:
         plan["norm"] = SequenceParallel()
         plan["lm_head"] = ColwiseParallel(input_layouts=Shard(1), output_layouts=Replicate())
     return plan
+
+
+# inference through the stages: point-to-point forward, greedy tokens, prefill + decode
+def pipe_forward(rank, model: nn.Module, inp: torch.Tensor, cache, past: int, hidden: int):
+    """Run one forward through all stages with point-to-point sends (keeps each stage's KV cache)."""
+    if isinstance(model, ChunkedStage):
+        return interleaved_forward(rank, model, inp, cache, past, hidden)
+    if rank.hetero:
+        return hetero_forward(rank, model, inp, cache, past, hidden)
+    if rank.s > 0:
+        inp = torch.empty(inp.shape[0], inp.shape[1], hidden, device=rank.device, dtype=rank.dtype)
+        dist.recv(inp, src=rank.peer(rank.s - 1))
+    out = model(inp, cache, past)
+    if rank.s < rank.pp - 1:
+        dist.send(out.contiguous(), dst=rank.peer(rank.s + 1))
+    return out
+
+
+def next_tokens(rank, logits, rows: int) -> torch.Tensor:
+    """Greedy tokens from the last stage, handed to the first stage (all ranks get a tensor)."""
+    if rank.hetero:
+        return hetero_next_tokens(rank, logits, rows)
+    tok = logits[:, -1].argmax(-1, keepdim=True) if logits is not None and rank.s == rank.pp - 1 \
+        else torch.empty(rows, 1, dtype=torch.long, device=rank.device)
+    if rank.pp > 1 and rank.s == rank.pp - 1:
+        dist.send(tok, dst=rank.peer(0))
+    elif rank.pp > 1 and rank.s == 0:
+        dist.recv(tok, src=rank.peer(rank.pp - 1))
+    return tok
+
+
+@torch.no_grad()
+def infer(plan: dict, rank, model: nn.Module, x: torch.Tensor, new_tokens: int) -> dict:
+    """Prefill the prompt, then greedy-decode `new_tokens` with a KV cache per stage."""
+    from transformers import DynamicCache
+
+    model.eval()
+    cache = DynamicCache()
+    logits = pipe_forward(rank, model, x, cache, 0, plan["hidden_size"])
+    out = {"logits": logits.float().cpu() if rank.s == rank.pp - 1 else None, "tokens": []}
+    past, last = x.shape[1], logits
+    for _ in range(new_tokens):
+        tok = next_tokens(rank, last, x.shape[0])
+        out["tokens"].append(tok.cpu())
+        last = pipe_forward(rank, model, tok, cache, past, plan["hidden_size"])
+        past += 1
+    out["tokens"] = torch.cat(out["tokens"], 1) if out["tokens"] else None
+    return out

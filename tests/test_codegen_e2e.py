@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 import planner
 from codegen import codegen
+from codegen.context import build_context
 from codegen.runtime import build_model
 
 BATCH, SEQ, NEW, LR, SEED = 4, 8, 3, 0.5, 0
@@ -37,6 +38,11 @@ CASES = {  # name: (cluster, fixed degrees, microbatches: None keeps the plan's,
     # pp2 runs the all-to-alls inside pipeline stages (and their metadata inference)
     "moe_dp4_ep2": ("4xcpu", {"dp": 4, "ep": 2}, None),
     "moe_dp2_ep2_pp2": ("4xcpu", {"dp": 2, "ep": 2, "pp": 2, "schedule": "1f1b"}, 2),
+    # stages of different tp (the planner's choice on node groups of 2 and 1 devices): own 1F1B with
+    # point-to-point boundaries; sequence shards gathered/sliced at the boundary; FSDP2 on a 2-D stage mesh
+    "hetero_tp2_tp1_sp": ("2xcpu+1xcpu", {"pp": 2, "sequence_parallel": True}, None),
+    "hetero_tp1_tp2": ("1xcpu+2xcpu", {"pp": 2, "sequence_parallel": False}, None),
+    "hetero_dp2_tp2_tp1_sp": ("4xcpu+2xcpu", {"pp": 2, "dp": 2, "sequence_parallel": True}, None),
 }
 
 
@@ -99,7 +105,7 @@ def test_generated_program_matches_single_process(case, references, tmp_path):
         decision["microbatches"] = microbatches
         decision["microbatch_size"] = BATCH // decision["dp"] // microbatches
     codegen(plan, tmp_path / "gen")
-    world = int(cluster[0])
+    world = build_context(plan)["runtime"]["world_size"]
     proc = _launch(tmp_path / "gen", world, "--mode", "both", "--batch", str(BATCH), "--seq-len", str(SEQ),
                    "--new-tokens", str(NEW), "--optimizer", "sgd", "--lr", str(LR), "--dump", str(tmp_path / "dump"))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -220,3 +220,21 @@ def test_serving_settings_are_engine_safe():
     plan["decision"]["serving"] = {"chunked_prefill": True, "chunk_tokens": 512}
     s = _serving(plan, {}, runtime)
     assert s["max_num_batched_tokens"] == 512 and s["max_num_seqs"] == 96 and s["disaggregated"] is None
+
+
+def test_mixed_tp_plan_generates_per_stage_meshes_and_apply_plan_points_to_it():
+    """A plan for mixed GPU types (tp 2 on the A100 stage, 1 on the H100 stages) compiles: world size is the
+    sum over stages, each stage keeps its own tp; Plan.apply refuses it with the way out."""
+    import torch
+
+    from codegen.apply import apply_plan
+    from codegen.context import build_context
+    from ir.errors import UserError
+
+    plan = _plan("train_mixed_gpus")
+    runtime = build_context(plan)["runtime"]
+    assert runtime["hetero_tp"] and runtime["layout"] == "pp=3 x dp=2 x tp=2,1,1"
+    assert runtime["world_size"] == 8 == sum(len(row) for st in runtime["stages"] for row in st["ranks"])
+    assert [st["tp"] for st in runtime["stages"]] == [2, 1, 1]
+    with pytest.raises(UserError, match=r"run `planner codegen` and its run_plan\.py"):
+        apply_plan(plan, torch.nn.Linear(2, 2))

@@ -38,7 +38,8 @@ def test_profiled_iterations_follow_the_published_fits(vllm):
         (16.8386301447433, 0.00043897725301957885, 0.14000261546561776)
     for batch, (a, b, c) in ((10, small), (94, small), (95, large), (300, large)):
         context = 700 * batch
-        assert cost.time(decodes=batch, decode_kv=context) * 1e3 == pytest.approx(a + b * (context + batch) + c * batch + overhead)
+        expected = a + b * (context + batch) + c * batch + overhead
+        assert cost.time(decodes=batch, decode_kv=context) * 1e3 == pytest.approx(expected)
     assert cost.time() == 0.0  # an idle engine runs no iteration
     # everything that is not an iteration time stays the cost model's
     assert cost.kv_capacity_tokens == CostCache(vllm.graph, vllm.cluster).get(1, 1).kv_capacity_tokens > 0

@@ -8,7 +8,8 @@ and appends the plan's `PLAN` literal), and `codegen.apply` imports its helpers,
 runs and the API users call share one implementation. It depends only on torch and transformers.
 
 Layout of a plan program: global rank r sits at mesh[pp][dp][tp] as the plan's `stages[s].ranks[d][t]`
-says; stage s holds the embedding if it starts at graph layer 0, blocks `model.layers.i`, and the head
+says (stages of different tp have a (dp, tp) mesh each: codegen/runtime_hetero.py); stage s holds the
+embedding if it starts at graph layer 0, blocks `model.layers.i`, and the head
 (final norm + lm_head) if it ends at the last graph layer. Equivalence with the single-process model
 holds because every rank builds the same full model with the same seed (tiny models) or loads the same
 checkpoint (`--checkpoint DIR` of safetensors files: only this stage's tensors are read).
@@ -250,15 +251,21 @@ class Rank:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world != plan["world_size"]:
             raise PlanError(f"world size {world} does not match the plan's {plan['world_size']} ranks "
-                            f"(pp={plan['pp']} x dp={plan['dp']} x tp={plan['tp']}); launch with launch.sh")
+                            f"({plan['layout']}); launch with launch.sh")
         use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
         self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
         if use_cuda:
             torch.cuda.set_device(self.device)
         dist.init_process_group("nccl" if use_cuda else "gloo")
         self.rank = dist.get_rank()
-        self.mesh = build_mesh(plan, self.device.type)
-        self.s, self.d, self.t = (int(c) for c in self.mesh.get_coordinate())
+        self.hetero = bool(plan.get("hetero_tp"))  # stages differ in tp: codegen/runtime_hetero.py
+        if self.hetero:
+            self.grid = [stage["ranks"] for stage in plan["stages"]]
+            self.s, self.d, self.t, self.mesh = hetero_layout(plan, self.rank, self.device.type)
+        else:
+            self.mesh = build_mesh(plan, self.device.type)
+            self.s, self.d, self.t = (int(c) for c in self.mesh.get_coordinate())
+        self.tp, self.manual_dp = self.mesh["tp"].size(), False
         self.pp, self.dp, self.ep = plan["pp"], plan["dp"], plan.get("ep", 1)
         self.ep_mesh = ep_mesh(plan, self.device.type) if self.ep > 1 else None  # codegen/runtime_ep.py
         name = args.dtype if args.dtype != "auto" else (plan["dtype"] if use_cuda else "fp32")
@@ -306,6 +313,8 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def train_step(plan: dict, rank: Rank, model: nn.Module, opt, x: torch.Tensor, y: torch.Tensor):
     """One optimizer step; returns the batch's mean loss on the last stage (None elsewhere)."""
+    if rank.hetero:
+        return hetero_train_step(plan, rank, model, opt, x, y, lm_loss)
     m = plan["microbatches"]
     opt.zero_grad(set_to_none=True)
     if rank.pp == 1:
@@ -336,7 +345,7 @@ def make_schedule(plan: dict, rank: Rank, model: nn.Module) -> None:
     from torch.distributed.pipelining import PipelineStage
 
     rank.schedule = None
-    if rank.pp == 1:
+    if rank.pp == 1 or rank.hetero:  # stages of different tp run their own schedule (hetero_train_step)
         return
     if isinstance(model, ChunkedStage):
         rank.schedule = interleaved_schedule(model, rank, plan["microbatches"], lm_loss)
@@ -344,49 +353,6 @@ def make_schedule(plan: dict, rank: Rank, model: nn.Module) -> None:
     stage = PipelineStage(model, rank.s, rank.pp, rank.device, group=rank.mesh["pp"].get_group())
     cls = schedule_class(plan["schedule"], plan["microbatches"], rank.pp)
     rank.schedule = cls(stage, n_microbatches=plan["microbatches"], loss_fn=lm_loss)
-
-
-def pipe_forward(rank: Rank, model: nn.Module, inp: torch.Tensor, cache, past: int, hidden: int):
-    """Run one forward through all stages with point-to-point sends (keeps each stage's KV cache)."""
-    if isinstance(model, ChunkedStage):
-        return interleaved_forward(rank, model, inp, cache, past, hidden)
-    if rank.s > 0:
-        inp = torch.empty(inp.shape[0], inp.shape[1], hidden, device=rank.device, dtype=rank.dtype)
-        dist.recv(inp, src=rank.peer(rank.s - 1))
-    out = model(inp, cache, past)
-    if rank.s < rank.pp - 1:
-        dist.send(out.contiguous(), dst=rank.peer(rank.s + 1))
-    return out
-
-
-def next_tokens(rank: Rank, logits, rows: int) -> torch.Tensor:
-    """Greedy tokens from the last stage, handed to the first stage (all ranks get a tensor)."""
-    tok = logits[:, -1].argmax(-1, keepdim=True) if logits is not None and rank.s == rank.pp - 1 \
-        else torch.empty(rows, 1, dtype=torch.long, device=rank.device)
-    if rank.pp > 1 and rank.s == rank.pp - 1:
-        dist.send(tok, dst=rank.peer(0))
-    elif rank.pp > 1 and rank.s == 0:
-        dist.recv(tok, src=rank.peer(rank.pp - 1))
-    return tok
-
-
-@torch.no_grad()
-def infer(plan: dict, rank: Rank, model: Stage, x: torch.Tensor, new_tokens: int) -> dict:
-    """Prefill the prompt, then greedy-decode `new_tokens` with a KV cache per stage."""
-    from transformers import DynamicCache
-
-    model.eval()
-    cache = DynamicCache()
-    logits = pipe_forward(rank, model, x, cache, 0, plan["hidden_size"])
-    out = {"logits": logits.float().cpu() if rank.s == rank.pp - 1 else None, "tokens": []}
-    past, last = x.shape[1], logits
-    for _ in range(new_tokens):
-        tok = next_tokens(rank, last, x.shape[0])
-        out["tokens"].append(tok.cpu())
-        last = pipe_forward(rank, model, tok, cache, past, plan["hidden_size"])
-        past += 1
-    out["tokens"] = torch.cat(out["tokens"], 1) if out["tokens"] else None
-    return out
 
 
 def full_state(model: nn.Module) -> dict:
@@ -421,9 +387,9 @@ def parse_args(plan: dict, argv: list[str] | None) -> argparse.Namespace:
 def run(plan: dict, args: argparse.Namespace) -> dict:
     """Build this rank's part of the plan and run the requested modes; returns what it measured."""
     rank = Rank(plan, args)
-    sp = bool(plan.get("sequence_parallel")) and plan["tp"] > 1
-    if sp and args.seq_len % plan["tp"]:
-        raise PlanError(f"sequence parallelism splits --seq-len {args.seq_len} over tp={plan['tp']}; use a multiple")
+    sp = bool(plan.get("sequence_parallel")) and rank.tp > 1
+    if sp and args.seq_len % rank.tp:
+        raise PlanError(f"sequence parallelism splits --seq-len {args.seq_len} over tp={rank.tp}; use a multiple")
     model = make_stage(plan, rank, args, sequence_parallel=sp and args.mode == "train")
     x, y = synthetic_batch(plan, args, rank)
     result: dict = {"rank": rank.rank, "stage": rank.s, "dp": rank.d, "tp": rank.t,
@@ -438,8 +404,12 @@ def run(plan: dict, args: argparse.Namespace) -> dict:
             model = make_stage(plan, rank, args, sequence_parallel=True)
         model.train()
         apply_recompute(model, plan.get("recompute", "none"))
-        model = apply_ep_dp(model, rank.ep_mesh, rank.mesh["dp"], plan["zero_stage"]) if rank.ep > 1 \
-            else apply_dp(model, rank.mesh, plan["zero_stage"], train=True)
+        if rank.hetero:
+            model, rank.manual_dp = hetero_dp(model, rank.mesh, plan["zero_stage"], apply_dp)
+        elif rank.ep > 1:
+            model = apply_ep_dp(model, rank.ep_mesh, rank.mesh["dp"], plan["zero_stage"])
+        else:
+            model = apply_dp(model, rank.mesh, plan["zero_stage"], train=True)
         make_schedule(plan, rank, model)
         opt_cls = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.SGD
         opt = opt_cls(model.parameters(), lr=args.lr)
@@ -489,13 +459,19 @@ def main(plan: dict, argv: list[str] | None = None) -> int:
 
 
 # expert parallelism lives in codegen/runtime_ep.py, interleaved stages and sequence parallelism in
-# codegen/runtime_pipeline.py; a generated run_plan.py has them inlined below
+# codegen/runtime_pipeline.py, stages of different tp in codegen/runtime_hetero.py; a generated
+# run_plan.py has them inlined below
 if __name__ == "codegen.runtime":
     from codegen.runtime_ep import apply_ep_dp, ep_mesh, gather_expert_state, shard_experts
+    from codegen.runtime_hetero import (
+        hetero_dp,
+        hetero_layout,
+        hetero_train_step,
+    )
     from codegen.runtime_pipeline import (
         ChunkedStage,
         chunk_modules,
-        interleaved_forward,
+        infer,
         interleaved_schedule,
         sp_plan,
         stage_param_name,
@@ -618,7 +594,7 @@ def gather_expert_state(model: nn.Module, state: dict, hf_name) -> dict:
     return state
 
 
-# --- interleaved pipeline and sequence parallelism (codegen/runtime_pipeline.py) -------------------
+# --- pipeline inference, interleaved stages, sequence parallelism (codegen/runtime_pipeline.py) ------
 
 
 class ChunkedStage(nn.Module):
@@ -715,6 +691,232 @@ def sp_plan(stage: nn.Module) -> dict:
     return plan
 
 
+# inference through the stages: point-to-point forward, greedy tokens, prefill + decode
+def pipe_forward(rank, model: nn.Module, inp: torch.Tensor, cache, past: int, hidden: int):
+    """Run one forward through all stages with point-to-point sends (keeps each stage's KV cache)."""
+    if isinstance(model, ChunkedStage):
+        return interleaved_forward(rank, model, inp, cache, past, hidden)
+    if rank.hetero:
+        return hetero_forward(rank, model, inp, cache, past, hidden)
+    if rank.s > 0:
+        inp = torch.empty(inp.shape[0], inp.shape[1], hidden, device=rank.device, dtype=rank.dtype)
+        dist.recv(inp, src=rank.peer(rank.s - 1))
+    out = model(inp, cache, past)
+    if rank.s < rank.pp - 1:
+        dist.send(out.contiguous(), dst=rank.peer(rank.s + 1))
+    return out
+
+
+def next_tokens(rank, logits, rows: int) -> torch.Tensor:
+    """Greedy tokens from the last stage, handed to the first stage (all ranks get a tensor)."""
+    if rank.hetero:
+        return hetero_next_tokens(rank, logits, rows)
+    tok = logits[:, -1].argmax(-1, keepdim=True) if logits is not None and rank.s == rank.pp - 1 \
+        else torch.empty(rows, 1, dtype=torch.long, device=rank.device)
+    if rank.pp > 1 and rank.s == rank.pp - 1:
+        dist.send(tok, dst=rank.peer(0))
+    elif rank.pp > 1 and rank.s == 0:
+        dist.recv(tok, src=rank.peer(rank.pp - 1))
+    return tok
+
+
+@torch.no_grad()
+def infer(plan: dict, rank, model: nn.Module, x: torch.Tensor, new_tokens: int) -> dict:
+    """Prefill the prompt, then greedy-decode `new_tokens` with a KV cache per stage."""
+    from transformers import DynamicCache
+
+    model.eval()
+    cache = DynamicCache()
+    logits = pipe_forward(rank, model, x, cache, 0, plan["hidden_size"])
+    out = {"logits": logits.float().cpu() if rank.s == rank.pp - 1 else None, "tokens": []}
+    past, last = x.shape[1], logits
+    for _ in range(new_tokens):
+        tok = next_tokens(rank, last, x.shape[0])
+        out["tokens"].append(tok.cpu())
+        last = pipe_forward(rank, model, tok, cache, past, plan["hidden_size"])
+        past += 1
+    out["tokens"] = torch.cat(out["tokens"], 1) if out["tokens"] else None
+    return out
+
+
+# --- stages with different tp degrees (codegen/runtime_hetero.py) ---------------------------------
+
+
+def hetero_layout(plan: dict, rank_id: int, device_type: str) -> tuple[int, int, int, object]:
+    """(stage, dp index, tp index, the stage's ("dp", "tp") DeviceMesh) of global rank `rank_id`."""
+    from torch.distributed.device_mesh import DeviceMesh
+
+    found, meshes = None, []
+    for s, stage in enumerate(plan["stages"]):
+        meshes.append(DeviceMesh(device_type, torch.tensor(stage["ranks"], dtype=torch.int), mesh_dim_names=("dp", "tp")))
+        for d, row in enumerate(stage["ranks"]):
+            if rank_id in row:
+                found = (s, d, row.index(rank_id))
+    s, d, t = found
+    return s, d, t, meshes[s]
+
+
+def links(senders: list[int], receivers: list[int]) -> list[tuple[int, int]]:
+    """(sender, receiver) pairs across a stage boundary: receiver j hears from sender j mod len(senders).
+
+    >>> links([0, 1], [2]), links([2], [0, 1])
+    ([(0, 2)], [(2, 0), (2, 1)])
+    """
+    return [(senders[j % len(senders)], r) for j, r in enumerate(receivers)]
+
+
+def _pairs(rank, src_stage: int, dst_stage: int) -> list[tuple[int, int]]:
+    return links(rank.grid[src_stage][rank.d], rank.grid[dst_stage][rank.d])
+
+
+def hetero_recv(rank, buf: torch.Tensor, src_stage: int, dst_stage: int, tag: int = 0) -> torch.Tensor:
+    for a, b in _pairs(rank, src_stage, dst_stage):
+        if b == rank.rank:
+            dist.recv(buf, src=a, tag=tag)
+    return buf
+
+
+def hetero_send(rank, t: torch.Tensor, src_stage: int, dst_stage: int, tag: int = 0, keep: list | None = None):
+    """Send `t` to this rank's receivers in `dst_stage`; blocking unless `keep` collects the pending works."""
+    t = t.contiguous()
+    works = [dist.isend(t, dst=b, tag=tag) for a, b in _pairs(rank, src_stage, dst_stage) if a == rank.rank]
+    if keep is None:
+        for work in works:
+            work.wait()
+    else:
+        keep.extend((work, t) for work in works)
+
+
+class _SeqGather(torch.autograd.Function):
+    """Sequence shards (b, S/tp, h) -> the whole sequence; the gradient arrives whole on every tp rank."""
+
+    @staticmethod
+    def forward(ctx, x, group, index: int, parts: int):
+        pieces = [torch.empty_like(x) for _ in range(parts)]
+        dist.all_gather(pieces, x.contiguous(), group=group)
+        ctx.index, ctx.width = index, x.shape[1]
+        return torch.cat(pieces, 1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad[:, ctx.index * ctx.width:(ctx.index + 1) * ctx.width].contiguous(), None, None, None
+
+
+class _SeqScatter(torch.autograd.Function):
+    """The whole sequence -> this rank's shard; the input gradient is the all-gather of the shards'."""
+
+    @staticmethod
+    def forward(ctx, x, group, index: int, parts: int):
+        width = x.shape[1] // parts
+        ctx.group, ctx.parts = group, parts
+        return x[:, index * width:(index + 1) * width].contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        pieces = [torch.empty_like(grad) for _ in range(ctx.parts)]
+        dist.all_gather(pieces, grad.contiguous(), group=ctx.group)
+        return torch.cat(pieces, 1), None, None, None
+
+
+def _sequence_sharded(model: nn.Module) -> bool:
+    inner = getattr(model, "module", model)
+    return getattr(inner, "seq_shards", 1) > 1
+
+
+def hetero_forward(rank, model: nn.Module, inp: torch.Tensor, cache, past: int, hidden: int) -> torch.Tensor:
+    """One inference forward through all stages (keeps each stage's KV cache)."""
+    x = inp
+    if rank.s > 0:
+        x = hetero_recv(rank, torch.empty(inp.shape[0], inp.shape[1], hidden, device=rank.device, dtype=rank.dtype),
+                        rank.s - 1, rank.s)
+    out = model(x, cache, past)
+    if rank.s < rank.pp - 1:
+        hetero_send(rank, out, rank.s, rank.s + 1)
+    return out
+
+
+def hetero_next_tokens(rank, logits, rows: int) -> torch.Tensor:
+    """Greedy tokens of the last stage, handed to the first stage's ranks."""
+    last = rank.pp - 1
+    if rank.s == last:
+        tok = logits[:, -1].argmax(-1, keepdim=True)
+        hetero_send(rank, tok, last, 0, tag=2)
+        return tok
+    tok = torch.empty(rows, 1, dtype=torch.long, device=rank.device)
+    return hetero_recv(rank, tok, last, 0, tag=2) if rank.s == 0 else tok
+
+
+def hetero_dp(model: nn.Module, mesh, zero_stage: int, apply_dp) -> tuple[nn.Module, bool]:
+    """The stage under data parallelism, and whether its gradients are averaged by hand (module docstring)."""
+    manual = mesh["dp"].size() > 1 and zero_stage == 0 and mesh["tp"].size() == 1
+    return (model, True) if manual else (apply_dp(model, mesh, zero_stage, train=True), False)
+
+
+def _order(schedule: str, microbatches: int, stage: int, stages: int) -> list[tuple[str, int]]:
+    """("F" | "B", microbatch) in the order this stage runs them.
+
+    >>> _order("1f1b", 3, 0, 2)
+    [('F', 0), ('F', 1), ('B', 0), ('F', 2), ('B', 1), ('B', 2)]
+    """
+    if schedule.lower() == "gpipe":
+        return [("F", i) for i in range(microbatches)] + [("B", i) for i in range(microbatches)]
+    warm = min(stages - 1 - stage, microbatches)
+    steps = [("F", i) for i in range(warm)]
+    for i in range(microbatches - warm):
+        steps += [("F", warm + i), ("B", i)]
+    return steps + [("B", i) for i in range(microbatches - warm, microbatches)]
+
+
+def hetero_train_step(plan: dict, rank, model: nn.Module, opt, x: torch.Tensor, y: torch.Tensor, loss_fn):
+    """One optimizer step of this rank's stage; returns the batch's mean loss on the last stage."""
+    m, s, last = plan["microbatches"], rank.s, rank.pp - 1
+    xs, ys = x.chunk(m), y.chunk(m)
+    sp = _sequence_sharded(model)
+    group, index, parts = rank.mesh["tp"].get_group(), rank.t, rank.mesh["tp"].size()
+    inputs, outputs, losses, pending = [None] * m, [None] * m, [], []
+    opt.zero_grad(set_to_none=True)
+    for kind, i in _order(plan["schedule"], m, s, rank.pp):
+        if kind == "F":
+            inp = xs[i]
+            if s > 0:
+                inp = torch.empty(xs[i].shape[0], xs[i].shape[1], plan["hidden_size"], device=rank.device,
+                                  dtype=rank.dtype)
+                hetero_recv(rank, inp, s - 1, s).requires_grad_(True)
+            h = _SeqScatter.apply(inp, group, index, parts) if sp and s > 0 else inp
+            out = model(h)
+            if sp and s < last:
+                out = _SeqGather.apply(out, group, index, parts)
+            inputs[i] = inp
+            if s == last:
+                loss = loss_fn(out, ys[i])
+                losses.append(loss.detach())
+                outputs[i] = loss / m
+            else:
+                outputs[i] = out
+                hetero_send(rank, out.detach(), s, s + 1, keep=pending)
+            continue
+        if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce on the last backward only
+            model.set_requires_gradient_sync(i == m - 1)
+        if s == last:
+            outputs[i].backward()
+        else:
+            grad = hetero_recv(rank, torch.empty_like(outputs[i]), s + 1, s, tag=1)
+            outputs[i].backward(grad)
+        if s > 0:
+            hetero_send(rank, inputs[i].grad, s, s - 1, tag=1, keep=pending)
+        inputs[i] = outputs[i] = None
+    for work, _ in pending:
+        work.wait()
+    if rank.manual_dp:
+        dp = rank.mesh["dp"]
+        for p in model.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad, group=dp.get_group())
+                p.grad /= dp.size()
+    opt.step()
+    return torch.stack(losses).mean() if s == last else None
+
+
 # fmt: off
 PLAN = {'default_mode': 'train',
  'dp': 1,
@@ -722,8 +924,10 @@ PLAN = {'default_mode': 'train',
  'ep': 1,
  'fingerprint': 'c336cc2ebd797594',
  'heads': 4,
+ 'hetero_tp': False,
  'hidden_size': 64,
  'kv_heads': 2,
+ 'layout': 'pp=2 x dp=1 x tp=2',
  'microbatch_size': 4,
  'microbatches': 2,
  'model': {'architecture': 'LlamaForCausalLM',
@@ -750,13 +954,15 @@ PLAN = {'default_mode': 'train',
              'last_layer': 'model.layers.1',
              'layers': [0, 3],
              'ranks': [[0, 1]],
-             'stage': 0},
+             'stage': 0,
+             'tp': 2},
             {'device': 'cpu',
              'first_layer': 'model.layers.2',
              'last_layer': 'head',
              'layers': [3, 6],
              'ranks': [[2, 3]],
-             'stage': 1}],
+             'stage': 1,
+             'tp': 2}],
  'tp': 2,
  'virtual_stages': 1,
  'vocab_size': 512,
