@@ -26,7 +26,7 @@ from cost_models.serving.metrics import ATTAINMENT, attainment, capacity_rate
 from cost_models.serving.policies import Chunked
 from cost_models.serving.workload import Workload, arrivals, make_workload
 from ir.errors import UserError
-from passes.parallelism import TP_DEGREES, _tp_ok
+from passes.parallel_layouts import TP_DEGREES, tp_ok
 from passes.serving_fleet import FleetConfig, FleetInstance, restrict, single_config, solve_fleet
 from planner.plan_file import PLAN_FORMAT, Plan, fingerprint
 from planner.plan_serving import _BOUND_SLACK, _requests_at
@@ -137,7 +137,7 @@ def _configs(graph, names: list[str], limits: dict, profiler: FleetProfiler, nee
     for name in names:
         node = parse_cluster(f"8x{name}").nodes[0].devices_per_node  # an instance stays inside one node
         for tp in TP_DEGREES:
-            if not _tp_ok(graph, tp, min(node, limits.get(name, node)), replicate_kv=True):
+            if not tp_ok(graph, tp, min(node, limits.get(name, node)), replicate_kv=True):
                 continue
             if profiler.cost(name, tp).get(tp, 1).kv_capacity_tokens >= need_tokens:
                 out.append((name, tp))

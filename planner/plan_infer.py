@@ -31,7 +31,7 @@ from cost_models.estimator import estimate_graph, is_generative
 from cost_models.parallel_config import Options
 from ir.errors import UserError
 from passes.memory_mapping import memory_map_for_plan, verify_memory_map
-from passes.parallelism import TP_DEGREES, _tp_ok
+from passes.parallel_layouts import TP_DEGREES, tp_ok
 from passes.placement import place
 from planner.plan_file import PLAN_FORMAT, Plan, fingerprint
 
@@ -82,7 +82,7 @@ def _layouts(graph, cluster, fixed: dict):
     blocks = sum(1 for layer in graph.layers if layer.kind == "block")
     for tp in TP_DEGREES:
         for pp in PP_DEGREES:
-            if tp * pp > cluster.num_devices or pp > blocks or not _tp_ok(graph, tp, node.devices_per_node,
+            if tp * pp > cluster.num_devices or pp > blocks or not tp_ok(graph, tp, node.devices_per_node,
                                                                                   replicate_kv=True):
                 continue
             if any(fixed.get(k) not in (None, v) for k, v in (("tp", tp), ("pp", pp))):

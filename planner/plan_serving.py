@@ -17,7 +17,7 @@ from cost_models.serving.policies import Chunked, Disaggregated, Layered, Prefil
 from cost_models.serving.workload import fixed as fixed_workload
 from cost_models.serving.workload import make_workload
 from ir.errors import UserError
-from passes.parallelism import TP_DEGREES, _tp_ok
+from passes.parallel_layouts import TP_DEGREES, tp_ok
 from planner.plan_file import PLAN_FORMAT, fingerprint
 from planner.plan_infer import PP_DEGREES, SERVING, _decision, _layouts, _no_fit_offload, evaluate_inference
 
@@ -155,7 +155,7 @@ def _candidates(graph, cluster, costs, fixed: dict, w) -> list[_Candidate]:
     rates = {}
     for tp in TP_DEGREES:
         for pp in PP_DEGREES:
-            if tp * pp > n or pp > blocks or not _tp_ok(graph, tp, node.devices_per_node, replicate_kv=True):
+            if tp * pp > n or pp > blocks or not tp_ok(graph, tp, node.devices_per_node, replicate_kv=True):
                 continue
             if any(fixed.get(k) not in (None, v) for k, v in (("tp", tp), ("pp", pp))):
                 continue
