@@ -88,6 +88,8 @@ class Plan:
             args.update(input_len=None, output_len=None)
         args.update(inputs.get("fixed") or {})
         args.update(objective=inputs.get("objective"), slo=inputs.get("slo") or None, dtype=inputs.get("dtype", "bf16"))
+        if inputs.get("engine_profile"):
+            args["engine_profile"] = inputs["engine_profile"]
         args.update(changes)
         cluster = args.pop("cluster", inputs.get("cluster"))
         return plan(inputs["model"], cluster, workload.get("kind", "chat"), warm_start=self, **args)

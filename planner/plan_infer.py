@@ -106,12 +106,13 @@ def _score(r: dict, phase: str, objective: str) -> float:
     return -(r["output_tokens_per_s"] or r["tokens_per_s"]) / devices
 
 
-def evaluate_inference(graph, cluster, decision: dict, dtype: str, rate: float | None, costs=None) -> dict:
+def evaluate_inference(graph, cluster, decision: dict, dtype: str, rate: float | None, costs=None,
+                       engine_profile: str | None = None) -> dict:
     """The estimator's answer for an inference decision (shared by `plan` and `verify`); serving
     decisions with a `serving` section are simulated (`evaluate_serving`)."""
     from planner.plan_serving import evaluate_serving  # serving search imports this module
     if decision["phase"] == "serve" and decision.get("serving"):
-        return evaluate_serving(graph, cluster, decision, dtype, costs)
+        return evaluate_serving(graph, cluster, decision, dtype, costs, engine_profile)
     options = Options(tp=decision["tp"], pp=decision["pp"], dp=decision["dp"], batch=decision["batch"],
                       input_len=decision["input_len"], output_len=decision["output_len"], dtype=dtype,
                       qps=rate if decision["phase"] == "serve" else None)
@@ -135,7 +136,7 @@ def _decision(graph, cluster, phase, tp, pp, dp, batch, input_len, output_len, s
 
 
 def plan_inference(model_ref, cluster, cluster_spec, workload, *, objective, batch, seq_len, rate, slo, fixed,
-                   dtype, input_len, output_len, warm_start: dict | None = None) -> Plan:
+                   dtype, input_len, output_len, warm_start: dict | None = None, engine_profile: str | None = None) -> Plan:
     import planner
 
     if not cluster.is_homogeneous:
@@ -153,9 +154,12 @@ def plan_inference(model_ref, cluster, cluster_spec, workload, *, objective, bat
         data = plan_serving(graph, cluster, workload, model_ref=model_ref, cluster_spec=cluster_spec, slo=slo, rate=rate,
                             fixed=fixed, dtype=dtype, objective=objective, batch=batch, input_len=input_len,
                             output_len=output_len, fixed_lengths=given[0] is not None or given[1] is not None,
-                            warm_start=warm_start)
+                            warm_start=warm_start, engine_profile=engine_profile)
         data["memory_map"] = _checked_memory_map(data, graph, cluster)
         return Plan(data)
+    if engine_profile:
+        raise UserError(f"--engine-profile prices serving iterations; {workload!r} plans use the cost model "
+                        f"(use a serving --workload: chat, summarize, code or a trace .csv)")
     tried = []
     for tp, pp, dp in _layouts(graph, cluster, fixed):
         d = {"phase": phase, "tp": tp, "pp": pp, "dp": dp, "batch": batch, "input_len": input_len,

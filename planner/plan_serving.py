@@ -69,11 +69,29 @@ def _deployment_of(decision: dict) -> Deployment:
     return Deployment(policy, tp=decision["tp"], pp=decision["pp"], replicas=decision["dp"])
 
 
-def evaluate_serving(graph, cluster, decision: dict, dtype: str, costs=None) -> dict:
+def serving_costs(graph, cluster, dtype: str, engine_profile: str | None = None) -> CostCache:
+    """Iteration costs of `graph` on `cluster`: the cost model's, or a measured engine profile's
+    (`cost_models.serving.engine_profile`) when one is named; the profile must be of this device."""
+    if not engine_profile:
+        return CostCache(graph, cluster, dtype)
+    from cost_models.serving.engine_profile import load_engine_profile
+
+    engine = load_engine_profile(engine_profile)
+    device = cluster.nodes[0].device.name
+    if engine.device != device:
+        raise UserError(f"engine profile {engine_profile!r} ({engine.engine}) was measured on {engine.device}; "
+                        f"the cluster has {device}: give a profile of {device} or drop --engine-profile")
+    if graph.model not in engine.fits:
+        raise UserError(f"engine profile {engine_profile!r} has no {graph.model}; it covers "
+                        f"{', '.join(sorted(engine.fits))}")
+    return CostCache(graph, cluster, dtype, engine=engine)
+
+
+def evaluate_serving(graph, cluster, decision: dict, dtype: str, costs=None, engine_profile: str | None = None) -> dict:
     """Predictions of a serving decision: memory from the estimator at the (decode) layout, latencies,
     throughput, energy and SLO attainment from one simulation of the deployment at `serving.rate_rps`."""
     s = decision["serving"]
-    costs = costs or CostCache(graph, cluster, dtype)
+    costs = costs or serving_costs(graph, cluster, dtype, engine_profile)
     d = _deployment_of(decision)
     w = _base_workload(s["workload"], s["requests"], s["seed"]).with_rate(s["rate_rps"])
     res = simulate(costs, d, w)
@@ -161,11 +179,12 @@ def _candidates(graph, cluster, costs, fixed: dict, w) -> list[_Candidate]:
                 continue
             if fixed.get("dp") and fixed["dp"] * tp * pp > n:
                 continue
-            if costs.get(tp, pp).kv_capacity_tokens < need:  # weights (and a typical request) do not fit
+            if not costs.supports(tp, pp) or costs.get(tp, pp).kv_capacity_tokens < need:  # no profile, or no room
                 continue
             rates[(tp, pp)] = _phase_rates(costs.get(tp, pp), mean_p, mean_o)
     moe = any(layer.is_moe for layer in graph.layers)
-    policies = [PrefillFirst(), *(Chunked(b) for b in CHUNK_BUDGETS), *([Layered()] if moe else [])]
+    layered = moe and costs.engine is None  # engine profiles hold whole-model iteration times only
+    policies = [PrefillFirst(), *(Chunked(b) for b in CHUNK_BUDGETS), *([Layered()] if layered else [])]
     out = [_Candidate(policy, tp, pp, tp * pp, 1.0 / (1.0 / pf + 1.0 / dc))
            for (tp, pp), (pf, dc) in rates.items() for policy in policies]
     if fixed or n < 2:
@@ -328,7 +347,8 @@ def _serving_decision(graph, cluster, c: _Candidate, k: int, batch, input_len, o
 
 
 def plan_serving(graph, cluster, workload: str, *, model_ref, cluster_spec, slo, rate, fixed, dtype, objective, batch,
-                 input_len, output_len, fixed_lengths: bool, warm_start: dict | None = None) -> dict:
+                 input_len, output_len, fixed_lengths: bool, warm_start: dict | None = None,
+                 engine_profile: str | None = None) -> dict:
     """A serving plan's data: the deployment with the best per-GPU goodput under `slo` (or, with `rate`, the
     fewest GPUs whose goodput covers it), found by simulation (see the module docstring). `warm_start`, a
     previous serving plan, has its deployment unit evaluated first (see `_search_serving`)."""
@@ -337,7 +357,7 @@ def plan_serving(graph, cluster, workload: str, *, model_ref, cluster_spec, slo,
     named = workload in SERVING or workload.endswith(".csv")
     source = workload if named and not fixed_lengths else f"fixed:{input_len}:{output_len}"
     w = _base_workload(source, SERVE_REQUESTS, SERVE_SEED)
-    costs = CostCache(graph, cluster, dtype)
+    costs = serving_costs(graph, cluster, dtype, engine_profile)
     cands = _candidates(graph, cluster, costs, fixed, w)
     if not cands:
         tried = [((tp, pp, 1), evaluate_inference(graph, cluster, {"phase": "serve", "tp": tp, "pp": pp, "dp": 1,
@@ -367,7 +387,8 @@ def plan_serving(graph, cluster, workload: str, *, model_ref, cluster_spec, slo,
     predicted.update(goodput_rps=best.goodput * k, goodput_per_gpu=best.goodput / best.gpus, gpus_used=k * best.gpus)
     inputs = {"model": model_ref, "cluster": cluster_spec, "workload": {"kind": workload, "batch": batch,
               "input_len": input_len, "output_len": output_len, "rate": rate}, "objective": objective,
-              "slo": slo, "fixed": fixed, "dtype": dtype, "planner_version": "0.1.0"}
+              "slo": slo, "fixed": fixed, "dtype": dtype, "planner_version": "0.1.0",
+              **({"engine_profile": engine_profile} if engine_profile else {})}
     ranked = sorted((c for c in cands if c.goodput > 0 and c is not best), key=lambda c: (-c.goodput / c.gpus, c.key()))
     evaluated = sum(1 for c in cands if c.goodput > 0)
     return {

@@ -216,10 +216,13 @@ def plan(model, cluster=None, workload: str = "chat", *, objective: str | None =
          seq_len: int | None = None, rate: float | None = None, slo: dict | None = None, tp: int | None = None,
          pp: int | None = None, dp: int | None = None, ep: int | None = None, dtype: str = "bf16",
          input_len: int | None = None, output_len: int | None = None, warm_start=None, schedule: str | None = None,
-         virtual_stages: int | None = None, sequence_parallel: bool | None = None) -> Plan:
+         virtual_stages: int | None = None, sequence_parallel: bool | None = None,
+         engine_profile: str | None = None) -> Plan:
     """Plan `model` on `cluster` for `workload` (train, prefill, decode, chat, summarize, code).
 
     `warm_start`: a previous Plan (or plan dict) whose layout the search evaluates first (`Plan.retarget`).
+    `engine_profile`: serving only, a measured engine profile (name or YAML, `cost_models.serving.engine_profile`)
+    that prices every iteration instead of the cost model, e.g. "vllm-0.2-a100-80gb".
 
     >>> p = plan("tiny-llama", "4xcpu", "train", batch=8, seq_len=64)
     >>> p.decision["dp"] * p.decision["pp"] * p.decision["tp"] == 4, p.verify()
@@ -241,6 +244,8 @@ def plan(model, cluster=None, workload: str = "chat", *, objective: str | None =
         if not isinstance(value, int) or value < 1:
             raise UserError(f"--{name} must be a positive integer, got {value!r}")
     if workload in TRAIN_WORKLOADS:
+        if engine_profile:
+            raise UserError("--engine-profile prices serving iterations; training plans use the cost model")
         fixed.update(_fixed_pipeline(schedule, virtual_stages, sequence_parallel))
         graph = planner.capture(model, seq_len=seq_len, dtype="bf16" if dtype == "fp8" else dtype)
         return plan_training(str(model), graph, cluster_obj, cluster_spec, batch=batch, seq_len=seq_len,
@@ -249,4 +254,5 @@ def plan(model, cluster=None, workload: str = "chat", *, objective: str | None =
 
     return plan_inference(str(model), cluster_obj, cluster_spec, workload, objective=objective, batch=batch,
                           seq_len=seq_len, rate=rate, slo=slo or {}, fixed=fixed, dtype=dtype,
-                          input_len=input_len, output_len=output_len, warm_start=_plan_dict(warm_start))
+                          input_len=input_len, output_len=output_len, warm_start=_plan_dict(warm_start),
+                          engine_profile=engine_profile)

@@ -150,7 +150,8 @@ def _recompute(plan: dict, graph, cluster) -> dict:
         return evaluate_train(graph, cluster, d, w["batch"], w["seq_len"], inputs["dtype"])
     from planner.plan_infer import evaluate_inference
 
-    return evaluate_inference(graph, cluster, d, inputs["dtype"], inputs["workload"].get("rate"))
+    return evaluate_inference(graph, cluster, d, inputs["dtype"], inputs["workload"].get("rate"),
+                              engine_profile=inputs.get("engine_profile"))
 
 
 def _agreement(plan: dict, fresh: dict) -> list[str]:

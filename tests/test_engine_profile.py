@@ -78,3 +78,30 @@ def test_profile_errors_are_one_clear_line(tmp_path, graph, vllm):
                   model="llama-3-8b").get(1, 1)
     with pytest.raises(UserError, match="layered prefill needs per-layer times"):
         simulate(vllm, Deployment(Layered(), tp=1), fixed(4, 100, 4, rate=1.0))
+
+
+def test_serving_plan_with_an_engine_profile_is_recorded_verified_and_retargeted():
+    p = planner.plan("opt-13b", "2xA100-SXM-80GB", "chat", engine_profile="vllm-0.2-a100-80gb")
+    data = p.to_dict()
+    assert data["inputs"]["engine_profile"] == "vllm-0.2-a100-80gb"
+    assert {tp for tp, _ in data["solver"]["layouts_considered"]} <= {1, 2, 4}
+    assert "layered" not in data["solver"]["policies_considered"]
+    assert p.verify() == []
+    model = planner.plan("opt-13b", "2xA100-SXM-80GB", "chat").to_dict()
+    assert "engine_profile" not in model["inputs"] and model["fingerprint"] != data["fingerprint"]
+    assert data["predicted"]["ttft_s"] != model["predicted"]["ttft_s"]  # vLLM v0.2's kernels, not the roofline's
+    again = p.retarget(rate=1.0)
+    assert again.to_dict()["inputs"]["engine_profile"] == "vllm-0.2-a100-80gb" and again.verify() == []
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--cluster", "2xH100-SXM"], "was measured on A100-SXM-80GB; the cluster has H100-SXM"),
+    (["--cluster", "2xA100-SXM-80GB", "--workload", "train"], "training plans use the cost model"),
+    (["--cluster", "2xA100-SXM-80GB", "--workload", "decode"], "'decode' plans use the cost model"),
+])
+def test_engine_profile_misuse_is_one_line_exit_2(args, says, capsys):
+    from planner.cli import main
+
+    assert main(["plan", "opt-13b", "--engine-profile", "vllm-0.2-a100-80gb", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1 and "Traceback" not in err
