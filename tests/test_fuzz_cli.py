@@ -101,3 +101,12 @@ def test_failed_plan_writes_nothing(tmp_path, capsys):
     out = tmp_path / "never.json"
     assert main(["plan", "llama-3.1-405b", "--cluster", "8xL4", "--workload", "train", "-o", str(out)]) == 2
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=160) | st.sampled_from(["engine: x\nmodels: 3\n", "models: {tiny-llama: {1: {}}}\n",
+                                                     "engine: e\ndevice: cpu\nsource: s\nmodels: {tiny-llama: []}\n"]))
+def test_engine_profile_garbage(text, tmp_path_factory, capsys):
+    path = tmp_path_factory.mktemp("engine") / "e.yaml"
+    path.write_text(text)
+    _one_line_exit_2(capsys, ["plan", "tiny-llama", "--cluster", "1xA100-SXM-80GB", "--engine-profile", str(path)])
