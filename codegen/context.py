@@ -244,9 +244,8 @@ def build_context(plan: dict) -> dict:
 
 
 def _check_ep(runtime: dict, spec: dict) -> None:
-    """Expert parallelism runs for Mixtral-style fused experts with ep | dp (codegen/runtime_ep.py).
-    With tp > 1 each tp rank runs its ep group's experts whole (the generated program does not split
-    experts over tp, which the plan's memory assumes: Megatron's expert-tensor parallelism)."""
+    """Expert parallelism runs for Mixtral-style fused experts with ep | dp (codegen/runtime_ep.py);
+    with tp > 1 each tp rank keeps a 1/tp slice of its experts (expert tensor parallelism)."""
     ep, dp = runtime["ep"], runtime["dp"]
     if ep == 1:
         return

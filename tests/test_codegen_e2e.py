@@ -38,6 +38,9 @@ CASES = {  # name: (cluster, fixed degrees, microbatches: None keeps the plan's,
     # pp2 runs the all-to-alls inside pipeline stages (and their metadata inference)
     "moe_dp4_ep2": ("4xcpu", {"dp": 4, "ep": 2}, None),
     "moe_dp2_ep2_pp2": ("4xcpu", {"dp": 2, "ep": 2, "pp": 2, "schedule": "1f1b"}, 2),
+    # expert tensor parallelism: each tp rank keeps half of every expert's intermediate dimension
+    "moe_dp2_ep2_tp2": ("4xcpu", {"dp": 2, "ep": 2, "tp": 2, "sequence_parallel": False}, None),
+    "moe_tp2": ("2xcpu", {"tp": 2, "sequence_parallel": False}, None),
     # stages of different tp (the planner's choice on node groups of 2 and 1 devices): own 1F1B with
     # point-to-point boundaries; sequence shards gathered/sliced at the boundary; FSDP2 on a 2-D stage mesh
     "hetero_tp2_tp1_sp": ("2xcpu+1xcpu", {"pp": 2, "sequence_parallel": True}, None),

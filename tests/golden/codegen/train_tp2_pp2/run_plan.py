@@ -290,8 +290,8 @@ def make_stage(plan: dict, rank: Rank, args: argparse.Namespace, sequence_parall
         else:
             stage = stage.to(rank.device)
         try:
-            if rank.ep > 1:
-                shard_experts(stage, rank.ep_mesh, rank.ep)
+            if rank.ep > 1 or (rank.tp > 1 and has_fused_experts(stage)):  # codegen/runtime_ep.py
+                shard_experts(stage, rank.ep_mesh, rank.ep, rank.mesh["tp"])
             parts.append(apply_tp(stage, rank.mesh["tp"], plan["heads"], plan["kv_heads"], sequence_parallel))
         except ValueError as exc:
             raise PlanError(str(exc)) from None
@@ -422,7 +422,7 @@ def run(plan: dict, args: argparse.Namespace) -> dict:
         result["train_s"] = timed[len(timed) // 2]  # median: robust to other load on the host
         result["loss"] = [float(v) for v in losses] if losses[0] is not None else None
         result["params"] = full_state(model)
-        if rank.ep > 1:
+        if rank.ep > 1 or rank.tp > 1:
             gather_expert_state(model, result["params"], hf_name)
     return result
 
@@ -462,7 +462,7 @@ def main(plan: dict, argv: list[str] | None = None) -> int:
 # codegen/runtime_pipeline.py, stages of different tp in codegen/runtime_hetero.py; a generated
 # run_plan.py has them inlined below
 if __name__ == "codegen.runtime":
-    from codegen.runtime_ep import apply_ep_dp, ep_mesh, gather_expert_state, shard_experts
+    from codegen.runtime_ep import apply_ep_dp, ep_mesh, gather_expert_state, has_fused_experts, shard_experts
     from codegen.runtime_hetero import (
         hetero_dp,
         hetero_layout,
@@ -501,34 +501,94 @@ class _ScaleGrad(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
+class _ToTensorParallel(torch.autograd.Function):
+    """Identity forward; the gradient is summed over the tp group (Megatron's f operator)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:
+        ctx.group = group
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+class _FromTensorParallel(torch.autograd.Function):
+    """Sum over the tp group forward; identity backward (Megatron's g operator)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:
+        x = x.contiguous().clone()
+        dist.all_reduce(x, group=group)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+def tp_slice_experts(gate_up: torch.Tensor, down: torch.Tensor, tp: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank t's slice of fused experts (gate_up [E, 2I, H]: gate rows, then up rows; down [E, H, I]).
+
+    >>> g, d = tp_slice_experts(torch.arange(8.).view(1, 4, 2), torch.arange(4.).view(1, 2, 2), 2, 1)
+    >>> g.flatten().tolist(), d.flatten().tolist()
+    ([2.0, 3.0, 6.0, 7.0], [1.0, 3.0])
+    """
+    inter = down.shape[-1]
+    width = inter // tp
+    gate, up = gate_up[:, t * width:(t + 1) * width], gate_up[:, inter + t * width:inter + (t + 1) * width]
+    return torch.cat([gate, up], 1), down[:, :, t * width:(t + 1) * width]
+
+
 class ExpertShard(nn.Module):
-    """This rank's E/ep experts of a fused experts module (gate_up_proj [E, 2I, H], down_proj [E, H, I]).
+    """This rank's E/ep experts of a fused experts module (gate_up_proj [E, 2I, H], down_proj [E, H, I]),
+    each sliced 1/tp over the intermediate dimension when tp > 1 (module docstring).
 
     Called like the module it replaces: forward(hidden [T, H], top_k_index [T, k], top_k_weights [T, k]).
     """
 
-    def __init__(self, experts: nn.Module, group, ep: int, index: int):
+    def __init__(self, experts: nn.Module, group, ep: int, index: int, tp_group=None, tp: int = 1, tp_index: int = 0):
         super().__init__()
-        total = experts.gate_up_proj.shape[0]
+        total, inter = experts.gate_up_proj.shape[0], experts.down_proj.shape[-1]
+        if inter % tp:
+            raise ValueError(f"tp={tp} does not divide the experts' intermediate size {inter}; re-plan with a tp "
+                             f"dividing it")
         self.per_rank, self.ep, self.group = total // ep, ep, group
+        self.tp, self.tp_group, self.tp_index = tp, tp_group, tp_index
         lo, hi = index * self.per_rank, (index + 1) * self.per_rank
         self.first = lo
-        self.gate_up_proj = nn.Parameter(experts.gate_up_proj.detach()[lo:hi].clone())
-        self.down_proj = nn.Parameter(experts.down_proj.detach()[lo:hi].clone())
+        gate_up, down = tp_slice_experts(experts.gate_up_proj.detach()[lo:hi], experts.down_proj.detach()[lo:hi],
+                                         tp, tp_index)
+        self.gate_up_proj = nn.Parameter(gate_up.clone())
+        self.down_proj = nn.Parameter(down.clone())
         self.act_fn = experts.act_fn
 
-    def forward(self, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
-        k = top_k_index.shape[1]
-        flat = top_k_index.reshape(-1)
-        order = torch.argsort(flat, stable=True)  # (token, expert) pairs grouped by expert, hence by rank
-        expert, token = flat[order], order // k
+    def _route(self, expert: torch.Tensor):
+        """(send splits, receive splits, expert of each received row) over the ep group."""
+        if self.ep == 1:
+            return [expert.numel()], [expert.numel()], expert
         send = torch.bincount(expert // self.per_rank, minlength=self.ep)
         recv = torch.empty_like(send)
         dist.all_to_all_single(recv, send, group=self.group)
         send_splits, recv_splits = send.tolist(), recv.tolist()
         got = torch.empty(sum(recv_splits), dtype=expert.dtype, device=expert.device)
         dist.all_to_all_single(got, expert, recv_splits, send_splits, group=self.group)
-        x = _exchange(hidden[token], recv_splits, send_splits, self.group)
+        return send_splits, recv_splits, got
+
+    def forward(self, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
+        k = top_k_index.shape[1]
+        flat = top_k_index.reshape(-1)
+        order = torch.argsort(flat, stable=True)  # (token, expert) pairs grouped by expert, hence by rank
+        expert, token = flat[order], order // k
+        send_splits, recv_splits, got = self._route(expert)
+        if self.tp > 1:
+            hidden = _ToTensorParallel.apply(hidden, self.tp_group)
+        x = hidden[token]
+        if self.ep > 1:
+            x = _exchange(x, recv_splits, send_splits, self.group)
         gate_up = _ScaleGrad.apply(self.gate_up_proj, 1.0 / self.ep)  # see the module docstring
         down = _ScaleGrad.apply(self.down_proj, 1.0 / self.ep)
         perm = torch.argsort(got, stable=True)  # received rows grouped by local expert
@@ -541,7 +601,9 @@ class ExpertShard(nn.Module):
             pieces.append(part)
         # y always depends on x (even with no rows), so every rank runs both all-to-alls' backward
         y = torch.cat(pieces)[torch.argsort(perm)]
-        back = _exchange(y, send_splits, recv_splits, self.group)
+        back = _exchange(y, send_splits, recv_splits, self.group) if self.ep > 1 else y
+        if self.tp > 1:  # partial sums over the intermediate slices: whole before the routing weights apply
+            back = _FromTensorParallel.apply(back, self.tp_group)
         weighted = back * top_k_weights.reshape(-1)[order].unsqueeze(1)
         return torch.zeros_like(hidden).index_add(0, token, weighted.to(hidden.dtype))
 
@@ -556,16 +618,25 @@ def ep_mesh(plan: dict, device_type: str):
                       mesh_dim_names=("pp", "edp", "ep", "tp"))
 
 
-def shard_experts(stage: nn.Module, mesh, ep: int) -> None:
-    """Replace every block's `mlp.experts` by this rank's ExpertShard (in place)."""
-    index = int(mesh.get_coordinate()[2])
-    group = mesh["ep"].get_group()
+def has_fused_experts(stage: nn.Module) -> bool:
+    return any(hasattr(getattr(getattr(layer, "mlp", None), "experts", None), "gate_up_proj")
+               for layer in stage.layers.values())
+
+
+def shard_experts(stage: nn.Module, mesh, ep: int, tp_mesh=None) -> None:
+    """Replace every block's `mlp.experts` by this rank's ExpertShard (in place): E/ep experts over the
+    ep mesh (None when ep = 1), each sliced over `tp_mesh` when it has more than one rank."""
+    index = int(mesh.get_coordinate()[2]) if ep > 1 else 0
+    group = mesh["ep"].get_group() if ep > 1 else None
+    tp = tp_mesh.size() if tp_mesh is not None else 1
+    tp_group = tp_mesh.get_group() if tp > 1 else None
+    tp_index = int(tp_mesh.get_local_rank()) if tp > 1 else 0
     for layer in stage.layers.values():
         experts = getattr(getattr(layer, "mlp", None), "experts", None)
         if experts is None or not hasattr(experts, "gate_up_proj"):
             raise ValueError(f"expert parallelism needs Mixtral-style fused experts (mlp.experts.gate_up_proj); "
                              f"{type(getattr(layer, 'mlp', layer)).__name__} has none")
-        layer.mlp.experts = ExpertShard(experts, group, ep, index)
+        layer.mlp.experts = ExpertShard(experts, group, ep, index, tp_group, tp, tp_index)
 
 
 def apply_ep_dp(stage: nn.Module, mesh, dp_mesh, zero_stage: int) -> nn.Module:
@@ -580,17 +651,27 @@ def apply_ep_dp(stage: nn.Module, mesh, dp_mesh, zero_stage: int) -> nn.Module:
     return fully_shard(stage, mesh=dp_mesh, reshard_after_forward=reshard)
 
 
+def _gather(local: torch.Tensor, parts: int, group, dim: int) -> torch.Tensor:
+    if parts == 1:
+        return local
+    pieces = [torch.empty_like(local) for _ in range(parts)]
+    dist.all_gather(pieces, local.contiguous(), group=group)
+    return torch.cat(pieces, dim)
+
+
 def gather_expert_state(model: nn.Module, state: dict, hf_name) -> dict:
-    """Replace this rank's expert slices in `state` (Hugging Face names) by all experts (collective)."""
+    """Replace this rank's expert slices in `state` (Hugging Face names) by all experts (collective):
+    the tp slices are joined first (gate rows, up rows, down columns), then the ep groups' experts."""
     for name, module in model.named_modules():
         if not isinstance(module, ExpertShard):
             continue
-        for pname in ("gate_up_proj", "down_proj"):
-            key = hf_name(f"{name}.{pname}".removeprefix("module."))
-            local = state[key].to(module.gate_up_proj.device).contiguous()
-            parts = [torch.empty_like(local) for _ in range(module.ep)]
-            dist.all_gather(parts, local, group=module.group)
-            state[key] = torch.cat(parts).cpu()
+        keys = {p: hf_name(f"{name}.{p}".removeprefix("module.")) for p in ("gate_up_proj", "down_proj")}
+        device = module.gate_up_proj.device
+        gate, up = state[keys["gate_up_proj"]].to(device).chunk(2, dim=1)
+        gate_up = torch.cat([_gather(gate, module.tp, module.tp_group, 1), _gather(up, module.tp, module.tp_group, 1)], 1)
+        down = _gather(state[keys["down_proj"]].to(device), module.tp, module.tp_group, 2)
+        state[keys["gate_up_proj"]] = _gather(gate_up, module.ep, module.group, 0).cpu()
+        state[keys["down_proj"]] = _gather(down, module.ep, module.group, 0).cpu()
     return state
 
 
