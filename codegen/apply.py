@@ -49,6 +49,9 @@ def apply_plan(plan, module: nn.Module, mesh=None, train: bool = True) -> Applie
     import torch.distributed as dist
 
     data = plan.to_dict() if hasattr(plan, "to_dict") else plan
+    if (data.get("decision") or {}).get("kind") == "fleet":
+        raise UserError("a fleet plan runs on serving engines, not in a torchrun worker; `planner codegen` writes "
+                        "its launch scripts")
     rt = build_context(data)["runtime"]
     if rt["hetero_tp"]:
         raise UserError(f"the plan's stages use different tp ({rt['layout']}), which needs the generated program's "

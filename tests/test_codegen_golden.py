@@ -113,7 +113,10 @@ def test_same_plan_gives_identical_bytes():
 
 def test_emitted_python_passes_ruff_and_compiles(tmp_path):
     for case in PLANS:
-        text = render_plan(_plan(case))["run_plan.py"]
+        files = render_plan(_plan(case))
+        if "run_plan.py" not in files:  # a fleet plan compiles to serving scripts only
+            continue
+        text = files["run_plan.py"]
         compile(text, f"{case}/run_plan.py", "exec")
         (tmp_path / f"{case}.py").write_text(text)
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--line-length", "130", str(tmp_path)],
@@ -238,3 +241,25 @@ def test_mixed_tp_plan_generates_per_stage_meshes_and_apply_plan_points_to_it():
     assert [st["tp"] for st in runtime["stages"]] == [2, 1, 1]
     with pytest.raises(UserError, match=r"run `planner codegen` and its run_plan\.py"):
         apply_plan(plan, torch.nn.Linear(2, 2))
+
+
+def test_fleet_plan_compiles_to_scripts_per_configuration_and_a_routing_table():
+    """Each bought (GPU type, tp) configuration gets a vLLM and an SGLang script with documented options and
+    the fleet's chunked-prefill budget; the README's routing shares of every bucket sum to 100%."""
+    plan = _plan("serve_fleet")
+    files = render_plan(plan)
+    configs = plan["decision"]["instances"]
+    scripts = sorted(n for n in files if n.endswith(".sh"))
+    assert len(scripts) == 2 * len(configs) and "run_plan.py" not in files
+    for name in scripts:
+        flags = _flags(files[name])
+        assert flags <= (VLLM_OPTIONS if "vllm" in name else SGLANG_OPTIONS), name
+        assert "2048" in files[name]  # chunked(budget=2048), the policy the fleet was profiled with
+    for inst in configs:
+        slug = inst["config"].lower().replace(" ", "_")
+        assert f"--tensor-parallel-size {inst['tp']}" in files[f"serve_vllm_{slug}.sh"]
+    rows = [line for line in files["README.md"].splitlines() if line.startswith("| prompt")]
+    assert len(rows) == len(plan["profile"]["buckets"])
+    for row in rows:
+        shares = [int(cell.strip().rstrip("%")) for cell in row.strip("|").split("|")[3:]]
+        assert sum(shares) in (0, 100), row
