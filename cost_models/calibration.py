@@ -12,7 +12,9 @@ otherwise. Peak and efficiency only enter as a product for GEMMs, so `peak` is p
 of the detected datasheet-style peak and the best measured GEMM rate, and `bandwidth` to the best
 measured streaming rate; the fractions are fitted against those. The GEMM sweep is a full
 m x n x k grid, so its measured efficiencies are also kept as `gemm_table` (`gemm_table()`), which
-the cost model interpolates instead of the fitted curve. The all-reduce points give the
+the cost model interpolates instead of the fitted curve; on CPUs a second grid timed in a shuffled
+sequence of shapes (`gemm_table_streaming`) prices models whose weights outgrow the last-level cache
+(`streaming_above_bytes`), see `microbench.bench_gemm`. The all-reduce points give the
 loopback link (t = 2 x latency + overhead + S / bus bandwidth for two ranks, `comm` = 1).
 
 The profile is a device profile (top-level `device:`, read by `load_device_profile`) and at the same
@@ -45,6 +47,7 @@ from cost_models.microbench import (
     bench_gemm,
     bench_memory,
     bench_overhead,
+    last_level_cache_bytes,
 )
 from ir.errors import UserError
 
@@ -146,8 +149,10 @@ def fit(points: list[Point], detected_peak: float, execution: str = "eager") -> 
     start = Efficiency(gemm_max=max(gemm_rates, default=0.5 * peak) / peak, gemm_half_m=16.0,
                        gemm_half_nk=64.0, attention_max=0.3, attention_half_m=16.0, memory=1.0,
                        kernel_overhead_s=overhead, comm=1.0)
-    gemms = [p for p in kernels if p.kind == "gemm"]
+    gemms = [p for p in kernels if p.kind == "gemm" and p.regime == "resident"]
+    kernels = [p for p in kernels if not (p.kind == "gemm" and p.regime == "streaming")]
     table = gemm_table(gemms, peak, overhead)
+    streaming = gemm_table([p for p in points if p.kind == "gemm" and p.regime == "streaming"], peak, overhead)
     if table:  # streaming, attention and overhead from their own points; the curve only extends the table
         others = [p for p in kernels if p.kind != "gemm"]
         eff = _coordinate_search(others, peak, bandwidth, start, execution, names=("attention_max", "attention_half_m", "memory"))
@@ -157,7 +162,8 @@ def fit(points: list[Point], detected_peak: float, execution: str = "eager") -> 
     errors: dict[str, list[float]] = {}
     for p in kernels:
         errors.setdefault(p.kind, []).append(abs(predict(p, peak, bandwidth, eff, execution) / p.seconds - 1.0))
-    eff = replace(eff, gemm_table=table)
+    eff = replace(eff, gemm_table=table, gemm_table_streaming=streaming,
+                  streaming_above_bytes=last_level_cache_bytes() / 2 if streaming else None)
     eager = [p for p in points if p.kind == "eager_op"]
     if eager:
         eff = replace(eff, **eager_costs(eager))

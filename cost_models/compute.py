@@ -48,6 +48,7 @@ class ExecConfig:
     tp: int = 1
     execution: str = "fused"  # "fused" (serving/training engines) or "eager" (plain PyTorch)
     sequence_parallel: bool = False
+    streaming_weights: bool = False  # weights per device outgrow the cache (Efficiency.gemm_table_streaming)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def op_time(op: OpNode, work: OpWork, device, eff: Efficiency, cfg: ExecConfig) 
     flops = work.flops / split
     if work.gemm_mnk is not None:
         m, n, k = work.gemm_mnk  # m is rows per expert for MoE GEMMs
-        e = gemm_efficiency(eff, m, n / split, k, cfg.execution)
+        e = gemm_efficiency(eff, m, n / split, k, cfg.execution, cfg.streaming_weights)
     elif op.kind == "attention":
         e = eff.attention(work.query_len if cfg.execution == "eager" and work.query_len else _query_rows(op, work))
     else:
@@ -124,7 +125,8 @@ def _overhead(eff: Efficiency, cfg: ExecConfig, work: OpWork) -> float:
     return eff.kernel_overhead_s
 
 
-def gemm_efficiency(eff: Efficiency, m: float, n: float, k: float, execution: str = "fused") -> float:
+def gemm_efficiency(eff: Efficiency, m: float, n: float, k: float, execution: str = "fused",
+                    streaming: bool = False) -> float:
     """Fraction of peak of an m x k @ k x n GEMM; eager single-row products (m = 1) run as BLAS
     GEMV, which streams the weights without the small-m GEMM penalty (they end up memory-bound).
 
@@ -134,7 +136,7 @@ def gemm_efficiency(eff: Efficiency, m: float, n: float, k: float, execution: st
     """
     if execution == "eager" and m <= 1 and not eff.gemm_table:  # a measured table holds m = 1 itself
         return eff.gemm(m, n, k) * (m + eff.gemm_half_m) / max(m, 1e-9)
-    return eff.gemm(m, n, k)
+    return eff.gemm(m, n, k, streaming)
 
 
 def _captured_bytes(op: OpNode) -> float:

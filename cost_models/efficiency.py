@@ -22,6 +22,10 @@ kernels achieve, and they are what `planner calibrate` measures and fits on a us
   last-level cache (a 50257 x 768 vocabulary projection reaches about 60% of the rate of a
   768 x 768 one on a 32 MiB-L3 host), which no closed-form curve captures; beyond the grid's m
   range the curve's m-dependence extends the table, and n, k are clamped to the grid.
+  `gemm_table_streaming` is the same grid timed in a shuffled sequence of shapes; it prices the GEMMs
+  of models whose weights per device exceed `streaming_above_bytes` (half the last-level cache: a
+  cyclic pass over a working set near the cache size thrashes it, and a VM shares its host's cache),
+  whose layers' GEMMs evict each other's operands (see `microbench.bench_gemm`).
 
 Values for GPUs are fitted to the kernel, layer and collective rows of the published measurement
 set (`benchmarks/bench_validation.py` refits and reports them); a calibrated profile overrides
@@ -51,13 +55,15 @@ class Efficiency:
     comm: float = 0.80
     source: str = ""
     gemm_table: tuple[tuple[float, float, float, float], ...] = ()  # (m, n, k, efficiency), a full grid
+    gemm_table_streaming: tuple[tuple[float, float, float, float], ...] = ()  # the grid in a shape sequence
+    streaming_above_bytes: float | None = None  # weights per device above which the streaming grid applies
     attention_half_m: float | None = None  # the attention curve's own half point (None: gemm_half_m)
     decode_overhead_s: float | None = None  # eager: per-op cost inside a decode step (None: kernel_overhead_s)
     view_overhead_s: float | None = None  # eager: cost of a view op (no kernel; None: the per-op cost)
     call_overhead_s: float | None = None  # eager: fixed cost of one prefill forward call (None: 0)
     decode_call_overhead_s: float | None = None  # eager: fixed cost of one decode-step call (None: 0)
 
-    def gemm(self, m: float, n: float, k: float) -> float:
+    def gemm(self, m: float, n: float, k: float, streaming: bool = False) -> float:
         """Fraction of peak reached by an m x k @ k x n GEMM.
 
         >>> round(Efficiency().gemm(4096, 4096, 4096), 3), round(Efficiency().gemm(1, 4096, 4096), 3)
@@ -66,8 +72,10 @@ class Efficiency:
         >>> round(t.gemm(2, 8, 8), 3), round(t.gemm(4, 512, 8), 3), round(t.gemm(4, 16, 8), 3)
         (0.173, 0.4, 0.33)
         """
+        if streaming and self.gemm_table_streaming:
+            return _table_gemm(self, m, n, k, self.gemm_table_streaming)
         if self.gemm_table:
-            return _table_gemm(self, m, n, k)
+            return _table_gemm(self, m, n, k, self.gemm_table)
         return self._curve(m, n, k)
 
     def _curve(self, m: float, n: float, k: float) -> float:
@@ -86,13 +94,14 @@ class Efficiency:
     def to_dict(self) -> dict:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for optional in ("attention_half_m", "decode_overhead_s", "view_overhead_s", "call_overhead_s",
-                         "decode_call_overhead_s"):
+                         "decode_call_overhead_s", "streaming_above_bytes"):
             if values[optional] is None:
                 values.pop(optional)
-        if not self.gemm_table:
-            values.pop("gemm_table")
-        else:
-            values["gemm_table"] = [list(row) for row in self.gemm_table]
+        for table in ("gemm_table", "gemm_table_streaming"):
+            if not getattr(self, table):
+                values.pop(table)
+            else:
+                values[table] = [list(row) for row in getattr(self, table)]
         return values
 
 
@@ -113,9 +122,9 @@ def _bracket(axis: list[float], x: float) -> tuple[float, float, float]:
     return lo, hi, math.log(x / lo) / math.log(hi / lo)
 
 
-def _table_gemm(eff: Efficiency, m: float, n: float, k: float) -> float:
-    """Trilinear interpolation of the measured grid in log m, log n, log k (see the module docstring)."""
-    ms, ns, ks, cells = _grid(eff.gemm_table)
+def _table_gemm(eff: Efficiency, m: float, n: float, k: float, table) -> float:
+    """Trilinear interpolation of a measured grid in log m, log n, log k (see the module docstring)."""
+    ms, ns, ks, cells = _grid(table)
     m_in = min(max(m, ms[0]), ms[-1])
     scale = eff._curve(m, n, k) / max(eff._curve(m_in, n, k), 1e-12)  # the curve's m-trend outside the grid
     total = 0.0
@@ -182,8 +191,9 @@ def default_efficiency(device) -> Efficiency:
     """The efficiency for a DeviceSpec: a calibrated profile's, else the family default."""
     calibrated = getattr(device, "efficiency", None)
     if calibrated:
-        table = tuple(tuple(row) for row in calibrated.get("gemm_table", ()))
-        return Efficiency(**{**calibrated, "gemm_table": table})
+        tables = {name: tuple(tuple(row) for row in calibrated.get(name, ()))
+                  for name in ("gemm_table", "gemm_table_streaming")}
+        return Efficiency(**{**calibrated, **tables})
     if getattr(device, "kind", "gpu") == "cpu":
         return _CPU_DEFAULT
     for family, eff in _FAMILY.items():
@@ -203,8 +213,8 @@ def efficiency_from_mapping(data: dict, origin: str) -> Efficiency:
         if key == "source":
             values[key] = str(value)
             continue
-        if key == "gemm_table":
-            values[key] = _table_from_yaml(value, origin)
+        if key in ("gemm_table", "gemm_table_streaming"):
+            values[key] = _table_from_yaml(value, origin, key)
             continue
         try:
             values[key] = float(value)
@@ -215,12 +225,12 @@ def efficiency_from_mapping(data: dict, origin: str) -> Efficiency:
     return Efficiency(**values)
 
 
-def _table_from_yaml(value, origin: str) -> tuple:
+def _table_from_yaml(value, origin: str, key: str = "gemm_table") -> tuple:
     try:
         rows = tuple(tuple(float(x) for x in row) for row in value)
     except (TypeError, ValueError):
-        raise UserError(f"{origin}: efficiency.gemm_table must be a list of [m, n, k, efficiency] rows") from None
+        raise UserError(f"{origin}: efficiency.{key} must be a list of [m, n, k, efficiency] rows") from None
     if not rows or any(len(row) != 4 or min(row) <= 0 for row in rows) or not table_is_grid(rows):
-        raise UserError(f"{origin}: efficiency.gemm_table must list positive [m, n, k, efficiency] rows for every "
+        raise UserError(f"{origin}: efficiency.{key} must list positive [m, n, k, efficiency] rows for every "
                         f"combination of its m, n and k values; re-run `planner calibrate`")
     return rows

@@ -97,9 +97,12 @@ def make_context(graph: Graph, cluster, options: Options, device=None) -> Contex
     """The context of an estimate; `device` pins it to one device type (a pipeline stage's)."""
     device = device or slowest_device(cluster)
     eff = default_efficiency(device)
+    weights_per_device = graph.param_count * WEIGHT_BYTES[options.weight_dtype or options.dtype] / (options.tp * options.pp)
     cfg = ExecConfig(dtype=options.dtype, weight_dtype=options.weight_dtype or options.dtype, tp=options.tp,
                      execution="eager" if device.kind == "cpu" else "fused",
-                     sequence_parallel=options.sequence_parallel)
+                     sequence_parallel=options.sequence_parallel,
+                     streaming_weights=eff.streaming_above_bytes is not None
+                     and weights_per_device > eff.streaming_above_bytes)
     node = next((n for n in cluster.nodes if n.device == device), cluster.nodes[0])
     inside = options.tp * options.pp <= node.devices_per_node
     dp_group = group_of(cluster, options.dp, options.tp * options.pp)

@@ -71,6 +71,29 @@ def test_fit_recovers_known_parameters():
     assert result.eff.attention_max == pytest.approx(0.4, rel=0.1)
 
 
+def test_streaming_grid_prices_models_whose_weights_outgrow_the_cache(profile_path, tmp_path):
+    """A profile with a second, slower GEMM grid (timed in a shuffled sequence of shapes) uses it only for
+    models whose weights per device exceed `streaming_above_bytes`; a malformed grid is one line."""
+    import yaml
+
+    data = yaml.safe_load(profile_path.read_text())
+    eff = data["device"]["efficiency"]
+    assert eff.get("gemm_table") and "gemm_table_streaming" not in eff  # quick calibrations time one regime
+    eff["gemm_table_streaming"] = [[m, n, k, e / 2] for m, n, k, e in eff["gemm_table"]]
+    eff["streaming_above_bytes"] = 50e6
+    slow = tmp_path / "streaming.yaml"
+    slow.write_text(yaml.safe_dump(data))
+
+    def tpot(model, path):
+        return planner.estimate(model, str(path), "decode", batch=8, input_len=64, dtype="fp32")["tpot_s"]
+
+    assert tpot("gpt2", slow) > 1.2 * tpot("gpt2", profile_path)  # 500 MB of fp32 weights: streaming
+    assert tpot("tiny-llama", slow) == tpot("tiny-llama", profile_path)  # a few MB: resident
+    eff["gemm_table_streaming"] = [[1, 2, 3]]
+    slow.write_text(yaml.safe_dump(data))
+    assert main(["estimate", "gpt2", "--cluster", str(slow)]) == 2
+
+
 def test_eager_costs_separate_a_forward_calls_fixed_cost_from_its_ops():
     """References at two depths: the fit finds the per-call set-up cost besides the per-op costs, and the
     estimate of a deeper model then grows by the ops only (no intercept folded into the per-op cost)."""
