@@ -14,6 +14,7 @@ No CP-SAT type leaves this module.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from ortools.sat.python import cp_model
 
@@ -56,8 +57,10 @@ def _build(inst: GroupingInstance, segs: list[tuple[int, int]]):
     return model, cut
 
 
-def solve_cpsat(inst: GroupingInstance, config: GroupingConfig | None = None) -> GroupingSolution:
-    """Optimal grouping by CP-SAT, warm-started (and backed) by the exact min-max answer.
+def solve_cpsat(inst: GroupingInstance, config: GroupingConfig | None = None,
+                prior_cuts: tuple[int, ...] | None = None) -> GroupingSolution:
+    """Optimal grouping by CP-SAT, warm-started (and backed) by the exact min-max answer, or by
+    `prior_cuts` (a previous plan's grouping) when those are feasible here and score better.
 
     >>> inst = GroupingInstance(((4, 4, 4, 4), (1, 1, 1, 1)), ((1,) * 4,) * 2, (10, 10), (0, 0), 8)
     >>> s = solve_cpsat(inst)
@@ -67,6 +70,10 @@ def solve_cpsat(inst: GroupingInstance, config: GroupingConfig | None = None) ->
     config = config or GroupingConfig()
     started = time.perf_counter()
     hint = solve_minmax(inst)
+    prior = inst.objective(prior_cuts) if prior_cuts and len(prior_cuts) == inst.num_stages + 1 \
+        and prior_cuts[0] == 0 and prior_cuts[-1] == inst.num_layers else None
+    if prior is not None and (hint.objective_us is None or prior < hint.objective_us):
+        hint = replace(hint, cuts=tuple(prior_cuts), objective_us=prior)
     if inst.num_layers < inst.num_stages:
         return GroupingSolution(None, None, None, "infeasible", "cp-sat", time.perf_counter() - started)
     model, cut = _build(inst, segments(inst))

@@ -55,6 +55,7 @@ class SearchResult:
     uniform_best: TrainCandidate | None = None  # best even split with one tp for all stages (Megatron-style)
     uniform_per_group_tp: TrainCandidate | None = None  # best even split when tp may differ per node group
     interrupted: bool = False  # Ctrl-C stopped the search: `ranked` holds the best found so far
+    warm_start: bool = False  # a previous plan's layout was among the candidates (evaluated first)
 
 
 class _Evaluator:
@@ -141,8 +142,12 @@ def _extra_s(ev: _Evaluator, cand: TrainCandidate, ctxs, inst: GroupingInstance,
 
 
 def search_training(graph: Graph, cluster, *, batch: int, seq: int, dtype: str = "bf16",
-                    fixed: dict | None = None, top_k: int = 5, refine_s: float = 2.0) -> SearchResult:
-    """Rank training layouts by predicted step time; see the module docstring for the rules."""
+                    fixed: dict | None = None, top_k: int = 5, refine_s: float = 2.0,
+                    warm: dict | None = None) -> SearchResult:
+    """Rank training layouts by predicted step time; see the module docstring for the rules.
+
+    `warm`: a previous training plan's decision (re-targeting): its layout is evaluated first, so an
+    interrupted search has it, and its stage cuts seed CP-SAT's refinement of that layout."""
     fixed = fixed or {}
     _check_fixed_ep(graph, fixed.get("ep"))
     ev = _Evaluator(graph, cluster, batch, seq, dtype)
@@ -152,7 +157,7 @@ def search_training(graph: Graph, cluster, *, batch: int, seq: int, dtype: str =
     uniform: dict[bool, TrainCandidate] = {}
     interrupted = False
     try:
-        evaluated, pruned, tightest = _scan(ev, graph, cluster, batch, fixed, ranked, uniform)
+        evaluated, pruned, tightest = _scan(ev, graph, cluster, batch, fixed, ranked, uniform, warm)
     except KeyboardInterrupt:
         if not ranked:
             raise
@@ -163,10 +168,30 @@ def search_training(graph: Graph, cluster, *, batch: int, seq: int, dtype: str =
                         f"{_describe_fixed(fixed) or 'the batch'}: tp must divide the attention and KV heads and fit a "
                         f"node, dp x tp x pp must not exceed the devices, ep must divide dp, and the batch ({batch}) must split "
                         f"into dp x microbatch x at least pp microbatches; change the fixed degrees or --batch")
+    matched = any(_same_layout(c, warm) for c in ranked)
     ranked.sort(key=lambda c: (c.objective_us, c.label()))
     if not interrupted:
-        ranked = _refine(ev, ranked, top_k, refine_s)
-    return SearchResult(ranked[:top_k], evaluated, pruned, tightest, uniform.get(True), uniform.get(False), interrupted)
+        ranked = _refine(ev, ranked, top_k, refine_s, warm)
+    return SearchResult(ranked[:top_k], evaluated, pruned, tightest, uniform.get(True), uniform.get(False), interrupted,
+                        matched)
+
+
+def _same_layout(cand: TrainCandidate, warm: dict | None) -> bool:
+    """Whether `cand` has a previous decision's layout (degrees, per-stage tp, microbatching, recompute, ZeRO)."""
+    if not warm or warm.get("kind") != "train":
+        return False
+    stage_tp = tuple(int(s.get("tp", 1)) for s in sorted(warm.get("stages") or [], key=lambda s: s["stage"]))
+    return (cand.dp, cand.stage_tp, cand.microbatch_size, cand.recompute, cand.zero_stage, cand.ep) == (
+        warm.get("dp"), stage_tp, warm.get("microbatch_size"), warm.get("recompute"), warm.get("zero_stage"),
+        warm.get("ep", 1))
+
+
+def _warm_cuts(warm: dict) -> tuple[int, ...] | None:
+    """A previous decision's stage cuts (graph-layer positions), None for interleaved plans."""
+    stages = sorted(warm.get("stages") or [], key=lambda s: s["stage"])
+    if not stages or warm.get("virtual_stages", 1) > 1:
+        return None
+    return (*(s["layers"][0] for s in stages), stages[-1]["layers"][1])
 
 
 def _check_fixed_ep(graph: Graph, ep: int | None) -> None:
@@ -185,11 +210,14 @@ def _describe_fixed(fixed: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(fixed.items()))
 
 
-def _scan(ev: _Evaluator, graph: Graph, cluster, batch: int, fixed: dict, ranked: list, uniform: dict):
-    """Evaluate every candidate into `ranked` (appended in place, so an interrupt keeps them)."""
+def _scan(ev: _Evaluator, graph: Graph, cluster, batch: int, fixed: dict, ranked: list, uniform: dict,
+          warm: dict | None = None):
+    """Evaluate every candidate into `ranked` (appended in place, so an interrupt keeps them); a warm
+    start's layout first."""
     evaluated = pruned = 0
     tightest: dict | None = None
-    for cand in candidates(graph, cluster, batch, fixed):
+    cands = sorted(candidates(graph, cluster, batch, fixed), key=lambda c: not _same_layout(c, warm))
+    for cand in cands:
         excess = lower_bound_excess(graph, cluster, cand)
         if excess > 0:
             pruned += 1
@@ -281,16 +309,19 @@ def _memory_excess(inst: GroupingInstance) -> int:
     return max(inst.stage_memory(k, cuts[k], cuts[k + 1]) - inst.capacity_bytes[k] for k in range(s))
 
 
-def _refine(ev: _Evaluator, ranked: list[TrainCandidate], top_k: int, budget_s: float) -> list[TrainCandidate]:
+def _refine(ev: _Evaluator, ranked: list[TrainCandidate], top_k: int, budget_s: float,
+            warm: dict | None = None) -> list[TrainCandidate]:
     """Heterogeneous candidates at the top get the exact CP-SAT grouping (min-max DP is only a
-    hint there, since stage speeds differ); homogeneous ones are already optimal."""
+    hint there, since stage speeds differ; a warm start's cuts are another); homogeneous ones are
+    already optimal."""
     out = []
     for cand in ranked[: max(top_k * 2, top_k)]:
         if len(cand.groups) == 1:
             out.append(cand)
             continue
         inst, ctxs = _instance(ev, cand)
-        sol = solve_cpsat(inst, GroupingConfig(time_limit_s=budget_s / max(top_k, 1)))
+        prior = _warm_cuts(warm) if _same_layout(cand, warm) and cand.virtual_stages == 1 else None
+        sol = solve_cpsat(inst, GroupingConfig(time_limit_s=budget_s / max(top_k, 1)), prior)
         score = to_us(sol.objective_us / 1e6 + _extra_s(ev, cand, ctxs, inst, sol.cuts))
         out.append(TrainCandidate(**{**cand.__dict__, "cuts": sol.cuts, "objective_us": score,
                                      "grouping_us": sol.objective_us, "bound_us": sol.bound_us,

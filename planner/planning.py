@@ -147,11 +147,13 @@ def _binding(pred: dict, decision: dict, batch: int) -> list[str]:
 
 
 def plan_training(model_ref: str, graph, cluster, cluster_spec: str, *, batch: int | None, seq_len: int | None,
-                  dtype: str, objective: str, fixed: dict, top_k: int = 5) -> Plan:
-    """Search, place and evaluate a training plan (see the module docstring)."""
+                  dtype: str, objective: str, fixed: dict, top_k: int = 5, warm_start: dict | None = None) -> Plan:
+    """Search, place and evaluate a training plan (see the module docstring); `warm_start` is a previous
+    training plan whose layout the search evaluates first and whose cuts seed CP-SAT."""
     batch, seq = default_train_shape(graph, cluster, batch, seq_len)
     started = time.perf_counter()
-    result = search_training(graph, cluster, batch=batch, seq=seq, dtype=dtype, fixed=fixed, top_k=top_k)
+    warm = (warm_start or {}).get("decision") if (warm_start or {}).get("inputs", {}).get("model") == model_ref else None
+    result = search_training(graph, cluster, batch=batch, seq=seq, dtype=dtype, fixed=fixed, top_k=top_k, warm=warm)
     if not result.ranked:
         from passes.training_offload import training_offload
 
@@ -181,7 +183,7 @@ def plan_training(model_ref: str, graph, cluster, cluster_spec: str, *, batch: i
         "solver": {"grouping": best.solver, "status": best.status, "objective_us": best.grouping_us,
                    "bound_us": best.bound_us, "gap": gap, "step_objective_us": best.objective_us,
                    "candidates_evaluated": result.evaluated, "interrupted": result.interrupted,
-                   "candidates_pruned": result.pruned},
+                   "candidates_pruned": result.pruned, "warm_start": result.warm_start},
         "alternatives": [{"layout": c.label(), "tokens_per_s": p["tokens_per_s"], "step_time_s": p["step_time_s"],
                           "slower_by": p["step_time_s"] / predicted["step_time_s"] - 1} for c, _, p in evaluated[1:]],
         "baselines": baselines, "binding_constraints": _binding(predicted, decision, batch),
@@ -249,7 +251,8 @@ def plan(model, cluster=None, workload: str = "chat", *, objective: str | None =
         fixed.update(_fixed_pipeline(schedule, virtual_stages, sequence_parallel))
         graph = planner.capture(model, seq_len=seq_len, dtype="bf16" if dtype == "fp8" else dtype)
         return plan_training(str(model), graph, cluster_obj, cluster_spec, batch=batch, seq_len=seq_len,
-                             dtype=dtype, objective=objective or "throughput", fixed=fixed)
+                             dtype=dtype, objective=objective or "throughput", fixed=fixed,
+                             warm_start=_plan_dict(warm_start))
     from planner.plan_infer import plan_inference
 
     return plan_inference(str(model), cluster_obj, cluster_spec, workload, objective=objective, batch=batch,

@@ -64,3 +64,20 @@ def test_cli_warm_start_from_a_bad_file_is_one_line(tmp_path, capsys):
     assert main(["plan", "llama-3-8b", "--cluster", "4xH100-SXM", "--warm-start", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.json" in err[0]
+
+
+def test_training_retarget_evaluates_the_previous_layout_first_and_seeds_cp_sat():
+    import planner
+    from passes.layer_grouping import GroupingInstance
+    from passes.layer_grouping_cpsat import solve_cpsat
+
+    old = planner.plan("llama-2-7b", "4xA100-SXM-80GB+4xH100-SXM", "train", batch=64, seq_len=4096)
+    assert old.to_dict()["solver"]["warm_start"] is False
+    new = old.retarget(batch=128)
+    fresh = planner.plan("llama-2-7b", "4xA100-SXM-80GB+4xH100-SXM", "train", batch=128, seq_len=4096)
+    assert new.to_dict()["solver"]["warm_start"] is True and new.verify() == []
+    assert new.predicted["tokens_per_s"] == pytest.approx(fresh.predicted["tokens_per_s"], rel=1e-9)
+    # a prior grouping better than the min-max hint is kept as CP-SAT's hint (and never loses to it)
+    inst = GroupingInstance(((4, 4, 4, 4), (1, 1, 1, 1)), ((1,) * 4,) * 2, (10, 10), (0, 0), 8)
+    assert solve_cpsat(inst, prior_cuts=(0, 1, 4)).objective_us == solve_cpsat(inst).objective_us == 35
+    assert solve_cpsat(inst, prior_cuts=(0, 9, 4)).cuts == (0, 1, 4)  # an invalid prior is ignored
