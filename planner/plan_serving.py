@@ -11,7 +11,7 @@ import numpy as np
 
 from cost_models.estimator import estimate_graph
 from cost_models.parallel_config import Options
-from cost_models.serving.deployment import CostCache, Deployment, simulate
+from cost_models.serving.deployment import Deployment, costs_for, simulate
 from cost_models.serving.metrics import ATTAINMENT, attainment, latencies, summarize
 from cost_models.serving.policies import Chunked, Disaggregated, Layered, PrefillFirst
 from cost_models.serving.workload import fixed as fixed_workload
@@ -69,29 +69,11 @@ def _deployment_of(decision: dict) -> Deployment:
     return Deployment(policy, tp=decision["tp"], pp=decision["pp"], replicas=decision["dp"])
 
 
-def serving_costs(graph, cluster, dtype: str, engine_profile: str | None = None) -> CostCache:
-    """Iteration costs of `graph` on `cluster`: the cost model's, or a measured engine profile's
-    (`cost_models.serving.engine_profile`) when one is named; the profile must be of this device."""
-    if not engine_profile:
-        return CostCache(graph, cluster, dtype)
-    from cost_models.serving.engine_profile import load_engine_profile
-
-    engine = load_engine_profile(engine_profile)
-    device = cluster.nodes[0].device.name
-    if engine.device != device:
-        raise UserError(f"engine profile {engine_profile!r} ({engine.engine}) was measured on {engine.device}; "
-                        f"the cluster has {device}: give a profile of {device} or drop --engine-profile")
-    if graph.model not in engine.fits:
-        raise UserError(f"engine profile {engine_profile!r} has no {graph.model}; it covers "
-                        f"{', '.join(sorted(engine.fits))}")
-    return CostCache(graph, cluster, dtype, engine=engine)
-
-
 def evaluate_serving(graph, cluster, decision: dict, dtype: str, costs=None, engine_profile: str | None = None) -> dict:
     """Predictions of a serving decision: memory from the estimator at the (decode) layout, latencies,
     throughput, energy and SLO attainment from one simulation of the deployment at `serving.rate_rps`."""
     s = decision["serving"]
-    costs = costs or serving_costs(graph, cluster, dtype, engine_profile)
+    costs = costs or costs_for(graph, cluster, dtype, engine_profile)
     d = _deployment_of(decision)
     w = _base_workload(s["workload"], s["requests"], s["seed"]).with_rate(s["rate_rps"])
     res = simulate(costs, d, w)
@@ -357,7 +339,7 @@ def plan_serving(graph, cluster, workload: str, *, model_ref, cluster_spec, slo,
     named = workload in SERVING or workload.endswith(".csv")
     source = workload if named and not fixed_lengths else f"fixed:{input_len}:{output_len}"
     w = _base_workload(source, SERVE_REQUESTS, SERVE_SEED)
-    costs = serving_costs(graph, cluster, dtype, engine_profile)
+    costs = costs_for(graph, cluster, dtype, engine_profile)
     cands = _candidates(graph, cluster, costs, fixed, w)
     if not cands:
         tried = [((tp, pp, 1), evaluate_inference(graph, cluster, {"phase": "serve", "tp": tp, "pp": pp, "dp": 1,

@@ -20,7 +20,7 @@ import numpy as np
 
 from cost_models.estimate_context import make_context
 from cost_models.parallel_config import Options
-from cost_models.serving.engine_profile import ProfiledIterationCost
+from cost_models.serving.engine_profile import ProfiledIterationCost, load_engine_profile
 from cost_models.serving.iteration_cost import IterationCost
 from cost_models.serving.policies import DecodeOnly, Disaggregated, PrefillFirst
 from cost_models.serving.simulator import SimResult, simulate_instance
@@ -100,6 +100,22 @@ class CostCache:
         other = CostCache(self.graph, self.cluster, self.dtype, self.efficiency, engine, self.model)
         other._bases = self._bases
         return other
+
+
+def costs_for(graph, cluster, dtype: str, engine_profile: str | None = None) -> CostCache:
+    """Iteration costs of `graph` on `cluster`: the cost model's, or a measured engine profile's
+    (`cost_models.serving.engine_profile`) when one is named; the profile must be of this device."""
+    if not engine_profile:
+        return CostCache(graph, cluster, dtype)
+    engine = load_engine_profile(engine_profile)
+    device = cluster.nodes[0].device.name
+    if engine.device != device:
+        raise UserError(f"engine profile {engine_profile!r} ({engine.engine}) was measured on {engine.device}; "
+                        f"the cluster has {device}: give a profile of {device} or drop --engine-profile")
+    if graph.model not in engine.fits:
+        raise UserError(f"engine profile {engine_profile!r} has no {graph.model}; it covers "
+                        f"{', '.join(sorted(engine.fits))}")
+    return CostCache(graph, cluster, dtype, engine=engine)
 
 
 def _merge(w: Workload, parts: list[tuple[np.ndarray, SimResult]], gpus: int) -> SimResult:
