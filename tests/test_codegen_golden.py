@@ -263,3 +263,14 @@ def test_fleet_plan_compiles_to_scripts_per_configuration_and_a_routing_table():
     for row in rows:
         shares = [int(cell.strip().rstrip("%")) for cell in row.strip("|").split("|")[3:]]
         assert sum(shares) in (0, 100), row
+
+
+@pytest.mark.parametrize("instances", [[], "x", [{"config": "L4 tp1"}], [{"config": "L4 tp1", "device": "L4", "tp": "a",
+                                                                        "instances": 1, "gpus": 1, "dollars_per_hour": 1}]])
+def test_malformed_fleet_plan_is_one_line_exit_2(instances, tmp_path, capsys):
+    plan = _plan("serve_fleet")
+    plan["decision"]["instances"] = instances
+    path = tmp_path / "fleet.json"
+    path.write_text(json.dumps(plan))
+    code, err = _cli(capsys, "codegen", str(path), "-o", str(tmp_path / "out"))
+    assert code == 2 and len(err) == 1 and "fleet plan" in err[0] and not (tmp_path / "out").exists()
