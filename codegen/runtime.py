@@ -445,6 +445,8 @@ def main(plan: dict, argv: list[str] | None = None) -> int:
     try:
         result = run(plan, args)
         report(plan, args, result)
+        if dist.is_initialized():
+            dist.barrier()  # every rank done before any tears its process group down (gloo aborts otherwise)
     except PlanError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -157,6 +157,7 @@ with torch.no_grad():
     diff = (applied.module(x) - ref(x).logits).abs().max().item()
 assert diff < 1e-4, diff
 print("max-abs-diff", diff, flush=True)
+dist.barrier()  # both ranks done before either tears its gloo pairs down (a peer closing early can abort)
 dist.destroy_process_group()
 """
 
