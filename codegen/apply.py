@@ -67,8 +67,7 @@ def apply_plan(plan, module: nn.Module, mesh=None, train: bool = True) -> Applie
     try:
         stage = runtime.Stage(module, blocks, embed, head)
         ep_mesh = runtime.ep_mesh(rt, device.type) if rt["ep"] > 1 else None  # experts split over dp replicas
-        if ep_mesh is not None or (mesh["tp"].size() > 1 and runtime.has_fused_experts(stage)):
-            runtime.shard_experts(stage, ep_mesh, rt["ep"], mesh["tp"])  # and sliced over tp
+        runtime.shard_experts(stage, ep_mesh, rt["ep"], mesh["tp"])  # and sliced over tp
         stage = runtime.apply_tp(stage, mesh["tp"], rt["heads"], rt["kv_heads"])
         if ep_mesh is not None and train:
             stage = runtime.apply_ep_dp(stage, ep_mesh, mesh["dp"], rt["zero_stage"])

@@ -112,8 +112,8 @@ def _stages(decision: dict, num_blocks: int) -> list[dict]:
         expected = b
     if expected != num_blocks + 2:
         raise UserError(f"plan stages end at layer {expected}, the model has {num_blocks + 2} layers; re-run `planner plan`")
+    dp = len(stages[0]["ranks"])
     for st in stages:
-        dp = len(stages[0]["ranks"])
         if len(st["ranks"]) != dp or any(len(row) != st["tp"] for row in st["ranks"]):
             raise UserError(f"plan stage {st['stage']} ranks do not form dp={dp} rows of its tp={st['tp']}; "
                             f"re-run `planner plan`")

@@ -25,7 +25,6 @@ RUNTIME = Path(__file__).parent / "runtime.py"
 # their docstring and imports, only serves the repository, where runtime.py imports them)
 RUNTIME_PARTS = tuple(Path(__file__).parent / f"runtime_{part}.py" for part in ("ep", "pipeline", "hetero"))
 INLINE_MARK = "\n# --- "  # a part's first section line, e.g. "# --- expert parallelism (codegen/runtime_ep.py) ---"
-EXECUTABLE = ("launch.sh", "serve_vllm.sh", "serve_sglang.sh")
 
 
 def _pyrepr(value) -> str:
@@ -90,7 +89,7 @@ def write_plan_dir(plan: dict, out_dir: str | Path) -> list[Path]:
     written = []
     for name, text in files.items():
         path = write_atomic(folder / name, text)
-        if name in EXECUTABLE or name.endswith(".sh"):
+        if name.endswith(".sh"):  # launch.sh and every engine launch script
             os.chmod(path, 0o755)
         written.append(path)
     return written

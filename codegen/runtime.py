@@ -287,8 +287,7 @@ def make_stage(plan: dict, rank: Rank, args: argparse.Namespace, sequence_parall
         else:
             stage = stage.to(rank.device)
         try:
-            if rank.ep > 1 or (rank.tp > 1 and has_fused_experts(stage)):  # codegen/runtime_ep.py
-                shard_experts(stage, rank.ep_mesh, rank.ep, rank.mesh["tp"])
+            shard_experts(stage, rank.ep_mesh, rank.ep, rank.mesh["tp"])  # codegen/runtime_ep.py
             parts.append(apply_tp(stage, rank.mesh["tp"], plan["heads"], plan["kv_heads"], sequence_parallel))
         except ValueError as exc:
             raise PlanError(str(exc)) from None
@@ -419,8 +418,7 @@ def run(plan: dict, args: argparse.Namespace) -> dict:
         result["train_s"] = timed[len(timed) // 2]  # median: robust to other load on the host
         result["loss"] = [float(v) for v in losses] if losses[0] is not None else None
         result["params"] = full_state(model)
-        if rank.ep > 1 or rank.tp > 1:
-            gather_expert_state(model, result["params"], hf_name)
+        gather_expert_state(model, result["params"], hf_name)  # whole experts back, if any were split
     return result
 
 
@@ -461,7 +459,7 @@ def main(plan: dict, argv: list[str] | None = None) -> int:
 # codegen/runtime_pipeline.py, stages of different tp in codegen/runtime_hetero.py; a generated
 # run_plan.py has them inlined below
 if __name__ == "codegen.runtime":
-    from codegen.runtime_ep import apply_ep_dp, ep_mesh, gather_expert_state, has_fused_experts, shard_experts
+    from codegen.runtime_ep import apply_ep_dp, ep_mesh, gather_expert_state, shard_experts
     from codegen.runtime_hetero import (
         hetero_dp,
         hetero_layout,

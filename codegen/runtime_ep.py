@@ -181,10 +181,13 @@ def has_fused_experts(stage: nn.Module) -> bool:
 
 def shard_experts(stage: nn.Module, mesh, ep: int, tp_mesh=None) -> None:
     """Replace every block's `mlp.experts` by this rank's ExpertShard (in place): E/ep experts over the
-    ep mesh (None when ep = 1), each sliced over `tp_mesh` when it has more than one rank."""
+    ep mesh (None when ep = 1), each sliced over `tp_mesh` when it has more than one rank. A no-op
+    without expert parallelism when tp is 1 or the stage has no fused experts."""
+    tp = tp_mesh.size() if tp_mesh is not None else 1
+    if ep == 1 and (tp == 1 or not has_fused_experts(stage)):
+        return
     index = int(mesh.get_coordinate()[2]) if ep > 1 else 0
     group = mesh["ep"].get_group() if ep > 1 else None
-    tp = tp_mesh.size() if tp_mesh is not None else 1
     tp_group = tp_mesh.get_group() if tp > 1 else None
     tp_index = int(tp_mesh.get_local_rank()) if tp > 1 else 0
     for layer in stage.layers.values():

@@ -41,6 +41,8 @@ from dataclasses import dataclass, fields, replace
 
 from ir.errors import UserError
 
+GEMM_TABLES = ("gemm_table", "gemm_table_streaming")  # measured grids, (m, n, k, efficiency) rows
+
 
 @dataclass(frozen=True)
 class Efficiency:
@@ -97,7 +99,7 @@ class Efficiency:
                          "decode_call_overhead_s", "streaming_above_bytes"):
             if values[optional] is None:
                 values.pop(optional)
-        for table in ("gemm_table", "gemm_table_streaming"):
+        for table in GEMM_TABLES:
             if not getattr(self, table):
                 values.pop(table)
             else:
@@ -191,8 +193,7 @@ def default_efficiency(device) -> Efficiency:
     """The efficiency for a DeviceSpec: a calibrated profile's, else the family default."""
     calibrated = getattr(device, "efficiency", None)
     if calibrated:
-        tables = {name: tuple(tuple(row) for row in calibrated.get(name, ()))
-                  for name in ("gemm_table", "gemm_table_streaming")}
+        tables = {name: tuple(tuple(row) for row in calibrated.get(name, ())) for name in GEMM_TABLES}
         return Efficiency(**{**calibrated, **tables})
     if getattr(device, "kind", "gpu") == "cpu":
         return _CPU_DEFAULT
@@ -213,7 +214,7 @@ def efficiency_from_mapping(data: dict, origin: str) -> Efficiency:
         if key == "source":
             values[key] = str(value)
             continue
-        if key in ("gemm_table", "gemm_table_streaming"):
+        if key in GEMM_TABLES:
             values[key] = _table_from_yaml(value, origin, key)
             continue
         try:

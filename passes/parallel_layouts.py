@@ -42,7 +42,6 @@ TP_DEGREES = (1, 2, 4, 8)
 VIRTUAL_STAGES = (2, 4)  # interleaved 1F1B chunks per rank tried (Narayanan et al. 2021, Sec. 2.2.2)
 
 
-
 def to_us(seconds: float) -> int:
     """Seconds to integer microseconds (the solvers' time unit)."""
     return max(round(seconds * 1e6), 0)

@@ -83,7 +83,7 @@ def _layouts(graph, cluster, fixed: dict):
     for tp in TP_DEGREES:
         for pp in PP_DEGREES:
             if tp * pp > cluster.num_devices or pp > blocks or not tp_ok(graph, tp, node.devices_per_node,
-                                                                                  replicate_kv=True):
+                                                                                 replicate_kv=True):
                 continue
             if any(fixed.get(k) not in (None, v) for k, v in (("tp", tp), ("pp", pp))):
                 continue

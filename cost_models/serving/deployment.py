@@ -92,7 +92,7 @@ class CostCache:
 
     def supports(self, tp: int, pp: int) -> bool:
         """Whether the engine profile (if any) has iteration times for this model at tp x pp."""
-        return self.engine is None or (pp == 1 and tp in self.engine.fits.get(self.model, {}))
+        return self.engine is None or self.engine.covers(self.model, tp, pp)
 
     def with_engine(self, engine) -> CostCache:
         """The same model and cluster with another engine profile (None: the cost model), sharing the

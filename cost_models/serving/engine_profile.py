@@ -63,11 +63,14 @@ class EngineProfile:
     fits: dict  # model name -> {tp: EngineFit}
     iteration_overhead_ms: float = 0.0  # runtime cost of every iteration beyond the profiled forward pass
 
+    def covers(self, model: str, tp: int, pp: int = 1) -> bool:
+        return pp == 1 and tp in self.fits.get(model, {})
+
     def fit_for(self, model: str, tp: int, pp: int = 1) -> EngineFit:
         if model not in self.fits:
             raise UserError(f"engine profile {self.engine!r} has no model {model!r}; it covers "
                             f"{', '.join(sorted(self.fits))}")
-        if pp != 1 or tp not in self.fits[model]:
+        if not self.covers(model, tp, pp):
             raise UserError(f"engine profile {self.engine!r} has {model} at tp {sorted(self.fits[model])} with pp 1; "
                             f"asked for tp={tp} pp={pp}")
         return self.fits[model][tp]

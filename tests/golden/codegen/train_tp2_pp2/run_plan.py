@@ -290,8 +290,7 @@ def make_stage(plan: dict, rank: Rank, args: argparse.Namespace, sequence_parall
         else:
             stage = stage.to(rank.device)
         try:
-            if rank.ep > 1 or (rank.tp > 1 and has_fused_experts(stage)):  # codegen/runtime_ep.py
-                shard_experts(stage, rank.ep_mesh, rank.ep, rank.mesh["tp"])
+            shard_experts(stage, rank.ep_mesh, rank.ep, rank.mesh["tp"])  # codegen/runtime_ep.py
             parts.append(apply_tp(stage, rank.mesh["tp"], plan["heads"], plan["kv_heads"], sequence_parallel))
         except ValueError as exc:
             raise PlanError(str(exc)) from None
@@ -422,8 +421,7 @@ def run(plan: dict, args: argparse.Namespace) -> dict:
         result["train_s"] = timed[len(timed) // 2]  # median: robust to other load on the host
         result["loss"] = [float(v) for v in losses] if losses[0] is not None else None
         result["params"] = full_state(model)
-        if rank.ep > 1 or rank.tp > 1:
-            gather_expert_state(model, result["params"], hf_name)
+        gather_expert_state(model, result["params"], hf_name)  # whole experts back, if any were split
     return result
 
 
@@ -464,7 +462,7 @@ def main(plan: dict, argv: list[str] | None = None) -> int:
 # codegen/runtime_pipeline.py, stages of different tp in codegen/runtime_hetero.py; a generated
 # run_plan.py has them inlined below
 if __name__ == "codegen.runtime":
-    from codegen.runtime_ep import apply_ep_dp, ep_mesh, gather_expert_state, has_fused_experts, shard_experts
+    from codegen.runtime_ep import apply_ep_dp, ep_mesh, gather_expert_state, shard_experts
     from codegen.runtime_hetero import (
         hetero_dp,
         hetero_layout,
@@ -627,10 +625,13 @@ def has_fused_experts(stage: nn.Module) -> bool:
 
 def shard_experts(stage: nn.Module, mesh, ep: int, tp_mesh=None) -> None:
     """Replace every block's `mlp.experts` by this rank's ExpertShard (in place): E/ep experts over the
-    ep mesh (None when ep = 1), each sliced over `tp_mesh` when it has more than one rank."""
+    ep mesh (None when ep = 1), each sliced over `tp_mesh` when it has more than one rank. A no-op
+    without expert parallelism when tp is 1 or the stage has no fused experts."""
+    tp = tp_mesh.size() if tp_mesh is not None else 1
+    if ep == 1 and (tp == 1 or not has_fused_experts(stage)):
+        return
     index = int(mesh.get_coordinate()[2]) if ep > 1 else 0
     group = mesh["ep"].get_group() if ep > 1 else None
-    tp = tp_mesh.size() if tp_mesh is not None else 1
     tp_group = tp_mesh.get_group() if tp > 1 else None
     tp_index = int(tp_mesh.get_local_rank()) if tp > 1 else 0
     for layer in stage.layers.values():
