@@ -7,9 +7,11 @@ is simulated in the same run, same workload and seed):
    at every load (ratio < 1: layered lowers TTFT).
 2. Disaggregation (DistServe): opt-13b on 4xA100-SXM-80GB, TTFT 0.2 s, TPOT 0.1 s. First the simulator
    replays DistServe's published measured runs (vLLM v0.2 and DistServe on the same 300 ShareGPT requests)
-   with the engines' published iteration profiles; then per-GPU goodput of disaggregation against
-   colocated vLLM (prefill-first), in the paper's configurations and as best layout against best layout,
-   on DistServe's workload and on our ShareGPT trace (prompt + output <= 2048, OPT's context).
+   with the engines' published iteration profiles: mean TTFT/TPOT, and per request the SLO attainment and
+   SLO scale; then disaggregation against colocated vLLM (prefill-first) in the paper's configurations
+   (attainment and SLO scale by per-GPU rate, per-GPU goodput), best layout against best layout as the
+   TPOT SLO tightens (each engine's own profile, and the same kernels for both), and on our ShareGPT trace
+   (prompt + output <= 2048, OPT's context).
 3. Chunked vs prefill-first (Sarathi-Serve): llama-3.1-70b on 4xH100-SXM, tp 4, ShareGPT lengths,
    strict TBT SLO; capacity = goodput under (TTFT <= 2 s, max TBT <= SLO).
 
@@ -31,7 +33,7 @@ import planner
 from cost_models.cluster import parse_cluster
 from cost_models.serving.deployment import CostCache, Deployment, simulate
 from cost_models.serving.engine_profile import load_engine_profile
-from cost_models.serving.metrics import attainment, capacity_rate, goodput, summarize
+from cost_models.serving.metrics import attainment, capacity_rate, goodput, slo_scale, summarize
 from cost_models.serving.policies import Chunked, Disaggregated, Layered, PrefillFirst
 from cost_models.serving.workload import Workload, arrivals, read_trace
 
@@ -111,11 +113,19 @@ PAPER_DISAGG = Disaggregated(1, 1, prefill_tp=2)
 # of DistServe's other measured runs of the same requests (the first n, arrivals scaled by the rate), from
 # simdistserve/benchmarks/alignment/data-ground-truth/opt-13b-sharegpt/: vllm-{n}-{rate}.exp (vLLM v0.2, tp 1)
 # and distserve-c21d11-300-{rate}.exp (DistServe, prefill tp 2 + decode tp 1).
-MEASURED_RUN = Path(__file__).resolve().parent / "data" / "distserve_opt13b_sharegpt_vllm_3rps.csv"
+DATA = Path(__file__).resolve().parent / "data"
+MEASURED_RUN = DATA / "distserve_opt13b_sharegpt_vllm_3rps.csv"
 VLLM_MEASURED = {(100, 1.0): (161.20, 34.25), (200, 2.0): (203.93, 65.26), (250, 2.5): (177.03, 65.48),
                  (300, 3.0): (461.58, 99.86)}
 DISTSERVE_MEASURED = {(300, 3.0): (91.95, 38.35), (300, 6.0): (107.60, 57.44), (300, 9.0): (148.12, 168.28)}
 VLLM_FIT_RUN, DISTSERVE_FIT_RUN = (300, 3.0), (300, 6.0)  # each engine's iteration overhead is fitted to one run
+# Measured runs transcribed per request (benchmarks/data/README.md): engine -> {rate: file}; each replayed with its
+# own measured issue times.
+PER_REQUEST_RUNS = {"vLLM v0.2": {1.0: "distserve_opt13b_sharegpt_vllm_1rps.csv",
+                                  2.0: "distserve_opt13b_sharegpt_vllm_2rps.csv",
+                                  3.0: "distserve_opt13b_sharegpt_vllm_3rps.csv"},
+                    "DistServe": {3.0: "distserve_opt13b_sharegpt_distserve_3rps.csv",
+                                  6.0: "distserve_opt13b_sharegpt_distserve_6rps.csv"}}
 SIMDISTSERVE_PER_GPU = 1.56  # "Best per GPU rate" of the example in DistServe's simdistserve/README.md
 # DistServe's own ablation output as committed (simdistserve/benchmarks/figure11-abalation/figure/figure_11a.json,
 # drawn by 02-draw_rate_abalation.py at its default SLO target of 400 ms / 100 ms, the OPT-66B ShareGPT setting of
@@ -123,11 +133,16 @@ SIMDISTSERVE_PER_GPU = 1.56  # "Best per GPU rate" of the example in DistServe's
 DISTSERVE_ABLATION = {"DistServe (searched placement)": (98.3, 89.7, 81.3, 65.3, 49.0),
                       "vLLM++ (colocated, searched parallelism)": (95.5, 89.5, 81.0, 62.5, 38.0),
                       "vLLM (colocated, tp 1)": (62.0, 49.0, 39.0, 32.0, 19.0)}
+TPOT_SWEEP = (0.1, 0.08, 0.06, 0.05, 0.04)
+
+
+def _load_run(name: str) -> tuple[np.ndarray, Workload]:
+    rows = np.loadtxt(DATA / name, delimiter=",", skiprows=1)
+    return rows, Workload(rows[:, 0], rows[:, 1].astype(np.int64), rows[:, 2].astype(np.int64), "distserve-sharegpt")
 
 
 def _measured_run() -> tuple[np.ndarray, Workload]:
-    rows = np.loadtxt(MEASURED_RUN, delimiter=",", skiprows=1)
-    return rows, Workload(rows[:, 0], rows[:, 1].astype(np.int64), rows[:, 2].astype(np.int64), "distserve-sharegpt")
+    return _load_run(MEASURED_RUN.name)
 
 
 def _replay(run: Workload, n: int, rate: float) -> Workload:
@@ -150,6 +165,17 @@ def _means(r, w: Workload) -> tuple[float, float]:
     return 1e3 * float(np.nanmean(r.first_token_s - w.arrival_s)), 1e3 * float(np.nanmean(tpot))
 
 
+def _measured_attainment(rows: np.ndarray, slo: dict, scale: float = 1.0) -> float:
+    ok = (rows[:, 3] <= 1e3 * slo["ttft"] * scale) & ((rows[:, 2] <= 1) | (rows[:, 4] <= 1e3 * slo["tpot"] * scale))
+    return float(ok.mean())
+
+
+def _measured_slo_scale(rows: np.ndarray, slo: dict) -> float:
+    """The SLO scale of a measured run (as metrics.slo_scale; a one-token request has no TPOT)."""
+    score = np.maximum(rows[:, 3] / (1e3 * slo["ttft"]), np.where(rows[:, 2] <= 1, 0.0, rows[:, 4] / (1e3 * slo["tpot"])))
+    return float(np.sort(score)[int(np.ceil(0.9 * len(score))) - 1])
+
+
 def _layouts() -> tuple[dict, dict]:
     coloc = {f"{4 // tp}x tp{tp} vLLM-v0.2 prefill-first": Deployment(VLLM_V02, tp=tp, replicas=4 // tp) for tp in (1, 2, 4)}
     disagg = {d.describe(): Deployment(d) for d in (
@@ -167,27 +193,14 @@ def _best_ratio(costs_coloc, costs_disagg, w: Workload, slo: dict, hi: float) ->
     return results, best_c, best_d, results[best_d] / max(results[best_c], 1e-9)
 
 
-def _ratio_text(num: float, den: float) -> str:
-    return f"x{num / den:.2f}" if den > 0 else "colocated has no goodput (every rate misses 90%)"
+def _short(name: str) -> str:
+    return name.replace("disaggregated(", "").replace(")", "").replace(" vLLM-v0.2 prefill-first", "").replace("pp1", "")
 
 
-def disaggregation() -> None:
-    graph, cluster = planner.capture("opt-13b", seq_len=2048), parse_cluster("4xA100-SXM-80GB")
-    slo = {"ttft": 0.2, "tpot": 0.1}
-    model = CostCache(graph, cluster)
-    vllm = CostCache(graph, cluster, engine=load_engine_profile("vllm-0.2-a100-80gb"))
-    dist = CostCache(graph, cluster, engine=load_engine_profile("distserve-a100-80gb"))
-    rows, run = _measured_run()
-    print("[2] opt-13b on A100-SXM-80GB, TTFT 0.2 s, TPOT 0.1 s. Engines either from our cost model or from their\n"
-          "    published per-iteration profiles (cost_models/data/engine_profiles: vLLM v0.2 and DistServe, measured by\n"
-          "    the DistServe authors); workloads: DistServe's ShareGPT requests (prompt mean "
-          f"{run.prompt_tokens.mean():.0f}, output mean {run.output_tokens.mean():.0f})\n"
-          "    and our Llama-2-tokenized ShareGPT trace")
-    # (a) the simulator against measured runs of the same requests
+def _replay_measured(engines: dict, model: CostCache, run: Workload, slo: dict) -> None:
+    """(a) the simulator against DistServe's measured runs of the same requests."""
     print("    (a) DistServe's measured runs replayed (same requests, arrival times scaled by the rate), mean TTFT / TPOT ms;\n"
           "        each profile's per-iteration runtime overhead is fitted to one run each (fit); the others are held out")
-    engines = {"vLLM v0.2": (vllm, Deployment(VLLM_V02, tp=1), VLLM_MEASURED, VLLM_FIT_RUN),
-               "DistServe": (dist, Deployment(PAPER_DISAGG), DISTSERVE_MEASURED, DISTSERVE_FIT_RUN)}
     for name, (costs, deployment, measured, fit_run) in engines.items():
         fitted = _fit_overhead(costs, deployment, _replay(run, *fit_run), measured[fit_run][1])
         print(f"        {name}: iteration overhead fitted now {fitted:.1f} ms, stored in its profile "
@@ -199,32 +212,82 @@ def disaggregation() -> None:
             print(f"          {key[0]} requests at {key[1]:3.1f} req/s: measured {m_ttft:6.1f} / {m_tpot:5.1f}, profile "
                   f"{p_ttft:6.1f} / {p_tpot:5.1f} ({p_ttft / m_ttft - 1:+.0%} / {p_tpot / m_tpot - 1:+.0%}), cost model "
                   f"{c_ttft:6.1f} / {c_tpot:5.1f}" + ("  (fit)" if key == fit_run else ""))
-    r = simulate(vllm, Deployment(VLLM_V02, tp=1), run)
-    measured_ok = float(np.mean((rows[:, 3] <= 1e3 * slo["ttft"]) & (rows[:, 4] <= 1e3 * slo["tpot"])))
-    print(f"        vLLM v0.2 at 3 req/s, share of requests meeting both SLOs: measured {measured_ok:.2f}, simulated "
-          f"{attainment(r, slo):.2f}")
-    # (b) per-GPU goodput, DistServe's workload resampled with Poisson arrivals
+    print("        per request, each run replayed with its own measured issue times: share meeting both SLOs and SLO\n"
+          "        scale (smallest factor on both SLOs that 90% of requests meet), measured vs simulated (profiles)")
+    for name, runs in PER_REQUEST_RUNS.items():
+        costs, deployment = engines[name][:2]
+        for rate, file in runs.items():
+            rows, w = _load_run(file)
+            r = simulate(costs, deployment, w)
+            print(f"          {name:<9} {len(w)} requests at {rate:3.1f} req/s on {deployment.gpus} GPU(s) "
+                  f"({rate / deployment.gpus:.2f} req/s/GPU): attainment measured {_measured_attainment(rows, slo):.2f} "
+                  f"simulated {attainment(r, slo):.2f}; SLO scale measured {_measured_slo_scale(rows, slo):.2f} "
+                  f"simulated {slo_scale(r, slo):.2f}")
+
+
+def _paper_configurations(vllm: CostCache, dist: CostCache, w: Workload, slo: dict, hi: float) -> None:
+    """(b) the comparison as the paper ran it: vLLM v0.2 at tp 1 per GPU against DistServe's placement."""
+    coloc, disagg = Deployment(VLLM_V02, tp=1, replicas=4), Deployment(PAPER_DISAGG)
+    print("    (b) the paper's configurations on DistServe's workload (Poisson arrivals), engine profiles: vLLM v0.2 tp 1\n"
+          "        on each of 4 GPUs vs DistServe prefill tp 2 + decode tp 1 (3 GPUs); by per-GPU rate: attainment, and SLO\n"
+          "        scale (smallest factor on both SLOs that 90% of requests meet: lower is better, the paper's second axis)")
+    for per_gpu in (0.5, 1.0, 1.5, 2.0):
+        rc = simulate(vllm, coloc, w.with_rate(per_gpu * coloc.gpus))
+        rd = simulate(dist, disagg, w.with_rate(per_gpu * disagg.gpus))
+        ac, ad, sc, sd = attainment(rc, slo), attainment(rd, slo), slo_scale(rc, slo), slo_scale(rd, slo)
+        print(f"        {per_gpu:3.1f} req/s/GPU: attainment vLLM {ac:.2f} DistServe {ad:.2f} (x{ad / ac:.2f}); SLO scale "
+              f"vLLM {sc:.2f} DistServe {sd:.2f} (vLLM / DistServe x{sc / sd:.2f})")
+    paper_c = _per_gpu_goodput(vllm, coloc, w, slo, hi)
+    paper_d = _per_gpu_goodput(dist, disagg, w, slo, hi)
+    floor = hi / 64 / coloc.gpus
+    ratio = (f"x{paper_d / paper_c:.2f}" if paper_c > 0
+             else f"> x{paper_d / floor:.1f} (vLLM tp 1 has none at >= {floor:.4f})")
+    print(f"        per-GPU goodput: vLLM {paper_c:.3f}, DistServe {paper_d:.3f} req/s/GPU -> disagg / colocated {ratio}")
+    print("        cross-check: DistServe's own simulator on this question (simdistserve/README.md: OPT-13B, ShareGPT,")
+    print(f"        4xA100, TTFT 200 ms, TPOT 100 ms, P90, 300 requests): {SIMDISTSERVE_PER_GPU} req/s/GPU for prefill tp2 + "
+          f"decode tp1; ours {paper_d:.2f}")
+
+
+def _best_layouts(vllm: CostCache, dist: CostCache, model: CostCache, w: Workload, hi: float) -> None:
+    """(c) best layout against best layout on 4 GPUs, TTFT 0.2 s, as the TPOT SLO tightens."""
+    print("    (c) best disaggregated / best colocated layout on 4 GPUs (per-GPU goodput; layouts searched: colocated tp 1, 2,\n"
+          "        4 replicas; disaggregated xPyD with tp 1-2 per phase), TTFT 0.2 s, by TPOT SLO; engines: each its own\n"
+          "        profile (vLLM v0.2 colocated, DistServe disaggregated), DistServe's kernel profile for both, our cost model")
+    print("        TPOT SLO  own profiles                   same kernels (DistServe's)     same kernels (cost model)")
+    for tpot in TPOT_SWEEP:
+        cells = []
+        for costs_c, costs_d in ((vllm, dist), (dist, dist), (model, model)):
+            _, best_c, best_d, ratio = _best_ratio(costs_c, costs_d, w, {"ttft": 0.2, "tpot": tpot}, hi)
+            cells.append(f"x{ratio:4.2f} ({_short(best_d)} / {_short(best_c)})")
+        print(f"        {tpot:5.2f} s   " + "  ".join(f"{c:<29}" for c in cells))
+
+
+def disaggregation() -> None:
+    graph, cluster = planner.capture("opt-13b", seq_len=2048), parse_cluster("4xA100-SXM-80GB")
+    slo = {"ttft": 0.2, "tpot": 0.1}
+    model = CostCache(graph, cluster)
+    vllm = CostCache(graph, cluster, engine=load_engine_profile("vllm-0.2-a100-80gb"))
+    dist = CostCache(graph, cluster, engine=load_engine_profile("distserve-a100-80gb"))
+    _, run = _measured_run()
+    print("[2] opt-13b on A100-SXM-80GB, TTFT 0.2 s, TPOT 0.1 s. Engines either from our cost model or from their\n"
+          "    published per-iteration profiles (cost_models/data/engine_profiles: vLLM v0.2 and DistServe, measured by\n"
+          "    the DistServe authors); workloads: DistServe's ShareGPT requests (prompt mean "
+          f"{run.prompt_tokens.mean():.0f}, output mean {run.output_tokens.mean():.0f})\n"
+          "    and our Llama-2-tokenized ShareGPT trace")
+    engines = {"vLLM v0.2": (vllm, Deployment(VLLM_V02, tp=1), VLLM_MEASURED, VLLM_FIT_RUN),
+               "DistServe": (dist, Deployment(PAPER_DISAGG), DISTSERVE_MEASURED, DISTSERVE_FIT_RUN)}
+    _replay_measured(engines, model, run, slo)
     rng = np.random.default_rng(0)
     pick = rng.integers(0, len(run), size=N)
     w = Workload(arrivals(N, 1.0, seed=0), run.prompt_tokens[pick], run.output_tokens[pick], run.name)
     hi = 16.0
-    paper_c = _per_gpu_goodput(vllm, Deployment(VLLM_V02, tp=1, replicas=4), w, slo, hi)
-    paper_d = _per_gpu_goodput(dist, Deployment(PAPER_DISAGG), w, slo, hi)
-    print("    (b) DistServe's workload, the paper's configurations (vLLM tp1 per GPU vs DistServe prefill tp2 + decode tp1),")
-    print(f"        engine profiles: per-GPU goodput {paper_c:.3f} vs {paper_d:.3f} req/s/GPU -> {_ratio_text(paper_d, paper_c)}")
-    print("        cross-check: DistServe's own simulator on this question (simdistserve/README.md: OPT-13B, ShareGPT,")
-    print(f"        4xA100, TTFT 200 ms, TPOT 100 ms, P90, 300 requests): {SIMDISTSERVE_PER_GPU} req/s/GPU for prefill tp2 + "
-          f"decode tp1; ours {paper_d:.2f}")
-    results, best_c, best_d, ratio = _best_ratio(vllm, dist, w, slo, hi)
-    print(f"        best layouts on 4 GPUs, engine profiles: x{ratio:.2f} ({best_d} {results[best_d]:.3f} vs {best_c} "
-          f"{results[best_c]:.3f} req/s/GPU)")
-    _, best_c, best_d, ratio = _best_ratio(model, model, w, slo, hi)
-    print(f"        best layouts on 4 GPUs, one cost model for both (same kernels): x{ratio:.2f} ({best_d} vs {best_c})")
+    _paper_configurations(vllm, dist, w, slo, hi)
+    _best_layouts(vllm, dist, model, w, hi)
     ours = sharegpt(N, 1.0, max_total=2048)
     hi = 4 * capacity_rate(model.get(1, 1), float(ours.prompt_tokens.mean()), float(ours.output_tokens.mean()))
     results, best_c, best_d, ratio = _best_ratio(model, model, ours, slo, hi)
-    print(f"    (c) our ShareGPT trace (<= 2048 tokens: prompt mean {ours.prompt_tokens.mean():.0f}, output mean "
-          f"{ours.output_tokens.mean():.0f}), one cost model for both:")
+    print(f"    (d) our ShareGPT trace (<= 2048 tokens: prompt mean {ours.prompt_tokens.mean():.0f}, output mean "
+          f"{ours.output_tokens.mean():.0f}), one cost model for both, TPOT 0.1 s:")
     for name, value in results.items():
         print(f"        {name:<48} per-GPU goodput {value:.3f} req/s/GPU")
     print(f"        best disaggregated / best colocated: x{ratio:.2f} ({best_d} vs {best_c})")
@@ -233,17 +296,19 @@ def disaggregation() -> None:
     for name, values in DISTSERVE_ABLATION.items():
         print(f"        {name:<42} " + " ".join(f"{v:5.1f}" for v in values))
     slow = float(np.mean(run.prompt_tokens > 1080))
-    print("    reading: against the paper's baseline as configured (vLLM v0.2 at tp 1 per GPU) disaggregation wins: vLLM v0.2\n"
-          f"    at tp 1 prefills at most ~1,080 tokens in 200 ms and {slow:.0%} of DistServe's prompts are longer, so\n"
-          "    no rate reaches 90% attainment. Against the best colocated layout (tp 2 replicas) it does not: TPOT 0.1 s\n"
-          "    is loose against a 20-60 ms decode step, so prefill-first stalls rarely break it, and a disaggregated decode\n"
-          f"    GPU is KV-bound ({model.get(1, 1).kv_capacity_tokens} tokens of KV per A100 at tp 1) while the prefill GPUs'\n"
-          "    memory idles. Replay (a): on the kernel profiles alone the simulator reads 20-50% below the measured means\n"
-          "    (runtime costs outside the kernels: scheduling, sampling, Ray RPC); with one fitted per-iteration overhead per\n"
-          "    engine the held-out DistServe runs agree within 10%, vLLM's within -7..+40% (its measured runs are noisy: the\n"
-          "    2.5 req/s run has a lower mean TTFT than the 2 req/s one). DistServe's own ablation agrees: against vLLM with\n"
-          "    searched parallelism (vLLM++) its attainment is the same near 90% and higher only at overload; the paper's\n"
-          "    gain over vLLM comes mostly from vLLM's tp 1.")
+    print("    reading: the published direction holds as the paper measured it. Against its baseline (vLLM v0.2 at tp 1 per\n"
+          "    GPU) disaggregation raises per-GPU goodput: vLLM v0.2 at tp 1 prefills at most ~1,080 tokens in 200 ms and\n"
+          f"    {slow:.0%} of DistServe's prompts are longer, so no rate reaches 90% attainment - in DistServe's measured\n"
+          "    runs as in ours (a: 68% measured, 49% simulated at 1 req/s) - while DistServe's placement serves 1.6 req/s/GPU\n"
+          "    and meets tighter SLOs at every rate up to that (b). The measured runs last 50-100 s: at 2 req/s/GPU DistServe's\n"
+          "    300-request run holds 91% (simulated 91%), a 1,500-request Poisson run does not (its decode queue builds).\n"
+          "    Best layout against best layout (c) it depends on the TPOT SLO and on the engines: at TPOT 0.1 s colocated\n"
+          "    tp 2 replicas win (a 20-60 ms decode step leaves room for prefill-first stalls, and a disaggregated decode GPU\n"
+          f"    is KV-bound at {model.get(1, 1).kv_capacity_tokens} tokens of KV per A100, the prefill GPUs' memory idles);\n"
+          "    as TPOT tightens the ratio rises, and with each engine's own profile disaggregation wins from TPOT ~0.06 s;\n"
+          "    with the same kernels for both, colocated tp 2 keeps a narrowing lead down to 0.04 s, so that win is\n"
+          "    DistServe's faster decode kernels as much as the separation. DistServe's own ablation agrees: against vLLM\n"
+          "    with searched parallelism (vLLM++) its attainment is the same near 90% and higher only at overload.")
 
 
 def _diagnose(costs, d: Deployment, w: Workload, slo: dict, per_gpu: float) -> None:

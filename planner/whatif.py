@@ -22,7 +22,8 @@ from ir.errors import UserError
 log = logging.getLogger(__name__)
 
 VARY_KEYS = {"batch": int, "rate": float, "input_len": int, "output_len": int, "seq_len": int, "tp": int, "pp": int,
-             "dp": int}
+             "dp": int, "ttft": float, "tpot": float}
+SLO_KEYS = ("ttft", "tpot")  # varied SLOs (seconds) replace that part of --slo at each point (plan mode only)
 RECORD_KEYS = ("step_time_s", "tokens_per_s", "output_tokens_per_s", "ttft_s", "tpot_s", "latency_s", "mfu",
                "memory_per_device_bytes", "max_batch", "dollars_per_hour", "dollars_per_million_tokens",
                "energy_per_token_j", "devices", "gpus_used", "goodput_rps", "goodput_per_gpu")
@@ -65,9 +66,13 @@ def _point(args: tuple) -> dict:
             record["ok"] = bool(result["fits"])
             record["reason"] = None if result["fits"] else "does not fit in memory"
         else:
-            result = planner.plan(model, cluster, workload, slo=slo, objective=objective, dtype=dtype, **settings).to_dict()
+            options = {k: v for k, v in settings.items() if k not in SLO_KEYS}
+            slo = {**slo, **{k: v for k, v in settings.items() if k in SLO_KEYS}}
+            result = planner.plan(model, cluster, workload, slo=slo, objective=objective, dtype=dtype, **options).to_dict()
             d = result["decision"]
             record["layout"] = f"dp={d['dp']} tp={d['tp']} pp={d['pp']}"
+            if d.get("serving"):
+                record["policy"] = d["serving"]["description"]
             result = {**result["predicted"], "uncertainty": result["predicted"].get("uncertainty")}
             record["ok"] = True
         for key in RECORD_KEYS:
@@ -88,6 +93,9 @@ def what_if(model: str, clusters: list[str], *, workload: str = "chat", vary: di
     if mode not in ("plan", "estimate"):
         raise UserError(f"mode must be plan or estimate, got {mode!r}")
     vary = vary or {}
+    if mode == "estimate" and set(vary) & set(SLO_KEYS):
+        raise UserError(f"--vary {'/'.join(sorted(set(vary) & set(SLO_KEYS)))} needs --mode plan: an estimate has no SLO "
+                        "to meet")
     keys = sorted(vary)
     combos = [dict(zip(keys, values)) for values in itertools.product(*(vary[k] for k in keys))] or [{}]
     points = [(model, c, workload, s, slo or {}, objective, mode, dtype) for c in clusters for s in combos]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,9 +12,10 @@ from cost_models.cluster import parse_cluster
 from cost_models.serving.deployment import CostCache, Deployment, simulate
 from cost_models.serving.engine_profile import load_engine_profile
 from cost_models.serving.iteration_cost import causal_pairs
+from cost_models.serving.metrics import attainment, latencies
 from cost_models.serving.policies import Disaggregated, Layered, PrefillFirst
 from cost_models.serving.simulator import simulate_instance
-from cost_models.serving.workload import fixed
+from cost_models.serving.workload import Workload, fixed
 from ir.errors import UserError
 
 
@@ -105,3 +108,36 @@ def test_engine_profile_misuse_is_one_line_exit_2(args, says, capsys):
     assert main(["plan", "opt-13b", "--engine-profile", "vllm-0.2-a100-80gb", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert says in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+_MEASURED = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
+
+
+def _measured(name: str):
+    rows = np.loadtxt(_MEASURED / name, delimiter=",", skiprows=1)
+    w = Workload(rows[:, 0], rows[:, 1].astype(np.int64), rows[:, 2].astype(np.int64), name)
+    ok = (rows[:, 3] <= 200.0) & ((rows[:, 2] <= 1) | (rows[:, 4] <= 100.0))
+    return w, float(ok.mean()), float(rows[rows[:, 2] > 1, 4].mean())
+
+
+@pytest.mark.parametrize("name", ["distserve_opt13b_sharegpt_distserve_3rps.csv",
+                                  "distserve_opt13b_sharegpt_distserve_6rps.csv"])
+def test_distserve_measured_runs_replayed_per_request(graph, name):
+    """DistServe's published runs (prefill tp 2 + decode tp 1, OPT-13B, their own issue times): the share of
+    requests meeting TTFT 200 ms / TPOT 100 ms and the mean TPOT as measured (the 6 req/s run fitted the
+    profile's iteration overhead; the 3 req/s run is held out)."""
+    dist = CostCache(graph, parse_cluster("4xA100-SXM-80GB"), engine=load_engine_profile("distserve-a100-80gb"))
+    w, measured_ok, measured_tpot = _measured(name)
+    r = simulate(dist, Deployment(Disaggregated(1, 1, prefill_tp=2)), w)
+    assert attainment(r, {"ttft": 0.2, "tpot": 0.1}) == pytest.approx(measured_ok, abs=0.03)
+    tpot = latencies(r)[1]
+    assert np.nanmean(tpot) * 1e3 == pytest.approx(measured_tpot, rel=0.10)
+
+
+def test_vllm_tp1_baseline_misses_90_percent_as_measured(vllm):
+    """The paper's colocated baseline (vLLM v0.2, tp 1) misses 90% attainment already at 1 req/s, in the
+    measured run and in the replay (long prompts cannot prefill in 200 ms at tp 1)."""
+    w, measured_ok, _ = _measured("distserve_opt13b_sharegpt_vllm_1rps.csv")
+    r = simulate(vllm, Deployment(PrefillFirst(max_batched_tokens=16384, max_num_seqs=1024)), w)
+    assert measured_ok < 0.9 and attainment(r, {"ttft": 0.2, "tpot": 0.1}) < 0.9
+    assert attainment(r, {"ttft": 0.4, "tpot": 0.1}) >= 0.9  # twice the TTFT SLO is met: prefill time, not load

@@ -11,7 +11,7 @@ import planner
 from cost_models.cluster import parse_cluster
 from cost_models.serving.deployment import CostCache, Deployment, simulate
 from cost_models.serving.iteration_cost import causal_pairs
-from cost_models.serving.metrics import attainment, goodput, summarize
+from cost_models.serving.metrics import attainment, goodput, slo_scale, summarize
 from cost_models.serving.policies import Chunked, Disaggregated, Layered, PrefillFirst, group_sizes, groups_for
 from cost_models.serving.simulator import simulate_instance
 from cost_models.serving.workload import make_workload, read_trace
@@ -109,6 +109,16 @@ def test_goodput_search_brackets(costs):
     slo = {"ttft": 0.05, "tpot": 0.01}
     rate, r = goodput(lambda x: simulate(costs, Deployment(Chunked(512)), w.with_rate(x)), slo, rate_hi=200.0)
     assert rate > 0 and attainment(r, slo) >= 0.9
+
+
+@pytest.mark.parametrize("slo", [{"ttft": 0.05, "tpot": 0.01}, {"ttft": 0.02}, {"tpot": 0.002, "tbt": 0.01}])
+def test_slo_scale_is_the_90_percent_boundary(costs, slo):
+    w = make_workload("chat", 200, rate=30.0, seed=1)
+    r = simulate(costs, Deployment(PrefillFirst()), w)
+    s = slo_scale(r, slo)
+    assert 0 < s < np.inf
+    assert attainment(r, {k: v * s * (1 + 1e-9) for k, v in slo.items()}) >= 0.9
+    assert attainment(r, {k: v * s * (1 - 1e-6) for k, v in slo.items()}) < 0.9
 
 
 def test_trace_bad_row_names_line(tmp_path):

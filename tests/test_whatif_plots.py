@@ -58,7 +58,23 @@ def test_cli_whatif_csv_json_plot(tmp_path, capsys):
     assert len(rows) == 2 and out_png.exists()
 
 
-@pytest.mark.parametrize("bad", ["speed=1", "batch=", "batch=a,b", "rate=-1"])
+def test_whatif_varies_the_slo():
+    """"What does a tighter TPOT cost me": each point plans under its own TPOT (TTFT from --slo); per-GPU
+    goodput falls as the SLO tightens, and an SLO no plan meets is a record naming the best achievable."""
+    tpots = [1.0, 0.05, 0.01, 1e-5]
+    rows = what_if("tiny-llama", ["2xcpu"], workload="chat", vary={"tpot": tpots, "input_len": [128]},
+                   slo={"ttft": 2.0}, jobs=1)
+    assert [r["tpot"] for r in rows] == tpots
+    ok = [r for r in rows if r["ok"]]
+    assert len(ok) == 3 and all(r["policy"] and r["tpot_s"] <= r["tpot"] for r in ok)
+    goodput = [r["goodput_per_gpu"] for r in ok]
+    assert goodput[0] >= goodput[1] * 0.98 and goodput[1] > goodput[2] > 0  # within the rate search's tolerance
+    assert not rows[-1]["ok"] and "best achievable" in rows[-1]["reason"] and "tpot=1e-05" in rows[-1]["reason"]
+    with pytest.raises(UserError, match="needs --mode plan"):
+        what_if("tiny-llama", ["2xcpu"], workload="chat", vary={"ttft": [1.0]}, mode="estimate")
+
+
+@pytest.mark.parametrize("bad", ["speed=1", "batch=", "batch=a,b", "rate=-1", "tpot=0", "ttft=fast"])
 def test_bad_vary(bad):
     with pytest.raises(UserError):
         parse_vary([bad])

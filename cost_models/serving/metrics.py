@@ -12,6 +12,9 @@ Definitions:
 - Goodput (DistServe): the highest request rate at which attainment >= 90%, found by bisection of the
   rate on a log scale (attainment falls with the rate; the bracket is checked and widened first).
   Per-GPU goodput = goodput / GPUs of the deployment.
+- SLO scale (DistServe's second axis): at a fixed rate, the smallest factor s for which attainment of the
+  scaled SLOs (s x ttft, s x tpot, s x tbt) reaches 90%; below 1 the run has slack, above 1 it needs
+  looser SLOs. Unlike goodput it stays finite when no rate meets the SLOs as given.
 - Power model: a busy GPU draws idle + (TDP - idle) x u, u = compute-bound share of its busy time
   (from the roofline: the FLOP-limited part of each iteration), floored at 0.3 because HBM traffic of
   memory-bound decode alone draws a large part of board power; an idle GPU draws idle power (the spec's
@@ -58,6 +61,30 @@ def attainment(r: SimResult, slo: dict) -> float:
     if slo.get("tbt") and r.max_tbt_s is not None:
         ok &= np.isnan(r.max_tbt_s) | (r.max_tbt_s <= slo["tbt"])
     return float(ok.mean()) if len(ok) else 0.0
+
+
+def slo_scale(r: SimResult, slo: dict) -> float:
+    """Smallest factor s with attainment(r, s x slo) >= 90% (inf when over 10% of requests are rejected).
+
+    >>> from types import SimpleNamespace as N
+    >>> w = N(arrival_s=np.zeros(10), output_tokens=np.full(10, 2))
+    >>> first = np.arange(1, 11) / 10  # TTFT 0.1 .. 1.0 s, TPOT 0.01 s
+    >>> r = SimResult(w, first, first + 0.01, 1)
+    >>> round(slo_scale(r, {"ttft": 0.5, "tpot": 0.1}), 6)  # 9 of 10 requests need TTFT <= 0.9 s
+    1.8
+    """
+    ttft, tpot = latencies(r)
+    score = np.zeros(len(ttft))
+    if slo.get("ttft"):
+        score = np.maximum(score, ttft / slo["ttft"])
+    if slo.get("tpot"):
+        score = np.maximum(score, np.nan_to_num(tpot / slo["tpot"], nan=0.0))
+    if slo.get("tbt") and r.max_tbt_s is not None:
+        score = np.maximum(score, np.nan_to_num(r.max_tbt_s / slo["tbt"], nan=0.0))
+    score = np.where(np.isfinite(r.finish_s), score, np.inf)
+    if not len(score):
+        return math.inf
+    return float(np.sort(score)[math.ceil(ATTAINMENT * len(score)) - 1])
 
 
 def _stats(x: np.ndarray, prefix: str) -> dict:

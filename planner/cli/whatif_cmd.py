@@ -37,7 +37,8 @@ def _csv(records: list[dict]) -> str:
 @click.argument("model")
 @click.option("--cluster", "clusters", multiple=True, help="Repeat for each cluster to compare [default: 8xH100-SXM].")
 @click.option("--workload", default="chat", show_default=True)
-@click.option("--vary", "vary_items", multiple=True, help="key=v1,v2 (batch, rate, input_len, output_len, seq_len, tp, pp, dp)")
+@click.option("--vary", "vary_items", multiple=True,
+              help="key=v1,v2 (batch, rate, input_len, output_len, seq_len, tp, pp, dp; SLOs ttft, tpot in seconds)")
 @click.option("--slo", default=None, help="ttft=SECONDS,tpot=SECONDS")
 @click.option("--objective", type=click.Choice(["throughput", "latency", "cost"]), default=None)
 @click.option("--mode", type=click.Choice(["plan", "estimate"]), default="plan", show_default=True)
@@ -70,8 +71,12 @@ def whatif_command(model, clusters, workload, vary_items, slo, objective, mode, 
         emit_json({"model": model, "workload": workload, "records": records})
         return
     keys = sorted({k for r in records for k in r} & set(vary))
-    rows = [[_fmt(r.get(k)) for k in (*keys, *_COLUMNS)] for r in records]
-    console().print(table(f"what if: {model} ({workload})", [*keys, *_COLUMNS], rows, right_from=len(keys) + 3))
+    columns = _COLUMNS
+    if any(r.get("policy") for r in records):  # serving plans: the schedule chosen and what it serves per GPU
+        columns = ("cluster", "policy", *_COLUMNS[2:4], "goodput_per_gpu", *_COLUMNS[4:])
+    rows = [[_fmt(r.get(k)) for k in (*keys, *columns)] for r in records]
+    console().print(table(f"what if: {model} ({workload})", [*keys, *columns], rows,
+                          right_from=len(keys) + columns.index("ok") + 1))
 
 
 def _count(vary: dict) -> int:
