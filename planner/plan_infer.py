@@ -34,6 +34,7 @@ from passes.memory_mapping import memory_map_for_plan, verify_memory_map
 from passes.parallel_layouts import TP_DEGREES, tp_ok
 from passes.placement import place
 from planner.plan_file import PLAN_FORMAT, Plan, fingerprint
+from planner.serving_evaluate import evaluate_serving
 
 SERVING = {"chat": (1024, 256), "summarize": (4096, 256), "code": (2048, 512)}
 PHASE_OF = {"prefill": "prefill", "decode": "decode"}
@@ -110,7 +111,6 @@ def evaluate_inference(graph, cluster, decision: dict, dtype: str, rate: float |
                        engine_profile: str | None = None) -> dict:
     """The estimator's answer for an inference decision (shared by `plan` and `verify`); serving
     decisions with a `serving` section are simulated (`evaluate_serving`)."""
-    from planner.plan_serving import evaluate_serving  # serving search imports this module
     if decision["phase"] == "serve" and decision.get("serving"):
         return evaluate_serving(graph, cluster, decision, dtype, costs, engine_profile)
     options = Options(tp=decision["tp"], pp=decision["pp"], dp=decision["dp"], batch=decision["batch"],

@@ -1,6 +1,7 @@
 """Serving plans: search deployments (policy, per-phase parallelism, replicas) by simulated goodput
 with the iteration-level simulator (`cost_models.serving`); see `planner.plan_infer` for the
-method, which calls `plan_serving` for serving workloads and `evaluate_serving` to recompute one.
+method, which calls `plan_serving` for serving workloads and `evaluate_serving`
+(`planner.serving_evaluate`) to recompute one.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import numpy as np
 from cost_models.estimator import estimate_graph
 from cost_models.parallel_config import Options
 from cost_models.serving.deployment import Deployment, costs_for, simulate
-from cost_models.serving.metrics import ATTAINMENT, attainment, latencies, summarize
+from cost_models.serving.metrics import ATTAINMENT, attainment, latencies
 from cost_models.serving.policies import Chunked, Disaggregated, Layered, PrefillFirst
-from cost_models.serving.workload import fixed as fixed_workload
-from cost_models.serving.workload import make_workload
+from cost_models.serving.workload import over_context
 from ir.errors import UserError
 from passes.parallel_layouts import TP_DEGREES, tp_ok
 from planner.plan_file import PLAN_FORMAT, fingerprint
 from planner.plan_infer import PP_DEGREES, SERVING, _decision, _layouts, _no_fit_offload, evaluate_inference
+from planner.serving_evaluate import _POLICY_NAMES, _base_workload, evaluate_serving
 
 SERVE_REQUESTS = 400  # simulated requests per candidate unit at least (fixed seed): milliseconds per simulation
 SERVE_HORIZON_S = 30.0  # ... and enough for this many seconds of arrivals, so an overloaded queue shows
@@ -35,72 +36,6 @@ _BOUND_SLACK = 1.5  # colocated: the offline bound ignores prefill riding on dec
 # wait over the output tokens), so its goodput is capped there.
 _SEARCH_TOLERANCE = 0.04
 _SEARCH_STEPS = 7
-_POLICY_NAMES = {PrefillFirst: "prefill_first", Chunked: "chunked", Layered: "layered", Disaggregated: "disaggregated"}
-
-
-def _base_workload(source: str, n: int, seed: int):
-    """`n` requests of `source` at 1 req/s; `.with_rate(r)` gives rate r (the same computation in plan and verify)."""
-    if source.startswith("fixed:"):
-        _, i, o = source.split(":")
-        return fixed_workload(n, int(i), int(o), rate=1.0, seed=seed)
-    return make_workload(source, n, 1.0, seed=seed)
-
-
-def _policy_of(s: dict):
-    name = s.get("policy")
-    if name == "prefill_first":
-        return PrefillFirst()
-    if name == "chunked":
-        return Chunked(int(s["chunk_tokens"]))
-    if name == "layered":
-        return Layered(s.get("layer_groups"))
-    if name == "disaggregated":
-        g = s["disaggregated"]
-        return Disaggregated(g["prefill_instances"], g["decode_instances"], g["prefill_tp"], g.get("prefill_pp", 1),
-                             g["decode_tp"], g.get("decode_pp", 1))
-    raise UserError(f"unknown serving policy {name!r} in the plan; expected prefill_first, chunked, layered or "
-                    f"disaggregated")
-
-
-def _deployment_of(decision: dict) -> Deployment:
-    policy = _policy_of(decision["serving"])
-    if isinstance(policy, Disaggregated):
-        return Deployment(policy)
-    return Deployment(policy, tp=decision["tp"], pp=decision["pp"], replicas=decision["dp"])
-
-
-def evaluate_serving(graph, cluster, decision: dict, dtype: str, costs=None, engine_profile: str | None = None) -> dict:
-    """Predictions of a serving decision: memory from the estimator at the (decode) layout, latencies,
-    throughput, energy and SLO attainment from one simulation of the deployment at `serving.rate_rps`."""
-    s = decision["serving"]
-    costs = costs or costs_for(graph, cluster, dtype, engine_profile)
-    d = _deployment_of(decision)
-    w = _base_workload(s["workload"], s["requests"], s["seed"]).with_rate(s["rate_rps"])
-    res = simulate(costs, d, w)
-    m = summarize(res, s.get("slo") or {})
-    options = Options(tp=decision["tp"], pp=decision["pp"], dp=decision["dp"], batch=decision["batch"],
-                      input_len=decision["input_len"], output_len=decision["output_len"], dtype=dtype)
-    r = estimate_graph(graph, cluster, "serve", options)
-    done = np.isfinite(res.finish_s)
-    span = m["makespan_s"]
-    tokens = float((w.prompt_tokens[done] + w.output_tokens[done]).sum())
-    if isinstance(d.policy, Disaggregated):
-        prefill = costs.get(d.policy.prefill_tp, d.policy.prefill_pp)
-        r["fits"] = bool(r["fits"] and prefill.kv_capacity_tokens > 0)
-    r.update(
-        ttft_s=m["ttft_mean"], tpot_s=m["tpot_mean"], ttft_p50_s=m["ttft_p50"], ttft_p90_s=m["ttft_p90"],
-        ttft_p99_s=m["ttft_p99"], tpot_p50_s=m["tpot_p50"], tpot_p90_s=m["tpot_p90"], tpot_p99_s=m["tpot_p99"],
-        output_tokens_per_s=m["output_tokens_per_s"], requests_per_s=m["requests_per_s"],
-        tokens_per_s=tokens / span if span > 0 else 0.0,
-        latency_s=float(np.mean(res.finish_s[done] - w.arrival_s[done])) if done.any() else None,
-        step_time_s=m["tpot_p50"], energy_per_token_j=m["energy_per_token_j"], slo_attainment=m["attainment"],
-        rate_rps=s["rate_rps"], gpus=d.gpus, preemptions=m["preemptions"], rejected=m["rejected"],
-        utilization=m["utilization"], expert_bytes_per_prompt=m["expert_bytes_per_prompt"],
-        simulated_requests=len(w),
-    )
-    if not done.any():
-        r["fits"] = False
-    return r
 
 
 class _Candidate:
@@ -152,7 +87,8 @@ def _candidates(graph, cluster, costs, fixed: dict, w) -> list[_Candidate]:
     blocks = sum(1 for layer in graph.layers if layer.kind == "block")
     mean_p, mean_o = float(w.prompt_tokens.mean()), float(w.output_tokens.mean())
     need = int(np.median(w.prompt_tokens + w.output_tokens))
-    rates = {}
+    dcosts = costs.for_policy(Disaggregated(1, 1))  # the disaggregating engine's, when it is another
+    rates, drates = {}, {}
     for tp in TP_DEGREES:
         for pp in PP_DEGREES:
             if tp * pp > n or pp > blocks or not tp_ok(graph, tp, node.devices_per_node, replicate_kv=True):
@@ -161,9 +97,10 @@ def _candidates(graph, cluster, costs, fixed: dict, w) -> list[_Candidate]:
                 continue
             if fixed.get("dp") and fixed["dp"] * tp * pp > n:
                 continue
-            if not costs.supports(tp, pp) or costs.get(tp, pp).kv_capacity_tokens < need:  # no profile, or no room
-                continue
-            rates[(tp, pp)] = _phase_rates(costs.get(tp, pp), mean_p, mean_o)
+            for table, engine in ((rates, costs), (drates, dcosts)):
+                # no profile, or no room for a median request
+                if engine.supports(tp, pp) and engine.get(tp, pp).kv_capacity_tokens >= need:
+                    table[(tp, pp)] = _phase_rates(engine.get(tp, pp), mean_p, mean_o)
     moe = any(layer.is_moe for layer in graph.layers)
     layered = moe and costs.engine is None  # engine profiles hold whole-model iteration times only
     policies = [PrefillFirst(), *(Chunked(b) for b in CHUNK_BUDGETS), *([Layered()] if layered else [])]
@@ -171,13 +108,13 @@ def _candidates(graph, cluster, costs, fixed: dict, w) -> list[_Candidate]:
            for (tp, pp), (pf, dc) in rates.items() for policy in policies]
     if fixed or n < 2:
         return out
-    single = sorted(tp for tp, pp in rates if pp == 1)
+    single = sorted(tp for tp, pp in drates if pp == 1)
     for ptp in single:
         for dtp in single:
             for x in DISAGG_COUNTS:
                 for y in DISAGG_COUNTS:
                     c = _Candidate(Disaggregated(x, y, ptp, 1, dtp, 1), dtp, 1, x * ptp + y * dtp,
-                                   min(x * rates[(ptp, 1)][0], y * rates[(dtp, 1)][1]))
+                                   min(x * drates[(ptp, 1)][0], y * drates[(dtp, 1)][1]))
                     if math.gcd(x, y) == 1 and c.ranks_needed(1) <= n:
                         out.append(c)
     return out
@@ -192,8 +129,8 @@ def _requests_at(rate: float) -> int:
 class _Search:
     """Goodput of candidates by bisection on the rate, with the incumbent's rate as a pruning probe."""
 
-    def __init__(self, costs, source: str, slo: dict):
-        self.costs, self.source, self.slo = costs, source, slo
+    def __init__(self, costs, source: str, slo: dict, context: int | None = None):
+        self.costs, self.source, self.slo, self.context = costs, source, slo, context
         self.workloads: dict = {}
         self.simulations = 0
         self.best_ttft = self.best_tpot = math.inf  # at light load, over all candidates (for the error)
@@ -201,7 +138,7 @@ class _Search:
     def _ok(self, d: Deployment, rate: float, light: bool = False) -> bool:
         n = _requests_at(rate)
         if n not in self.workloads:
-            self.workloads[n] = _base_workload(self.source, n, SERVE_SEED)
+            self.workloads[n] = _base_workload(self.source, n, SERVE_SEED, self.context)
         r = simulate(self.costs, d, self.workloads[n].with_rate(rate))
         self.simulations += 1
         if light:
@@ -256,11 +193,11 @@ def _units(c: _Candidate, cluster, fixed: dict, rate: float | None) -> int:
 
 
 def _search_serving(cluster, costs, source: str, cands: list[_Candidate], slo: dict, rate: float | None, fixed: dict,
-                    warm: str | None = None):
+                    warm: str | None = None, context: int | None = None):
     """Branch and bound over the candidates, most promising first; `warm` (a previous plan's unit) goes first, so
     its goodput prunes the rest from the start (a warm start: fewer simulations, an answer as good within the
     goodput search's tolerance; a candidate must beat the incumbent strictly, so exact ties keep it)."""
-    search = _Search(costs, source, slo)
+    search = _Search(costs, source, slo, context)
     n = cluster.num_devices
     best, best_gpus = None, n
     cands = sorted(cands, key=lambda c: (c.describe() != warm, -c.bound / c.gpus, c.key()))
@@ -338,7 +275,11 @@ def plan_serving(graph, cluster, workload: str, *, model_ref, cluster_spec, slo,
     effective = {**DEFAULT_SLO, **{k: v for k, v in (slo or {}).items() if v}}
     named = workload in SERVING or workload.endswith(".csv")
     source = workload if named and not fixed_lengths else f"fixed:{input_len}:{output_len}"
-    w = _base_workload(source, SERVE_REQUESTS, SERVE_SEED)
+    # a named workload keeps to the model's context (prompt + output), as serving benchmarks filter traces
+    context = graph.config.get("max_position_embeddings") if not source.startswith("fixed:") else None
+    over = over_context(source, context)
+    context = context if over > 0 else None  # nothing to leave out: exactly the unfiltered workload
+    w = _base_workload(source, SERVE_REQUESTS, SERVE_SEED, context)
     costs = costs_for(graph, cluster, dtype, engine_profile)
     cands = _candidates(graph, cluster, costs, fixed, w)
     if not cands:
@@ -346,7 +287,7 @@ def plan_serving(graph, cluster, workload: str, *, model_ref, cluster_spec, slo,
                   "batch": batch, "input_len": input_len, "output_len": output_len}, dtype, None))
                  for tp, pp, _ in _layouts(graph, cluster, fixed)]
         raise UserError(_no_fit_offload(graph, cluster, tried, batch, input_len, output_len, dtype))
-    best, search = _search_serving(cluster, costs, source, cands, effective, rate, fixed, warm)
+    best, search = _search_serving(cluster, costs, source, cands, effective, rate, fixed, warm, context)
     if best is None:
         if not math.isfinite(search.best_ttft) or search.best_ttft > effective["ttft"] or \
                 search.best_tpot > effective["tpot"] or rate is None:
@@ -355,7 +296,7 @@ def plan_serving(graph, cluster, workload: str, *, model_ref, cluster_spec, slo,
             raise UserError(f"no serving plan meets the SLO ttft={effective['ttft']},tpot={effective['tpot']}: the best "
                             f"achievable on {cluster.describe()} is TTFT {ttft} s and TPOT {tpot} s (mean, light "
                             f"load); relax the SLO or add devices")
-        top, _ = _search_serving(cluster, costs, source, cands, effective, None, fixed)
+        top, _ = _search_serving(cluster, costs, source, cands, effective, None, fixed, context=context)
         total = top.goodput * _units(top, cluster, fixed, None) if top else 0.0
         raise UserError(f"no deployment on {cluster.describe()} serves {rate} req/s under the SLO "
                         f"ttft={effective['ttft']},tpot={effective['tpot']}: the most is {total:.3g} req/s "
@@ -365,6 +306,8 @@ def plan_serving(graph, cluster, workload: str, *, model_ref, cluster_spec, slo,
     requests = min(_requests_at(operating / k) * k, FINAL_REQUESTS_MAX)
     decision = _serving_decision(graph, cluster, best, k, batch, input_len, output_len, dtype)
     decision["serving"] = _serving_section(best, k, source, requests, operating, effective, cluster)
+    if context:
+        decision["serving"].update(context_tokens=context, requests_over_context=round(over, 4))
     predicted = evaluate_serving(graph, cluster, decision, dtype, costs)
     predicted.update(goodput_rps=best.goodput * k, goodput_per_gpu=best.goodput / best.gpus, gpus_used=k * best.gpus)
     inputs = {"model": model_ref, "cluster": cluster_spec, "workload": {"kind": workload, "batch": batch,

@@ -110,6 +110,47 @@ def test_engine_profile_misuse_is_one_line_exit_2(args, says, capsys):
     assert says in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("spec, says", [
+    ("colocated=vllm-0.2-a100-80gb,decode=distserve-a100-80gb", "'decode=distserve-a100-80gb' is not KIND=PROFILE"),
+    ("colocated=vllm-0.2-a100-80gb,colocated=distserve-a100-80gb", "(each once)"),
+    ("colocated=,disaggregated=distserve-a100-80gb", "'colocated=' is not KIND=PROFILE"),
+    ("colocated=vllm-0.2-a100-80gb,disaggregated=nope", "engine profile 'nope' not found"),
+])
+def test_per_kind_engine_spec_errors_are_one_line_exit_2(spec, says, capsys):
+    from planner.cli import main
+
+    assert main(["plan", "opt-13b", "--cluster", "2xA100-SXM-80GB", "--engine-profile", spec]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_each_kind_of_deployment_on_its_own_engine(tmp_path):
+    """colocated=vLLM v0.2, disaggregated=DistServe (what one would deploy for each), on DistServe's ShareGPT
+    requests: colocated vLLM is chosen under TPOT 0.1 s, disaggregation under 0.05 s (prefill-first stalls
+    then break the tighter TPOT); the plan records the spec, verify re-prices both engines, retarget keeps it."""
+    rows = np.loadtxt(_MEASURED / "distserve_opt13b_sharegpt_vllm_3rps.csv", delimiter=",", skiprows=1)
+    trace = tmp_path / "distserve_sharegpt.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n"
+                     + "".join(f"{a:.3f},{int(p)},{int(o)}\n" for a, p, o in rows[:, :3]))
+    spec = "colocated=vllm-0.2-a100-80gb,disaggregated=distserve-a100-80gb"
+    chosen = {}
+    for tpot in (0.1, 0.05):
+        p = planner.plan("opt-13b", "4xA100-SXM-80GB", str(trace), slo={"ttft": 0.2, "tpot": tpot}, engine_profile=spec)
+        data = p.to_dict()
+        assert data["inputs"]["engine_profile"] == spec and p.verify() == []
+        assert "context_tokens" not in data["decision"]["serving"]  # every request fits OPT's 2,048 positions
+        chosen[tpot] = data["decision"]["serving"]["policy"]
+        if tpot == 0.05:
+            assert p.retarget(rate=1.0).to_dict()["inputs"]["engine_profile"] == spec
+    assert chosen[0.1] != "disaggregated" and chosen[0.05] == "disaggregated"
+    vllm_only = planner.plan("opt-13b", "4xA100-SXM-80GB", str(trace), slo={"ttft": 0.2, "tpot": 0.05},
+                             engine_profile="vllm-0.2-a100-80gb").to_dict()
+    mixed = planner.plan("opt-13b", "4xA100-SXM-80GB", str(trace), slo={"ttft": 0.2, "tpot": 0.05},
+                         engine_profile=spec).to_dict()
+    # the disaggregated deployment runs on DistServe's faster engine, not vLLM's
+    assert mixed["predicted"]["goodput_per_gpu"] > vllm_only["predicted"]["goodput_per_gpu"]
+
+
 _MEASURED = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
 
 

@@ -32,6 +32,21 @@ def test_chat_plan_verifies_and_meets_the_slo(chat_plan):
     assert d["dp"] * d["tp"] * d["pp"] <= 8
 
 
+def test_named_workloads_keep_to_the_models_context(chat_plan):
+    """Requests longer than the model's context (prompt + output) are left out of a named workload, as serving
+    benchmarks filter their traces; the plan says how many and verify rebuilds the same workload."""
+    from cost_models.serving.workload import make_workload
+
+    p = planner.plan("opt-13b", "4xA100-SXM-80GB", "chat", slo={"ttft": 0.5, "tpot": 0.1})
+    s = p.data["decision"]["serving"]
+    assert s["context_tokens"] == 2048 and 0.05 < s["requests_over_context"] < 0.5
+    assert p.verify() == []
+    w = make_workload("chat", s["requests"], 1.0, seed=s["seed"], max_total=2048)
+    assert len(w) == s["requests"] and int((w.prompt_tokens + w.output_tokens).max()) <= 2048
+    long = chat_plan.data["decision"]["serving"]  # llama-3-8b: 8,192 positions, a few chat requests are longer
+    assert long["context_tokens"] == 8192 and 0 < long["requests_over_context"] < 0.05
+
+
 def test_rate_target_uses_fewer_gpus(chat_plan):
     rate = chat_plan.data["predicted"]["goodput_per_gpu"] * 2.5
     plan = planner.plan("llama-3-8b", "8xH100-SXM", "chat", slo=SLO, rate=rate)

@@ -65,6 +65,7 @@ class CostCache:
         takes iteration times from an engine's measured profile for `model` (its name in the profile)."""
         self.graph, self.cluster, self.dtype, self.efficiency = graph, cluster, dtype, efficiency
         self.engine, self.model = engine, model or graph.model
+        self.disaggregated: CostCache | None = None  # another engine for disaggregated deployments (for_policy)
         self._built: dict = {}
         self._bases: dict = {}
 
@@ -94,6 +95,13 @@ class CostCache:
         """Whether the engine profile (if any) has iteration times for this model at tp x pp."""
         return self.engine is None or self.engine.covers(self.model, tp, pp)
 
+    def for_policy(self, policy) -> CostCache:
+        """The costs a deployment of `policy` runs on: `disaggregated` for a `Disaggregated` policy when set (a
+        disaggregating engine beside a colocated one, e.g. DistServe beside vLLM), else these."""
+        if isinstance(policy, Disaggregated) and self.disaggregated is not None:
+            return self.disaggregated
+        return self
+
     def with_engine(self, engine) -> CostCache:
         """The same model and cluster with another engine profile (None: the cost model), sharing the
         cost-model tables already built."""
@@ -102,20 +110,57 @@ class CostCache:
         return other
 
 
-def costs_for(graph, cluster, dtype: str, engine_profile: str | None = None) -> CostCache:
-    """Iteration costs of `graph` on `cluster`: the cost model's, or a measured engine profile's
-    (`cost_models.serving.engine_profile`) when one is named; the profile must be of this device."""
-    if not engine_profile:
-        return CostCache(graph, cluster, dtype)
-    engine = load_engine_profile(engine_profile)
+ENGINE_KINDS = ("colocated", "disaggregated")
+
+
+def parse_engine_spec(spec: str | None) -> dict[str, str]:
+    """An --engine-profile value -> {deployment kind: profile}: 'NAME' (or a YAML path) for every deployment,
+    or 'colocated=NAME,disaggregated=NAME' for one engine per kind (a kind left out uses the cost model).
+
+    >>> parse_engine_spec("colocated=vllm-0.2-a100-80gb,disaggregated=distserve-a100-80gb")["disaggregated"]
+    'distserve-a100-80gb'
+    """
+    if not spec:
+        return {}
+    parts = [part.strip() for part in spec.split(",")]
+    keyed = [part.partition("=") for part in parts]
+    if not any(sep and key.strip() in ENGINE_KINDS for key, sep, _ in keyed):
+        return dict.fromkeys(ENGINE_KINDS, spec)
+    out: dict[str, str] = {}
+    for part, (key, sep, value) in zip(parts, keyed):
+        key, value = key.strip(), value.strip()
+        if not sep or key not in ENGINE_KINDS or not value or key in out:
+            raise UserError(f"--engine-profile {spec!r}: {part!r} is not KIND=PROFILE with KIND one of "
+                            f"{', '.join(ENGINE_KINDS)} (each once); e.g. colocated=vllm-0.2-a100-80gb,"
+                            "disaggregated=distserve-a100-80gb, or one profile for both")
+        out[key] = value
+    return out
+
+
+def _profiled(graph, cluster, dtype: str, name: str) -> CostCache:
+    engine = load_engine_profile(name)
     device = cluster.nodes[0].device.name
     if engine.device != device:
-        raise UserError(f"engine profile {engine_profile!r} ({engine.engine}) was measured on {engine.device}; "
+        raise UserError(f"engine profile {name!r} ({engine.engine}) was measured on {engine.device}; "
                         f"the cluster has {device}: give a profile of {device} or drop --engine-profile")
     if graph.model not in engine.fits:
-        raise UserError(f"engine profile {engine_profile!r} has no {graph.model}; it covers "
-                        f"{', '.join(sorted(engine.fits))}")
+        raise UserError(f"engine profile {name!r} has no {graph.model}; it covers {', '.join(sorted(engine.fits))}")
     return CostCache(graph, cluster, dtype, engine=engine)
+
+
+def costs_for(graph, cluster, dtype: str, engine_profile: str | None = None) -> CostCache:
+    """Iteration costs of `graph` on `cluster`: the cost model's, or measured engine profiles'
+    (`cost_models.serving.engine_profile`, see `parse_engine_spec`) when named; a profile must be of this
+    device. With one engine per kind, the colocated one's cache carries the other (`CostCache.for_policy`)."""
+    spec = parse_engine_spec(engine_profile)
+    if not spec:
+        return CostCache(graph, cluster, dtype)
+    colocated = spec.get("colocated")
+    costs = _profiled(graph, cluster, dtype, colocated) if colocated else CostCache(graph, cluster, dtype)
+    other = spec.get("disaggregated")
+    if other != colocated:
+        costs.disaggregated = _profiled(graph, cluster, dtype, other) if other else costs.with_engine(None)
+    return costs
 
 
 def _merge(w: Workload, parts: list[tuple[np.ndarray, SimResult]], gpus: int) -> SimResult:
@@ -150,6 +195,7 @@ def _colocated(costs: CostCache, d: Deployment, w: Workload) -> SimResult:
 
 def _disaggregated(costs: CostCache, d: Deployment, w: Workload) -> SimResult:
     p = d.policy
+    costs = costs.for_policy(p)
     pre_cost, dec_cost = costs.get(p.prefill_tp, p.prefill_pp), costs.get(p.decode_tp, p.decode_pp)
     one = Workload(w.arrival_s, w.prompt_tokens, np.ones(len(w), np.int64), w.name)
     parts, ready = [], np.full(len(w), np.nan)

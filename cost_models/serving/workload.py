@@ -131,19 +131,40 @@ def lengths(kind: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return p, o
 
 
-def make_workload(source: str, n: int, rate: float, cv: float = 1.0, seed: int = 0) -> Workload:
+def make_workload(source: str, n: int, rate: float, cv: float = 1.0, seed: int = 0,
+                  max_total: int | None = None) -> Workload:
     """`n` requests at `rate` req/s: lengths from a built-in name or a trace CSV (its own arrivals kept
-    and rescaled to `rate` when it has them, else Gamma arrivals).
+    and rescaled to `rate` when it has them, else Gamma arrivals). `max_total` (the model's context):
+    requests whose prompt + output exceed it are left out, as serving benchmarks filter their traces for
+    the model (vLLM's benchmark_serving, DistServe); a distribution draws others in their place.
 
     >>> w = make_workload("chat", 100, rate=2.0); len(w), round(w.rate, 1)
     (100, 2.0)
+    >>> w = make_workload("chat", 100, rate=2.0, max_total=2048); len(w), int((w.prompt_tokens + w.output_tokens).max()) <= 2048
+    (100, True)
     """
     if n < 1:
         raise UserError(f"a workload needs at least one request, got {n}")
     if source in SERVING_MEANS:
-        p, o = lengths(source, n, seed)
-        return Workload(arrivals(n, rate, cv, seed), p, o, source).with_rate(rate)
+        m = n
+        while True:  # with nothing left out, exactly the unfiltered draw
+            p, o = lengths(source, m, seed)
+            if max_total:
+                keep = p + o <= max_total
+                p, o = p[keep], o[keep]
+            if len(p) >= n or m >= 64 * n:
+                break
+            m *= 2
+        if len(p) < n:
+            raise UserError(f"too few '{source}' requests fit the model's context of {max_total} tokens (prompt + "
+                            f"output); use a trace or fixed --input-len/--output-len within it")
+        return Workload(arrivals(n, rate, cv, seed), p[:n], o[:n], source).with_rate(rate)
     trace = read_trace(source)
+    if max_total:
+        keep = np.flatnonzero(trace.prompt_tokens + trace.output_tokens <= max_total)
+        if not len(keep):
+            raise UserError(f"{source}: no request fits the model's context of {max_total} tokens (prompt + output)")
+        trace = trace.select(keep)
     if len(trace) < n:
         idx = np.arange(n) % len(trace)
         trace = Workload(np.zeros(n), trace.prompt_tokens[idx], trace.output_tokens[idx], trace.name)
@@ -151,6 +172,18 @@ def make_workload(source: str, n: int, rate: float, cv: float = 1.0, seed: int =
     if float(trace.arrival_s[-1]) <= 0.0:
         trace = Workload(arrivals(n, rate, cv, seed), trace.prompt_tokens, trace.output_tokens, trace.name)
     return trace.with_rate(rate)
+
+
+def over_context(source: str, max_total: int | None, n: int = 4096, seed: int = 0) -> float:
+    """Share of `source`'s requests (a distribution's first `n` draws, or a whole trace) longer than `max_total`."""
+    if not max_total:
+        return 0.0
+    if source in SERVING_MEANS:
+        p, o = lengths(source, n, seed)
+    else:
+        trace = read_trace(source)
+        p, o = trace.prompt_tokens, trace.output_tokens
+    return float(np.mean(p + o > max_total))
 
 
 def fixed(n: int, prompt: int, output: int, rate: float, cv: float = 1.0, seed: int = 0) -> Workload:

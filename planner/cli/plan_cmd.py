@@ -52,7 +52,8 @@ def parse_slo(text: str | None) -> dict:
               help="Training: pin Megatron sequence parallelism [default: on when tp > 1].")
 @click.option("--engine-profile", default=None,
               help="Serving: price iterations with a measured engine profile (a name such as vllm-0.2-a100-80gb, or "
-                   "a YAML file; see cost_models/serving/engine_profile.py) instead of the cost model.")
+                   "a YAML file; see cost_models/serving/engine_profile.py) instead of the cost model; "
+                   "colocated=NAME,disaggregated=NAME gives each kind of deployment its own engine.")
 @click.option("-o", "--output", default=None, help="Write the plan JSON here.")
 @click.option("--report", "report_dir", default=None, help="Write a Markdown + HTML report with figures into DIR.")
 @click.option("--warm-start", "warm_start", default=None,
