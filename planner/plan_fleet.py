@@ -24,7 +24,7 @@ from cost_models.hardware import get_device
 from cost_models.serving.deployment import CostCache, Deployment, simulate
 from cost_models.serving.metrics import ATTAINMENT, attainment, capacity_rate
 from cost_models.serving.policies import Chunked
-from cost_models.serving.workload import Workload, arrivals, make_workload, over_context
+from cost_models.serving.workload import Workload, arrivals, context_limit, make_workload
 from ir.errors import UserError
 from passes.parallel_layouts import TP_DEGREES, tp_ok
 from passes.serving_fleet import FleetConfig, FleetInstance, restrict, single_config, solve_fleet
@@ -193,9 +193,9 @@ def fleet_instance(model_ref: str, spec: str, workload: str, rate: float, slo: d
 
     names, limits = parse_fleet_spec(spec)
     capture_dtype = "bf16" if dtype == "fp8" else dtype
-    limit = planner.capture(model_ref, dtype=capture_dtype).config.get("max_position_embeddings") or 2048
-    graph = planner.capture(model_ref, seq_len=min(2048, limit), dtype=capture_dtype)
-    context = limit if over_context(workload, limit) > 0 else None  # requests the model can take
+    positions = planner.capture(model_ref, dtype=capture_dtype).config.get("max_position_embeddings")
+    graph = planner.capture(model_ref, seq_len=min(2048, positions or 2048), dtype=capture_dtype)
+    context = context_limit(workload, positions)  # requests the model can take
     pool = make_workload(workload, FLEET_POOL, 1.0, seed=FLEET_SEED, max_total=context)
     buckets = _buckets(pool)
     profiler = FleetProfiler(graph, slo, dtype)

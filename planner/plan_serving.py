@@ -15,7 +15,7 @@ from cost_models.parallel_config import Options
 from cost_models.serving.deployment import Deployment, costs_for, simulate
 from cost_models.serving.metrics import ATTAINMENT, attainment, latencies
 from cost_models.serving.policies import Chunked, Disaggregated, Layered, PrefillFirst
-from cost_models.serving.workload import over_context
+from cost_models.serving.workload import context_limit, over_context
 from ir.errors import UserError
 from passes.parallel_layouts import TP_DEGREES, tp_ok
 from planner.plan_file import PLAN_FORMAT, fingerprint
@@ -36,6 +36,7 @@ _BOUND_SLACK = 1.5  # colocated: the offline bound ignores prefill riding on dec
 # wait over the output tokens), so its goodput is capped there.
 _SEARCH_TOLERANCE = 0.04
 _SEARCH_STEPS = 7
+_SETTLE_STEPS, _SETTLE_FACTOR = 12, 0.95  # the chosen deployment re-checked on its own requests: steps of -5%
 
 
 class _Candidate:
@@ -276,9 +277,8 @@ def plan_serving(graph, cluster, workload: str, *, model_ref, cluster_spec, slo,
     named = workload in SERVING or workload.endswith(".csv")
     source = workload if named and not fixed_lengths else f"fixed:{input_len}:{output_len}"
     # a named workload keeps to the model's context (prompt + output), as serving benchmarks filter traces
-    context = graph.config.get("max_position_embeddings") if not source.startswith("fixed:") else None
+    context = context_limit(source, graph.config.get("max_position_embeddings"))
     over = over_context(source, context)
-    context = context if over > 0 else None  # nothing to leave out: exactly the unfiltered workload
     w = _base_workload(source, SERVE_REQUESTS, SERVE_SEED, context)
     costs = costs_for(graph, cluster, dtype, engine_profile)
     cands = _candidates(graph, cluster, costs, fixed, w)
@@ -301,15 +301,31 @@ def plan_serving(graph, cluster, workload: str, *, model_ref, cluster_spec, slo,
         raise UserError(f"no deployment on {cluster.describe()} serves {rate} req/s under the SLO "
                         f"ttft={effective['ttft']},tpot={effective['tpot']}: the most is {total:.3g} req/s "
                         f"({top.describe() if top else 'none'}); lower --rate or add devices")
+    def settle(k: int, operating: float) -> tuple[dict, dict]:
+        requests = min(_requests_at(operating / k) * k, FINAL_REQUESTS_MAX)
+        decision = _serving_decision(graph, cluster, best, k, batch, input_len, output_len, dtype)
+        decision["serving"] = _serving_section(best, k, source, requests, operating, effective, cluster)
+        if context:
+            decision["serving"].update(context_tokens=context, requests_over_context=round(over, 4))
+        return decision, evaluate_serving(graph, cluster, decision, dtype, costs)
+
+    # The search rated one unit on its own request sample; the deployment (k units, on their own requests) must
+    # hold 90% at what the plan reports: with a rate, add units while it misses; else lower the rate until it holds.
     k = _units(best, cluster, fixed, rate)
     operating = rate if rate is not None else best.goodput * k
-    requests = min(_requests_at(operating / k) * k, FINAL_REQUESTS_MAX)
-    decision = _serving_decision(graph, cluster, best, k, batch, input_len, output_len, dtype)
-    decision["serving"] = _serving_section(best, k, source, requests, operating, effective, cluster)
-    if context:
-        decision["serving"].update(context_tokens=context, requests_over_context=round(over, 4))
-    predicted = evaluate_serving(graph, cluster, decision, dtype, costs)
-    predicted.update(goodput_rps=best.goodput * k, goodput_per_gpu=best.goodput / best.gpus, gpus_used=k * best.gpus)
+    decision, predicted = settle(k, operating)
+    for _ in range(_SETTLE_STEPS):
+        if predicted["slo_attainment"] >= ATTAINMENT:
+            break
+        if rate is None:
+            operating *= _SETTLE_FACTOR
+        elif not (fixed.get("dp") and not best.disaggregated) and best.ranks_needed(k + 1) <= cluster.num_devices:
+            k += 1
+        else:
+            break
+        decision, predicted = settle(k, operating)
+    goodput = operating / k if rate is None else best.goodput
+    predicted.update(goodput_rps=goodput * k, goodput_per_gpu=goodput / best.gpus, gpus_used=k * best.gpus)
     inputs = {"model": model_ref, "cluster": cluster_spec, "workload": {"kind": workload, "batch": batch,
               "input_len": input_len, "output_len": output_len, "rate": rate}, "objective": objective,
               "slo": slo, "fixed": fixed, "dtype": dtype, "planner_version": "0.1.0",

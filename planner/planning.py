@@ -224,7 +224,8 @@ def plan(model, cluster=None, workload: str = "chat", *, objective: str | None =
 
     `warm_start`: a previous Plan (or plan dict) whose layout the search evaluates first (`Plan.retarget`).
     `engine_profile`: serving only, a measured engine profile (name or YAML, `cost_models.serving.engine_profile`)
-    that prices every iteration instead of the cost model, e.g. "vllm-0.2-a100-80gb".
+    that prices every iteration instead of the cost model, e.g. "vllm-0.2-a100-80gb"; or one per kind of
+    deployment, "colocated=vllm-0.2-a100-80gb,disaggregated=distserve-a100-80gb" (a kind left out: the cost model).
 
     >>> p = plan("tiny-llama", "4xcpu", "train", batch=8, seq_len=64)
     >>> p.decision["dp"] * p.decision["pp"] * p.decision["tp"] == 4, p.verify()

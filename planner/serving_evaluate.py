@@ -66,7 +66,7 @@ def evaluate_serving(graph, cluster, decision: dict, dtype: str, costs=None, eng
     span = m["makespan_s"]
     tokens = float((w.prompt_tokens[done] + w.output_tokens[done]).sum())
     if isinstance(d.policy, Disaggregated):
-        prefill = costs.get(d.policy.prefill_tp, d.policy.prefill_pp)
+        prefill = costs.for_policy(d.policy).get(d.policy.prefill_tp, d.policy.prefill_pp)
         r["fits"] = bool(r["fits"] and prefill.kv_capacity_tokens > 0)
     r.update(
         ttft_s=m["ttft_mean"], tpot_s=m["tpot_mean"], ttft_p50_s=m["ttft_p50"], ttft_p90_s=m["ttft_p90"],

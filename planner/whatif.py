@@ -93,9 +93,12 @@ def what_if(model: str, clusters: list[str], *, workload: str = "chat", vary: di
     if mode not in ("plan", "estimate"):
         raise UserError(f"mode must be plan or estimate, got {mode!r}")
     vary = vary or {}
-    if mode == "estimate" and set(vary) & set(SLO_KEYS):
-        raise UserError(f"--vary {'/'.join(sorted(set(vary) & set(SLO_KEYS)))} needs --mode plan: an estimate has no SLO "
-                        "to meet")
+    slo_keys = "/".join(sorted(set(vary) & set(SLO_KEYS)))
+    if slo_keys and mode == "estimate":
+        raise UserError(f"--vary {slo_keys} needs --mode plan: an estimate has no SLO to meet")
+    if slo_keys and workload in ("train", "prefill", "decode"):
+        raise UserError(f"--vary {slo_keys} applies to serving workloads (chat, summarize, code or a trace .csv); "
+                        f"{workload!r} plans have no TTFT/TPOT SLO")
     keys = sorted(vary)
     combos = [dict(zip(keys, values)) for values in itertools.product(*(vary[k] for k in keys))] or [{}]
     points = [(model, c, workload, s, slo or {}, objective, mode, dtype) for c in clusters for s in combos]

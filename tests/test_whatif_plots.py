@@ -72,6 +72,8 @@ def test_whatif_varies_the_slo():
     assert not rows[-1]["ok"] and "best achievable" in rows[-1]["reason"] and "tpot=1e-05" in rows[-1]["reason"]
     with pytest.raises(UserError, match="needs --mode plan"):
         what_if("tiny-llama", ["2xcpu"], workload="chat", vary={"ttft": [1.0]}, mode="estimate")
+    with pytest.raises(UserError, match="applies to serving workloads"):
+        what_if("tiny-llama", ["2xcpu"], workload="train", vary={"tpot": [0.1]})
 
 
 @pytest.mark.parametrize("bad", ["speed=1", "batch=", "batch=a,b", "rate=-1", "tpot=0", "ttft=fast"])

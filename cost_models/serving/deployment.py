@@ -15,6 +15,7 @@ the simulator on every instance and merges per-request times.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -124,7 +125,10 @@ def parse_engine_spec(spec: str | None) -> dict[str, str]:
         return {}
     parts = [part.strip() for part in spec.split(",")]
     keyed = [part.partition("=") for part in parts]
-    if not any(sep and key.strip() in ENGINE_KINDS for key, sep, _ in keyed):
+    if Path(spec).is_file() or not any(sep and key.strip() in ENGINE_KINDS for key, sep, _ in keyed):
+        if len(parts) > 1 and not Path(spec).is_file():
+            raise UserError(f"--engine-profile {spec!r}: give one profile (a name or a YAML file), or "
+                            f"KIND=PROFILE pairs with KIND one of {', '.join(ENGINE_KINDS)}")
         return dict.fromkeys(ENGINE_KINDS, spec)
     out: dict[str, str] = {}
     for part, (key, sep, value) in zip(parts, keyed):

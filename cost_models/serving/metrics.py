@@ -63,6 +63,13 @@ def attainment(r: SimResult, slo: dict) -> float:
     return float(ok.mean()) if len(ok) else 0.0
 
 
+def measured_result(w, ttft_s: np.ndarray, tpot_s: np.ndarray) -> SimResult:
+    """A measured run (per-request TTFT and TPOT, seconds) as a `SimResult` of workload `w`, so that it is
+    scored by the same `attainment` and `slo_scale` as a simulation."""
+    first = w.arrival_s + ttft_s
+    return SimResult(w, first, first + tpot_s * np.maximum(w.output_tokens - 1, 0), 1)
+
+
 def slo_scale(r: SimResult, slo: dict) -> float:
     """Smallest factor s with attainment(r, s x slo) >= 90% (inf when over 10% of requests are rejected).
 
@@ -84,7 +91,8 @@ def slo_scale(r: SimResult, slo: dict) -> float:
     score = np.where(np.isfinite(r.finish_s), score, np.inf)
     if not len(score):
         return math.inf
-    return float(np.sort(score)[math.ceil(ATTAINMENT * len(score)) - 1])
+    # one ulp up: (ttft / slo) x slo can round below ttft, and attainment at s must count that request as met
+    return float(np.nextafter(np.sort(score)[math.ceil(ATTAINMENT * len(score)) - 1], np.inf))
 
 
 def _stats(x: np.ndarray, prefix: str) -> dict:

@@ -26,6 +26,7 @@ from ir.errors import UserError
 
 SERVING_MEANS = {"chat": (1024, 256), "summarize": (4096, 256), "code": (2048, 512)}
 _LOGNORMAL_SIGMA = math.sqrt(math.log(2.0))  # cv = 1: sigma^2 = ln(1 + cv^2)
+_PROMPT_MAX, _OUTPUT_MAX = 8192, 2048  # the distributions' clip bounds (tokens)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,12 @@ def arrivals(n: int, rate: float, cv: float = 1.0, seed: int = 0) -> np.ndarray:
     return np.cumsum(gaps) - gaps[0]
 
 
+def write_trace(path: str | Path, w: Workload) -> None:
+    """Write `w` as a trace CSV that `read_trace` (and `--workload PATH.csv`) reads back."""
+    rows = "".join(f"{a:.3f},{p},{o}\n" for a, p, o in zip(w.arrival_s, w.prompt_tokens, w.output_tokens))
+    Path(path).write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n" + rows)
+
+
 def read_trace(path: str | Path) -> Workload:
     """Load a trace CSV; rows without `arrived_at` get arrival 0 (pair them with `arrivals`).
 
@@ -126,8 +133,8 @@ def lengths(kind: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     mean_p, mean_o = SERVING_MEANS[kind]
     rng = np.random.default_rng(seed + 7919)
     mu = -_LOGNORMAL_SIGMA ** 2 / 2
-    p = np.clip(np.rint(mean_p * rng.lognormal(mu, _LOGNORMAL_SIGMA, n)), 16, 8192).astype(np.int64)
-    o = np.clip(np.rint(mean_o * rng.lognormal(mu, _LOGNORMAL_SIGMA, n)), 1, 2048).astype(np.int64)
+    p = np.clip(np.rint(mean_p * rng.lognormal(mu, _LOGNORMAL_SIGMA, n)), 16, _PROMPT_MAX).astype(np.int64)
+    o = np.clip(np.rint(mean_o * rng.lognormal(mu, _LOGNORMAL_SIGMA, n)), 1, _OUTPUT_MAX).astype(np.int64)
     return p, o
 
 
@@ -172,6 +179,19 @@ def make_workload(source: str, n: int, rate: float, cv: float = 1.0, seed: int =
     if float(trace.arrival_s[-1]) <= 0.0:
         trace = Workload(arrivals(n, rate, cv, seed), trace.prompt_tokens, trace.output_tokens, trace.name)
     return trace.with_rate(rate)
+
+
+def context_limit(source: str, context: int | None) -> int | None:
+    """`context` when some request of `source` can be longer (prompt + output), else None: nothing to leave
+    out, so `make_workload` gives exactly the unfiltered requests (a distribution by its clip bounds)."""
+    if not context or source.startswith("fixed:"):
+        return None
+    if source in SERVING_MEANS:
+        longest = _PROMPT_MAX + _OUTPUT_MAX
+    else:
+        trace = read_trace(source)
+        longest = int((trace.prompt_tokens + trace.output_tokens).max())
+    return context if longest > context else None
 
 
 def over_context(source: str, max_total: int | None, n: int = 4096, seed: int = 0) -> float:
