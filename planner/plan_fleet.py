@@ -24,7 +24,7 @@ from cost_models.hardware import get_device
 from cost_models.serving.deployment import CostCache, Deployment, simulate
 from cost_models.serving.metrics import ATTAINMENT, attainment, capacity_rate
 from cost_models.serving.policies import Chunked
-from cost_models.serving.workload import Workload, arrivals, context_limit, make_workload
+from cost_models.serving.workload import Workload, arrivals, context_limit, make_workload, over_context
 from ir.errors import UserError
 from passes.parallel_layouts import TP_DEGREES, tp_ok
 from passes.serving_fleet import FleetConfig, FleetInstance, restrict, single_config, solve_fleet
@@ -260,13 +260,20 @@ def _document(inputs, graph, inst: FleetInstance, configs, buckets, sol, slo, pr
                     "capacity_rps": {name: list(row) for name, row in zip(inst.configs, inst.capacity)},
                     "price_milli_per_hour": dict(zip(inst.configs, inst.price_milli)),
                     "gpu_limits": dict(inst.gpu_limit), "slices": inst.slices,
-                    "seed": FLEET_SEED, "simulations": profiler.simulations},
+                    "seed": FLEET_SEED, "simulations": profiler.simulations, **_context_record(inputs, graph)},
         "solver": {"search": "cp-sat over instance counts and load slices (passes.serving_fleet)",
                    "status": sol.status, "solver": sol.solver, "objective_milli_per_hour": sol.cost_milli,
                    "bound_milli_per_hour": sol.bound_milli, "gap": sol.gap, "candidates_evaluated": len(configs),
                    "candidates_pruned": 0},
         "binding_constraints": _binding(inst, sol, buckets),
     }
+
+
+def _context_record(inputs: dict, graph) -> dict:
+    """The model's context and the share of the workload's requests left out for exceeding it (if any can)."""
+    kind = inputs["workload"]["kind"]
+    context = context_limit(kind, graph.config.get("max_position_embeddings"))
+    return {"context_tokens": context, "requests_over_context": round(over_context(kind, context), 4)} if context else {}
 
 
 def _binding(inst: FleetInstance, sol, buckets) -> list[str]:

@@ -69,6 +69,8 @@ def test_fleet_plan_mixes_types_and_verifies(fleet_plan):
     assert p["dollars_per_hour"] < min(singles)
     assert data["solver"]["status"] == "optimal"
     assert "fleet plan for" in fleet_plan.explain()
+    # llama-3-8b holds 8,192 positions: the few chat requests longer than that are left out, and counted
+    assert data["profile"]["context_tokens"] == 8192 and 0 < data["profile"]["requests_over_context"] < 0.05
 
 
 def test_fleet_plan_is_byte_identical(tmp_path):
