@@ -24,7 +24,7 @@ from cost_models.hardware import get_device
 from cost_models.serving.deployment import CostCache, Deployment, simulate
 from cost_models.serving.metrics import ATTAINMENT, attainment, capacity_rate
 from cost_models.serving.policies import Chunked
-from cost_models.serving.workload import Workload, arrivals, context_limit, make_workload, over_context
+from cost_models.serving.workload import Workload, arrivals, context_filter, make_workload
 from ir.errors import UserError
 from passes.parallel_layouts import TP_DEGREES, tp_ok
 from passes.serving_fleet import FleetConfig, FleetInstance, restrict, single_config, solve_fleet
@@ -195,7 +195,7 @@ def fleet_instance(model_ref: str, spec: str, workload: str, rate: float, slo: d
     capture_dtype = "bf16" if dtype == "fp8" else dtype
     positions = planner.capture(model_ref, dtype=capture_dtype).config.get("max_position_embeddings")
     graph = planner.capture(model_ref, seq_len=min(2048, positions or 2048), dtype=capture_dtype)
-    context = context_limit(workload, positions)  # requests the model can take
+    context, _ = context_filter(workload, positions)  # requests the model can take
     pool = make_workload(workload, FLEET_POOL, 1.0, seed=FLEET_SEED, max_total=context)
     buckets = _buckets(pool)
     profiler = FleetProfiler(graph, slo, dtype)
@@ -271,9 +271,8 @@ def _document(inputs, graph, inst: FleetInstance, configs, buckets, sol, slo, pr
 
 def _context_record(inputs: dict, graph) -> dict:
     """The model's context and the share of the workload's requests left out for exceeding it (if any can)."""
-    kind = inputs["workload"]["kind"]
-    context = context_limit(kind, graph.config.get("max_position_embeddings"))
-    return {"context_tokens": context, "requests_over_context": round(over_context(kind, context), 4)} if context else {}
+    context, over = context_filter(inputs["workload"]["kind"], graph.config.get("max_position_embeddings"))
+    return {"context_tokens": context, "requests_over_context": round(over, 4)} if context else {}
 
 
 def _binding(inst: FleetInstance, sol, buckets) -> list[str]:

@@ -15,7 +15,7 @@ from cost_models.parallel_config import Options
 from cost_models.serving.deployment import Deployment, costs_for, simulate
 from cost_models.serving.metrics import ATTAINMENT, attainment, latencies
 from cost_models.serving.policies import Chunked, Disaggregated, Layered, PrefillFirst
-from cost_models.serving.workload import context_limit, over_context
+from cost_models.serving.workload import context_filter
 from ir.errors import UserError
 from passes.parallel_layouts import TP_DEGREES, tp_ok
 from planner.plan_file import PLAN_FORMAT, fingerprint
@@ -90,6 +90,7 @@ def _candidates(graph, cluster, costs, fixed: dict, w) -> list[_Candidate]:
     need = int(np.median(w.prompt_tokens + w.output_tokens))
     dcosts = costs.for_policy(Disaggregated(1, 1))  # the disaggregating engine's, when it is another
     rates, drates = {}, {}
+    tables = ((rates, costs),) if dcosts is costs else ((rates, costs), (drates, dcosts))
     for tp in TP_DEGREES:
         for pp in PP_DEGREES:
             if tp * pp > n or pp > blocks or not tp_ok(graph, tp, node.devices_per_node, replicate_kv=True):
@@ -98,7 +99,7 @@ def _candidates(graph, cluster, costs, fixed: dict, w) -> list[_Candidate]:
                 continue
             if fixed.get("dp") and fixed["dp"] * tp * pp > n:
                 continue
-            for table, engine in ((rates, costs), (drates, dcosts)):
+            for table, engine in tables:
                 # no profile, or no room for a median request
                 if engine.supports(tp, pp) and engine.get(tp, pp).kv_capacity_tokens >= need:
                     table[(tp, pp)] = _phase_rates(engine.get(tp, pp), mean_p, mean_o)
@@ -109,6 +110,7 @@ def _candidates(graph, cluster, costs, fixed: dict, w) -> list[_Candidate]:
            for (tp, pp), (pf, dc) in rates.items() for policy in policies]
     if fixed or n < 2:
         return out
+    drates = drates if dcosts is not costs else rates
     single = sorted(tp for tp, pp in drates if pp == 1)
     for ptp in single:
         for dtp in single:
@@ -277,8 +279,7 @@ def plan_serving(graph, cluster, workload: str, *, model_ref, cluster_spec, slo,
     named = workload in SERVING or workload.endswith(".csv")
     source = workload if named and not fixed_lengths else f"fixed:{input_len}:{output_len}"
     # a named workload keeps to the model's context (prompt + output), as serving benchmarks filter traces
-    context = context_limit(source, graph.config.get("max_position_embeddings"))
-    over = over_context(source, context)
+    context, over = context_filter(source, graph.config.get("max_position_embeddings"))
     w = _base_workload(source, SERVE_REQUESTS, SERVE_SEED, context)
     costs = costs_for(graph, cluster, dtype, engine_profile)
     cands = _candidates(graph, cluster, costs, fixed, w)

@@ -125,8 +125,9 @@ def parse_engine_spec(spec: str | None) -> dict[str, str]:
         return {}
     parts = [part.strip() for part in spec.split(",")]
     keyed = [part.partition("=") for part in parts]
-    if Path(spec).is_file() or not any(sep and key.strip() in ENGINE_KINDS for key, sep, _ in keyed):
-        if len(parts) > 1 and not Path(spec).is_file():
+    is_file = Path(spec).is_file()
+    if is_file or not any(sep and key.strip() in ENGINE_KINDS for key, sep, _ in keyed):
+        if len(parts) > 1 and not is_file:
             raise UserError(f"--engine-profile {spec!r}: give one profile (a name or a YAML file), or "
                             f"KIND=PROFILE pairs with KIND one of {', '.join(ENGINE_KINDS)}")
         return dict.fromkeys(ENGINE_KINDS, spec)

@@ -181,29 +181,23 @@ def make_workload(source: str, n: int, rate: float, cv: float = 1.0, seed: int =
     return trace.with_rate(rate)
 
 
-def context_limit(source: str, context: int | None) -> int | None:
-    """`context` when some request of `source` can be longer (prompt + output), else None: nothing to leave
-    out, so `make_workload` gives exactly the unfiltered requests (a distribution by its clip bounds)."""
+def context_filter(source: str, context: int | None, n: int = 4096, seed: int = 0) -> tuple[int | None, float]:
+    """(limit, share): `context` when some request of `source` can be longer (prompt + output), else None -
+    nothing to leave out, so `make_workload` gives exactly the unfiltered requests (a distribution judged by
+    its clip bounds); and the share of its requests over the limit (a distribution's first `n` draws, or the
+    whole trace)."""
     if not context or source.startswith("fixed:"):
-        return None
+        return None, 0.0
     if source in SERVING_MEANS:
-        longest = _PROMPT_MAX + _OUTPUT_MAX
-    else:
-        trace = read_trace(source)
-        longest = int((trace.prompt_tokens + trace.output_tokens).max())
-    return context if longest > context else None
-
-
-def over_context(source: str, max_total: int | None, n: int = 4096, seed: int = 0) -> float:
-    """Share of `source`'s requests (a distribution's first `n` draws, or a whole trace) longer than `max_total`."""
-    if not max_total:
-        return 0.0
-    if source in SERVING_MEANS:
+        if context >= _PROMPT_MAX + _OUTPUT_MAX:
+            return None, 0.0
         p, o = lengths(source, n, seed)
     else:
         trace = read_trace(source)
         p, o = trace.prompt_tokens, trace.output_tokens
-    return float(np.mean(p + o > max_total))
+        if int((p + o).max()) <= context:
+            return None, 0.0
+    return context, float(np.mean(p + o > context))
 
 
 def fixed(n: int, prompt: int, output: int, rate: float, cv: float = 1.0, seed: int = 0) -> Workload:
