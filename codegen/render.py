@@ -9,8 +9,10 @@ Same plan, same bytes: the context is sorted and nothing time- or machine-depend
 from __future__ import annotations
 
 import json
+import math
 import os
 import pprint
+import shlex
 from pathlib import Path
 
 import jinja2
@@ -31,11 +33,47 @@ def _pyrepr(value) -> str:
     return pprint.pformat(value, width=110, sort_dicts=True)
 
 
+def shell_word(value) -> str:
+    """One shell word for `value` (the `sh` filter): ints and floats as written, strings quoted (shlex);
+    bools, None, containers and strings holding control characters (newlines, NUL) are refused, since a
+    generated script must never run what a plan file smuggles into a value.
+
+    >>> shell_word(2048), shell_word("m$(touch PWNED)"), shell_word("Llama-3 8B")
+    ('2048', "'m$(touch PWNED)'", "'Llama-3 8B'")
+    >>> shell_word("a;" + chr(10) + "touch x")
+    Traceback (most recent call last):
+    ir.errors.UserError: cannot put 'a;\\ntouch x' into a shell script: it holds a control character; rename it
+    """
+    if isinstance(value, bool) or value is None or not isinstance(value, (int, float, str)):
+        raise UserError(f"cannot put {value!r} into a shell script: expected a number or a string")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"cannot put {value!r} into a shell script: not a finite number")
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise UserError(f"cannot put {value!r} into a shell script: it holds a control character; rename it")
+    return shlex.quote(value)
+
+
+def one_line(value) -> str:
+    """`value` as text for a comment or a README line (the `line` filter): control characters refused.
+
+    >>> one_line("llama-3-8b")
+    'llama-3-8b'
+    """
+    text = str(value)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise UserError(f"cannot write {text!r} into a generated file: it holds a control character; rename it")
+    return text
+
+
 def environment() -> jinja2.Environment:
-    """The jinja2 environment: templates folder, StrictUndefined, trimmed blocks, `pyrepr` filter."""
+    """The jinja2 environment: templates folder, StrictUndefined, trimmed blocks, `pyrepr`, `sh` and `line` filters."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
     env.filters["pyrepr"] = _pyrepr
+    env.filters["sh"] = shell_word
+    env.filters["line"] = one_line
     return env
 
 
