@@ -75,7 +75,9 @@ class CostCache:
         if key not in self._built:
             cost = self._base(tp, pp)
             if self.engine is not None:
-                cost = ProfiledIterationCost(cost, self.engine.fit_for(self.model, tp, pp), self.engine.iteration_overhead_ms)
+                e = self.engine
+                cost = ProfiledIterationCost(cost, e.fit_for(self.model, tp, pp), e.iteration_overhead_ms, e.block_size,
+                                             e.request_latency_ms)
             self._built[key] = cost
         return self._built[key]
 
@@ -185,6 +187,8 @@ def _merge(w: Workload, parts: list[tuple[np.ndarray, SimResult]], gpus: int) ->
         out.expert_bytes += r.expert_bytes * r.gpus  # all ranks
         out.prefill_tokens += r.prefill_tokens
         out.decode_tokens += r.decode_tokens
+        out.prefix_hit_tokens += r.prefix_hit_tokens
+        out.prompt_tokens_admitted += r.prompt_tokens_admitted
     return out
 
 
@@ -202,7 +206,7 @@ def _disaggregated(costs: CostCache, d: Deployment, w: Workload) -> SimResult:
     p = d.policy
     costs = costs.for_policy(p)
     pre_cost, dec_cost = costs.get(p.prefill_tp, p.prefill_pp), costs.get(p.decode_tp, p.decode_pp)
-    one = Workload(w.arrival_s, w.prompt_tokens, np.ones(len(w), np.int64), w.name)
+    one = replace(w, output_tokens=np.ones(len(w), np.int64))  # prefill instances keep the prefixes
     parts, ready = [], np.full(len(w), np.nan)
     first = np.full(len(w), np.nan)
     for k in range(p.prefill_instances):

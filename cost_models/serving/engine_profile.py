@@ -21,6 +21,20 @@ iteration time (KV capacity, KV bytes per token, power, MoE expert bytes) still 
 model. Prefill-only and decode-only iterations are what the profiled engines run (prefill-first
 scheduling, disaggregated instances); a mixed iteration (chunked prefill) is priced as the sum of its
 prefill and decode parts, and layered prefill is refused (the profiles hold no per-layer times).
+
+Engines that run mixed iterations (vLLM v1: every iteration carries the decodes and prompt chunks of one
+token budget, `planner calibrate --engine vllm`) are profiled by one fit of the whole iteration instead,
+`models: {name: {tp: {iteration: {fixed_ms, per_token_ms, per_kilo_pair_ms, per_kilo_kv_token_ms,
+per_sequence_ms}}}}`:
+
+    iteration = fixed + per_token x T + per_kilo_pair x P / 1e3 + per_kilo_kv_token x K / 1e3 + per_sequence x S
+
+T: tokens computed (decodes + prompt chunk tokens); P: causal query-key pairs of the prompt chunks (with
+their cached prefix); K: tokens of context the decodes read; S: sequences sampled (decodes + prompts that
+finish). Such a profile also gives the engine's KV `block_size` (tokens; vLLM's CPU backend uses 128) and
+`request_latency_ms`, the time a request spends outside the iterations before its first token (HTTP,
+tokenization, detokenization and streaming back), which the simulator adds at arrival. Its fit data sit
+beside it (`fit`: rows, their file and the fit error per kind of row).
 """
 
 from __future__ import annotations
@@ -37,13 +51,41 @@ PROFILE_DIR = Path(__file__).resolve().parents[1] / "data" / "engine_profiles"
 
 
 @dataclass(frozen=True)
-class EngineFit:
-    """One (model, tp) entry of an engine profile, in milliseconds."""
+class IterationFit:
+    """Milliseconds of one mixed iteration (see the module docstring): fixed + per token + per 1e3 attention
+    pairs + per 1e3 context tokens read by decodes + per sampled sequence."""
 
-    prefill: tuple[float, float, float]
-    decode_small: tuple[float, float, float]
-    decode_large: tuple[float, float, float]
-    small_batch_below: int
+    fixed_ms: float
+    per_token_ms: float
+    per_kilo_pair_ms: float
+    per_kilo_kv_token_ms: float
+    per_sequence_ms: float
+
+    def ms(self, tokens: float, pairs: float, kv_tokens: float, sequences: float) -> float:
+        """
+        >>> IterationFit(2.0, 0.01, 0.001, 0.002, 0.1).ms(tokens=100, pairs=5000, kv_tokens=1000, sequences=1)
+        3.207
+        """
+        return (self.fixed_ms + self.per_token_ms * tokens + self.per_kilo_pair_ms * pairs / 1e3
+                + self.per_kilo_kv_token_ms * kv_tokens / 1e3 + self.per_sequence_ms * sequences)
+
+    def as_dict(self) -> dict:
+        return {k: float(getattr(self, k)) for k in ITERATION_TERMS}
+
+
+ITERATION_TERMS = ("fixed_ms", "per_token_ms", "per_kilo_pair_ms", "per_kilo_kv_token_ms", "per_sequence_ms")
+
+
+@dataclass(frozen=True)
+class EngineFit:
+    """One (model, tp) entry of an engine profile, in milliseconds: DistServe's prefill and decode fits, or one
+    fit of a mixed iteration (`mixed`)."""
+
+    prefill: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    decode_small: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    decode_large: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    small_batch_below: int = 1
+    mixed: IterationFit | None = None
 
     def prefill_ms(self, tokens: float, sum_squares: float) -> float:
         a, b, c = self.prefill
@@ -62,6 +104,8 @@ class EngineProfile:
     source: str
     fits: dict  # model name -> {tp: EngineFit}
     iteration_overhead_ms: float = 0.0  # runtime cost of every iteration beyond the profiled forward pass
+    block_size: int | None = None  # the engine's KV block tokens (None: the simulator's default, 16)
+    request_latency_ms: float = 0.0  # per request, outside the iterations (before its first token)
 
     def covers(self, model: str, tp: int, pp: int = 1) -> bool:
         return pp == 1 and tp in self.fits.get(model, {})
@@ -91,47 +135,67 @@ def load_engine_profile(path: str | Path) -> EngineProfile:
         raise UserError(f"engine profile {str(path)!r} not found; give a YAML file or one of {', '.join(known)}")
     try:
         data = yaml.safe_load(file.read_text())
-        fits = {}
-        for model, per_tp in data["models"].items():
-            fits[model] = {int(tp): EngineFit(tuple(float(x) for x in e["prefill"]),
-                                              tuple(float(x) for x in e["decode_small"]),
-                                              tuple(float(x) for x in e["decode_large"]), int(e["small_batch_below"]))
-                           for tp, e in per_tp.items()}
+        fits = {str(model): {int(tp): _entry(e) for tp, e in per_tp.items()} for model, per_tp in data["models"].items()}
+        block = data.get("block_size")
         return EngineProfile(str(data["engine"]), str(data["device"]), str(data["source"]), fits,
-                             float(data.get("iteration_overhead_ms", 0.0)))
+                             float(data.get("iteration_overhead_ms", 0.0)), int(block) if block else None,
+                             float(data.get("request_latency_ms", 0.0)))
     except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise UserError(f"{file}: not an engine profile ({type(error).__name__}: {error}); see "
                         f"cost_models/serving/engine_profile.py for the format") from None
+
+
+def _entry(e: dict) -> EngineFit:
+    if "iteration" in e:
+        return EngineFit(mixed=IterationFit(*(float(e["iteration"][k]) for k in ITERATION_TERMS)))
+    return EngineFit(tuple(float(x) for x in e["prefill"]), tuple(float(x) for x in e["decode_small"]),
+                     tuple(float(x) for x in e["decode_large"]), int(e["small_batch_below"]))
 
 
 class ProfiledIterationCost:
     """An `IterationCost` whose iteration times come from an engine profile (module docstring); every
     other quantity is the wrapped cost model's."""
 
-    def __init__(self, base: IterationCost, fit: EngineFit, iteration_overhead_ms: float = 0.0):
+    def __init__(self, base: IterationCost, fit: EngineFit, iteration_overhead_ms: float = 0.0,
+                 block_size: int | None = None, request_latency_ms: float = 0.0):
         self.base, self.fit = base, fit
         self.overhead_s = iteration_overhead_ms / 1e3  # per iteration, on top of the profiled forward pass
+        if block_size:
+            self.block_size = block_size  # read by the simulator (its default otherwise)
+        self.request_latency_s = request_latency_ms / 1e3
 
     def __getattr__(self, name):  # capacity, KV bytes, MoE, power, gpus, num_blocks: the cost model's
         return getattr(self.base, name)
 
     def linear(self, tokens: int, sampled: int) -> float:
         """Decode-only use (the simulator's decode stretches): the profile's batch-dependent part."""
+        if self.fit.mixed is not None:
+            return self.fit.mixed.ms(tokens, 0.0, 0.0, sampled) / 1e3
         a, _, c = self.fit.decode_coefficients(tokens)
         return (a + c * tokens) / 1e3
 
     def decode_attention_per_token(self, decodes: int) -> float:
-        return self.fit.decode_coefficients(decodes)[1] / 1e3 if decodes else 0.0
+        if not decodes:
+            return 0.0
+        if self.fit.mixed is not None:
+            return self.fit.mixed.per_kilo_kv_token_ms / 1e6
+        return self.fit.decode_coefficients(decodes)[1] / 1e3
 
     def time(self, decodes: int = 0, decode_kv: float = 0.0, prefill_tokens: int = 0, prefill_pairs: float = 0.0,
              prefill_kv_read: float = 0.0, prompts_done: int = 0) -> float:
+        if not decodes and not prefill_tokens:
+            return 0.0
+        if self.fit.mixed is not None:
+            kv = decode_kv + decodes if decodes else 0.0
+            return self.fit.mixed.ms(decodes + prefill_tokens, prefill_pairs, kv, decodes + prompts_done) / 1e3 \
+                + self.overhead_s
         t = 0.0
         if prefill_tokens:
             # causal pairs sum L(L+1)/2 over whole prompts, so sum L^2 = 2 x pairs - sum L
             t += self.fit.prefill_ms(prefill_tokens, max(2.0 * prefill_pairs - prefill_tokens, 0.0)) / 1e3
         if decodes:
             t += self.linear(decodes, decodes) + (decode_kv + decodes) * self.decode_attention_per_token(decodes)
-        return t + self.overhead_s if t else 0.0
+        return t + self.overhead_s
 
     def layered_time(self, *args, **kwargs) -> float:
         raise UserError("an engine profile holds whole-model iteration times; layered prefill needs per-layer "

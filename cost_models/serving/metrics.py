@@ -136,6 +136,7 @@ def summarize(r: SimResult, slo: dict | None = None) -> dict:
         energy_per_token_j=energy / out_tokens if energy is not None and out_tokens else None,
         expert_bytes_per_prompt=r.expert_bytes / len(w) if len(w) else 0.0,
         max_kv_blocks=r.max_kv_blocks, kv_capacity_blocks=r.kv_capacity_blocks, iterations=r.iterations,
+        prefix_hit_rate=r.prefix_hit_rate,
         utilization=r.busy_s / makespan if makespan > 0 else 0.0,
     )
     if slo is not None:

@@ -19,6 +19,21 @@ when a decode step would overflow, the most recently admitted running request is
 recomputed later (vLLM's default recompute preemption). A request whose prompt and output cannot fit
 in an empty cache is rejected (its times are NaN), as vLLM rejects prompts longer than the cache.
 
+Engine defaults modelled (vLLM v1 and SGLang, both on by default):
+- prefix caching (`prefix_cache.PrefixCache`): for workloads with shared prefixes (`Workload.block_hashes`),
+  a request reuses the cached blocks of its longest cached prefix; its prefill starts after them (the chunk
+  attends to them: `causal_pairs(q, cached)`), shared blocks are charged once, unreferenced ones are evicted
+  LRU when the room is needed. Not for layered prefill (no engine runs it) or decode-only instances;
+- the KV cache an engine is given: the cost model's free memory, at most what `max_num_seqs` requests of the
+  workload's longest request can use plus vLLM's 1% watermark (`kv_cache_tokens`; the rest could only
+  hold evictable prefixes), which is what the generated launch scripts pin (`--kv-cache-memory-bytes`);
+- chunked prefill (vLLM v1's scheduler): decodes and prompt chunks share the token budget, so at most
+  min(max_num_seqs, budget) requests run (vLLM requires max_num_batched_tokens >= max_num_seqs);
+- the engine's KV block size (`cost.block_size` where an engine profile sets it, e.g. 128 on vLLM's CPU
+  backend; else 16) and a fixed request latency outside the iterations (`cost.request_latency_s`: HTTP,
+  tokenization, streaming back; from a measured engine profile, else 0): a request reaches the scheduler
+  that long after it arrives.
+
 Determinism: no randomness here; the workload carries the seed.
 """
 
@@ -31,11 +46,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cost_models.serving.iteration_cost import IterationCost, causal_pairs
-from cost_models.serving.policies import DecodeOnly, Layered, PrefillFirst, group_sizes, groups_for
+from cost_models.serving.iteration_cost import IterationCost
+from cost_models.serving.policies import DecodeOnly, Layered
+from cost_models.serving.prefix_cache import PrefixCache
 from cost_models.serving.workload import Workload
 
-BLOCK_SIZE = 16
+BLOCK_SIZE = 16  # KV block tokens: vLLM's default on GPUs
+WATERMARK = 0.01  # vLLM keeps 1% of the KV blocks free when admitting prompts
+
+
+def kv_cache_tokens(capacity_tokens: int, max_num_seqs: int, context_tokens: int | None,
+                    block_size: int = BLOCK_SIZE) -> int:
+    """KV tokens an instance gives its engine: the free memory's `capacity_tokens`, at most `max_num_seqs`
+    requests of `context_tokens` each in whole blocks plus the watermark (None: no bound).
+
+    >>> kv_cache_tokens(10**7, 256, 1000), kv_cache_tokens(5000, 256, 1000)
+    (260672, 5000)
+    """
+    if not context_tokens:
+        return capacity_tokens
+    blocks = max_num_seqs * -(-context_tokens // block_size)
+    return min(capacity_tokens, (blocks + math.ceil(blocks * WATERMARK / (1 - WATERMARK)) + 1) * block_size)
 
 
 @dataclass
@@ -59,22 +90,32 @@ class SimResult:
     decode_tokens: int = 0
     power: dict = field(default_factory=dict)  # {"tdp_w", "idle_w"} per GPU
     max_tbt_s: np.ndarray | None = None  # per request: longest gap between two of its output tokens
+    prefix_hit_tokens: int = 0  # prompt tokens served from the prefix cache (not computed)
+    prompt_tokens_admitted: int = 0  # prompt tokens of every admission (with recomputations)
+
+    @property
+    def prefix_hit_rate(self) -> float:
+        """Share of admitted prompt tokens served from the prefix cache."""
+        return self.prefix_hit_tokens / self.prompt_tokens_admitted if self.prompt_tokens_admitted else 0.0
 
 
 class _Instance:
     """State of one instance during a run (kept in plain attributes for speed)."""
 
-    def __init__(self, cost: IterationCost, policy, w: Workload, block_size: int):
+    def __init__(self, cost: IterationCost, policy, w: Workload, block_size: int, prefix_caching: bool):
         self.cost, self.policy, self.w = cost, policy, w
-        self.arr = w.arrival_s.tolist()
+        self.arr = (w.arrival_s + getattr(cost, "request_latency_s", 0.0)).tolist()
         self.need = w.prompt_tokens.tolist()  # tokens to (re)compute before decoding
+        self.prompt = w.prompt_tokens.tolist()
         self.left = (w.output_tokens - 1).tolist()  # decode steps after the first token
         self.total = [p + o for p, o in zip(self.need, w.output_tokens.tolist())]
         n = len(self.arr)
         self.first = [math.nan] * n
         self.finish = [math.nan] * n
         self.bs = block_size
-        self.cap = (cost.kv_capacity_tokens // block_size) * block_size
+        limit = kv_cache_tokens(cost.kv_capacity_tokens, getattr(policy, "max_num_seqs", 0), w.context_tokens,
+                                block_size)
+        self.cap = (limit // block_size) * block_size
         self.watermark = (self.cap // 100 // block_size) * block_size  # vLLM: 1% of the blocks kept free
         self.now, self.step, self.nxt = 0.0, 0, 0
         self.heap: list = []  # (finish step, request)
@@ -86,23 +127,79 @@ class _Instance:
         self.n = self.S = 0  # running decodes, their cached tokens
         self.reserved = self.resident_prefill = 0  # KV held by prompts being prefilled
         self.done_count = 0
+        self.done_pf: dict = {}  # request -> prompt tokens computed (or served from cache) so far
         self.ev_end: list = []  # end time of each iteration (or decode stretch)
         self.ev_gap: list = []  # its longest iteration
+        self.active: list = []  # chunked prefill: requests with part of their prompt computed, in order
+        self.chains = w.prefix_chains() if prefix_caching else None
+        self.cache = PrefixCache(w.hash_block_tokens, block_size) if self.chains is not None else None
+        self.held: dict = {}  # request -> cache nodes it holds
+        self.shared = 0  # KV tokens held once in the cache minus those counted in the holders' contexts
         self.r = SimResult(w, np.empty(0), np.empty(0), cost.gpus, kv_capacity_blocks=self.cap // block_size,
                            power={"tdp_w": cost.tdp_w, "idle_w": cost.idle_w})
 
     # -- KV accounting -------------------------------------------------------------------------
     def charged(self, extra_tokens: int = 0, extra_requests: int = 0) -> int:
-        return self.S + self.reserved + extra_tokens + (self.n + self.resident_prefill + extra_requests) * (self.bs - 1)
+        return self.S + self.reserved + self.shared + extra_tokens + \
+            (self.n + self.resident_prefill + extra_requests) * (self.bs - 1)
 
     def fits(self, tokens: int) -> bool:
         """Admission: the prompt's blocks plus one step of every running decode plus the watermark."""
         return self.charged(tokens + self.n, 1) + self.watermark <= self.cap
 
     def note_kv(self) -> None:
-        blocks = -(-self.charged() // self.bs)
+        charged = self.charged()
+        blocks = -(-charged // self.bs)
         if blocks > self.r.max_kv_blocks:
             self.r.max_kv_blocks = blocks
+        if self.cache is not None:
+            self.cache.evict(self.cap - charged)
+
+    # -- prefix cache --------------------------------------------------------------------------
+    def admit(self, i: int, limit_tokens: int | None = None) -> bool:
+        """Take waiting request i into prefill if its uncached prompt fits the KV cache (and `limit_tokens`,
+        when given, bounds the tokens left to compute); its cached prefix counts as computed."""
+        need, hit, new = self.need[i], 0, 0
+        cache = self.cache
+        if cache is not None:
+            chain = self.chains[i]
+            k = cache.hit_nodes(chain, self.prompt[i]) if chain else 0
+            hit = k * cache.block_tokens
+            new = cache.new_tokens(chain[:k]) if k else 0
+        if (limit_tokens is not None and need - hit > limit_tokens) or not self.fits(need - hit + new):
+            return False
+        if hit:
+            nodes = self.chains[i][:k]
+            cache.hold(nodes)
+            self.held[i] = nodes
+            self.shared += new - hit
+        self.reserved += need
+        self.resident_prefill += 1
+        self.done_pf[i] = hit
+        self.r.prefix_hit_tokens += hit
+        self.r.prompt_tokens_admitted += min(need, self.prompt[i])
+        return True
+
+    def prefilled(self, i: int) -> None:
+        """Request i's prompt is computed: leave prefill and cache its prompt blocks."""
+        self.reserved -= self.need[i]
+        self.resident_prefill -= 1
+        cache = self.cache
+        if cache is not None and self.chains[i]:
+            held = self.held.get(i, [])
+            nodes = self.chains[i][len(held):cache.cacheable_nodes(self.chains[i], self.prompt[i])]
+            if nodes:
+                self.shared += cache.new_tokens(nodes) - len(nodes) * cache.block_tokens
+                cache.hold(nodes)
+                self.held[i] = held + nodes
+        self.join(i, self.need[i])
+
+    def release(self, i: int) -> None:
+        nodes = self.held.pop(i, None)
+        if nodes:
+            before = self.cache.held_tokens
+            self.cache.release(nodes)
+            self.shared += self.cache.held_tokens - before + len(nodes) * self.cache.block_tokens
 
     # -- request state -------------------------------------------------------------------------
     def arrive(self) -> None:
@@ -123,6 +220,8 @@ class _Instance:
         if self.left[i] <= 0:
             self.finish[i] = self.now
             self.done_count += 1
+            if self.held:
+                self.release(i)
             return
         self.alive[i] = True
         self.join_step[i], self.join_ctx[i] = self.step, ctx
@@ -142,6 +241,8 @@ class _Instance:
             self.n -= 1
             self.finish[i] = self.now
             self.done_count += 1
+            if self.held:
+                self.release(i)
 
     def preempt(self) -> bool:
         """Evict the most recently admitted running request (recompute later); False if none."""
@@ -155,6 +256,8 @@ class _Instance:
             self.S -= ctx
             self.n -= 1
             self.need[i] = ctx
+            if self.held:
+                self.release(i)
             self.waiting.appendleft(i)
             self.r.preemptions += 1
             return True
@@ -215,138 +318,12 @@ class _Instance:
             self.now = max(self.now, self.arr[self.nxt])
 
 
-def _prefill_first(st: _Instance) -> bool:
-    """One prefill-only iteration if a prompt can be admitted; False otherwise."""
-    pol, w = st.policy, st.waiting
-    batch, tokens, pairs = [], 0, 0.0
-    while w and len(batch) + st.n < pol.max_num_seqs:
-        i = w[0]
-        need = st.need[i]
-        if (batch and tokens + need > pol.max_batched_tokens) or not st.fits(need):
-            break
-        w.popleft()
-        batch.append(i)
-        tokens += need
-        pairs += causal_pairs(need, 0)
-        st.reserved += need
-        st.resident_prefill += 1
-    if not batch:
-        return False
-    st.note_kv()
-    st.account(st.cost.time(prefill_tokens=tokens, prefill_pairs=pairs, prompts_done=len(batch)), tokens,
-               st.cost.moe.bytes_read(tokens))
-    st.r.prefill_tokens += tokens
-    st.reserved -= tokens
-    st.resident_prefill -= len(batch)
-    for i in batch:
-        st.join(i, st.need[i])
-    return True
-
-
-def _chunked(st: _Instance, active: list) -> bool:
-    """One mixed iteration: all decodes plus prompt chunks up to the token budget."""
-    pol, cost = st.policy, st.cost
-    st.make_room()
-    room = pol.budget - st.n
-    chunks = []  # (request, chunk tokens, done before)
-    k = 0
-    while room > 0:
-        if k < len(active):
-            i = active[k]
-            k += 1
-        elif st.waiting and st.n + len(active) < pol.max_num_seqs and st.fits(st.need[st.waiting[0]]):
-            i = st.waiting.popleft()
-            active.append(i)
-            k += 1
-            st.reserved += st.need[i]
-            st.resident_prefill += 1
-            st.done_pf[i] = 0
-        else:
-            break
-        q = min(st.need[i] - st.done_pf[i], room)
-        chunks.append((i, q, st.done_pf[i]))
-        room -= q
-    if not chunks:
-        return False
-    n = st.n
-    tokens = sum(q for _, q, _ in chunks)
-    pairs = sum(causal_pairs(q, d) for _, q, d in chunks)
-    kv_read = sum(d for _, _, d in chunks)
-    finished = [i for i, q, d in chunks if q + d == st.need[i]]
-    st.note_kv()
-    t = cost.time(n, st.S, tokens, pairs, kv_read, len(finished))
-    st.account(t, n + tokens, cost.moe.bytes_read(n + tokens))
-    st.r.prefill_tokens += tokens
-    st.r.decode_tokens += n
-    if n:
-        st.step += 1
-        st.S += n
-    for i, q, d in chunks:
-        st.done_pf[i] = d + q
-    for i in finished:
-        active.remove(i)
-        st.reserved -= st.need[i]
-        st.resident_prefill -= 1
-        st.join(i, st.need[i])
-    st.complete()
-    return True
-
-
-def _layered_round(st: _Instance) -> bool:
-    """Admit whole prompts and run their G layer-group iterations, each with all running decodes."""
-    pol, cost = st.policy, st.cost
-    batch, tokens, pairs = [], 0, 0.0
-    while st.waiting and len(batch) + st.n < pol.max_num_seqs:
-        i = st.waiting[0]
-        need = st.need[i]
-        if (batch and tokens + need > pol.max_prefill_tokens) or not st.fits(need):
-            break
-        st.waiting.popleft()
-        batch.append(i)
-        tokens += need
-        pairs += causal_pairs(need, 0)
-        st.reserved += need
-        st.resident_prefill += 1
-    if not batch:
-        return False
-    sizes = group_sizes(cost.num_blocks, pol.groups or groups_for(tokens, cost.num_blocks))
-    moe = cost.moe
-    moe_per_block = moe.moe_layers / max(cost.num_blocks, 1)
-    st.note_kv()
-    for g, blocks in enumerate(sizes):
-        st.make_room()
-        n = st.n
-        t = cost.layered_time(n, st.S, tokens, pairs, blocks, g == 0, g == len(sizes) - 1, len(batch))
-        experts = moe.bytes_read(n, (cost.num_blocks - blocks) * moe_per_block) + \
-            moe.bytes_read(n + tokens, blocks * moe_per_block)
-        st.account(t, n + tokens * blocks // max(cost.num_blocks, 1), experts)
-        st.r.decode_tokens += n
-        if n:
-            st.step += 1
-            st.S += n
-        st.complete()
-    st.r.prefill_tokens += tokens
-    st.reserved -= tokens
-    st.resident_prefill -= len(batch)
-    for i in batch:
-        st.join(i, st.need[i])
-    return True
-
-
-def _decode_only(st: _Instance) -> bool:
-    """Disaggregated decode instance: arrived requests join with their transferred KV."""
-    joined = False
-    while st.waiting and st.n < st.policy.max_num_seqs and st.fits(st.need[st.waiting[0]]):
-        i = st.waiting.popleft()
-        st.join(i, st.need[i])
-        joined = True
-    return joined
-
-
-def simulate_instance(cost: IterationCost, policy, w: Workload, block_size: int = BLOCK_SIZE,
-                      fast_forward: bool = True) -> SimResult:
+def simulate_instance(cost: IterationCost, policy, w: Workload, block_size: int | None = None,
+                      fast_forward: bool = True, prefix_caching: bool = True) -> SimResult:
     """Run `w` through one instance under `policy`; per-request first-token and finish times.
-    `fast_forward=False` steps decode-only iterations one by one (the slow reference).
+    `block_size`: the engine's KV block tokens (default: the cost's `block_size`, else 16);
+    `fast_forward=False` steps decode-only iterations one by one (the slow reference);
+    `prefix_caching=False` turns the prefix cache off (vLLM --no-enable-prefix-caching).
 
     >>> import planner, numpy as np
     >>> from cost_models.cluster import parse_cluster
@@ -360,20 +337,20 @@ def simulate_instance(cost: IterationCost, policy, w: Workload, block_size: int 
     >>> bool(np.all(r.finish_s >= r.first_token_s))
     True
     """
-    st = _Instance(cost, policy, w, block_size)
-    st.done_pf = {}
+    from cost_models.serving.schedulers import step_function
+
+    caching = prefix_caching and not isinstance(policy, (Layered, DecodeOnly))
+    st = _Instance(cost, policy, w, block_size or getattr(cost, "block_size", BLOCK_SIZE), caching)
     st.fast_forward = fast_forward
-    active: list = []
-    step_fn = {PrefillFirst: _prefill_first, Layered: _layered_round, DecodeOnly: _decode_only}.get(type(policy))
+    step = step_function(policy)
     total = len(st.arr)
     while st.done_count < total:
         st.arrive()
-        ran = _chunked(st, active) if step_fn is None else step_fn(st)
-        if ran:
+        if step(st):
             continue
         if st.n:
             st.decode_run(bound_by_arrival=not st.waiting)
-        elif not st.waiting and not active:
+        elif not st.waiting and not st.active:
             st.idle()
         else:  # waiting prompts cannot fit while nothing runs: only possible if the cache is tiny
             raise RuntimeError("serving simulator stalled: a waiting prompt cannot be admitted into an empty cache")

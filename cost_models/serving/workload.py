@@ -1,13 +1,23 @@
 """Serving workloads: requests with arrival time, prompt tokens and output tokens.
 
 Sources:
-- trace CSVs with `num_prefill_tokens,num_decode_tokens` (and optionally `arrived_at` seconds), as in
-  ../shared/data/traces/ (Splitwise conversation trace, ShareGPT lengths); a bad row names its line;
+- trace CSVs with `num_prefill_tokens,num_decode_tokens` (and optionally `arrived_at` seconds and
+  `hash_ids`), as in ../shared/data/traces/ (Splitwise conversation trace, ShareGPT lengths), and timed
+  traces in JSON lines (`.jsonl`: `timestamp` s, `input_length`, `output_length`, `hash_ids`: the format
+  of vLLM's benchmark client `--dataset-name timed_trace` and of the Mooncake/Qwen traces); a bad row names
+  its line;
 - built-in length distributions `chat`, `summarize`, `code`: log-normal prompt and output lengths
   with the means of `SERVING_MEANS` (chat 1024/256, summarize 4096/256, code 2048/512: assumptions
   in the spirit of the ShareGPT, arXiv-summarization and code workloads of Sarathi-Serve and
   DistServe) and a coefficient of variation of 1 (sigma = sqrt(ln 2)), clipped to [16, 8192] / [1, 2048];
 - fixed lengths.
+Shared prefixes (system prompts, multi-turn conversations): a request may carry `block_hashes`, one id per
+`hash_block_tokens` tokens of its prompt (the last block may be partial), chained as in vLLM's automatic
+prefix caching and the timed traces: two requests share their first k blocks of content exactly when their
+first k ids agree. The simulator caches prompt blocks by these ids (`cost_models.serving.simulator`);
+`cost_models.serving.prefixes` builds such workloads. Each workload also knows the longest request it can
+hold (`context_tokens`: what the engine's max_model_len must admit), which bounds the KV cache an engine
+needs (`simulator.kv_cache_tokens`).
 Arrivals: Gamma inter-arrival times with mean 1/rate and coefficient of variation `cv` (shape
 1/cv^2): cv = 1 is Poisson, cv > 1 burstier (the burstiness knob of DistServe's and Vidur's
 generators). Everything is deterministic for a seed (numpy PCG64).
@@ -16,8 +26,9 @@ generators). Everything is deterministic for a seed (numpy PCG64).
 from __future__ import annotations
 
 import csv
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +38,23 @@ from ir.errors import UserError
 SERVING_MEANS = {"chat": (1024, 256), "summarize": (4096, 256), "code": (2048, 512)}
 _LOGNORMAL_SIGMA = math.sqrt(math.log(2.0))  # cv = 1: sigma^2 = ln(1 + cv^2)
 _PROMPT_MAX, _OUTPUT_MAX = 8192, 2048  # the distributions' clip bounds (tokens)
+HASH_BLOCK_TOKENS = 16  # tokens per prefix hash id: vLLM's timed_trace default (--timed-trace-chunk-hash-size)
 
 
 @dataclass(frozen=True)
 class Workload:
-    """Requests sorted by arrival: arrival_s, prompt_tokens and output_tokens (>= 1) per request."""
+    """Requests sorted by arrival: arrival_s, prompt_tokens and output_tokens (>= 1) per request; optionally
+    `block_hashes` (an object array: per request an int64 array of prefix ids, one per `hash_block_tokens`
+    prompt tokens; None: no shared prefixes) and `context_tokens`, the longest request (prompt + output) of
+    the workload it was drawn from (None: unknown)."""
 
     arrival_s: np.ndarray
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     name: str = "workload"
+    block_hashes: np.ndarray | None = None
+    hash_block_tokens: int = HASH_BLOCK_TOKENS
+    context_tokens: int | None = None
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -57,13 +75,70 @@ class Workload:
             raise UserError(f"request rate must be positive, got {rate}")
         start = self.arrival_s[0] if len(self) else 0.0
         scale = self.rate / rate if math.isfinite(self.rate) else 1.0
-        return Workload(start + (self.arrival_s - start) * scale, self.prompt_tokens, self.output_tokens, self.name)
+        return replace(self, arrival_s=start + (self.arrival_s - start) * scale)
 
     def head(self, n: int) -> Workload:
-        return Workload(self.arrival_s[:n], self.prompt_tokens[:n], self.output_tokens[:n], self.name)
+        return self.select(np.arange(min(n, len(self))))
 
     def select(self, index: np.ndarray) -> Workload:
-        return Workload(self.arrival_s[index], self.prompt_tokens[index], self.output_tokens[index], self.name)
+        hashes = None if self.block_hashes is None else self.block_hashes[index]
+        return replace(self, arrival_s=self.arrival_s[index], prompt_tokens=self.prompt_tokens[index],
+                       output_tokens=self.output_tokens[index], block_hashes=hashes)
+
+    def prefix_chains(self) -> list[list[int]] | None:
+        """Per request, one node id per full hash block of its prompt, such that two requests get the same node
+        for block k exactly when their first k + 1 block ids agree (a trie over the id sequences: what a
+        prefix cache can match); None without block hashes.
+
+        >>> w = Workload(np.zeros(3), np.array([40, 40, 40]), np.ones(3, np.int64),
+        ...              block_hashes=hash_lists([[1, 2, 3], [1, 2, 9], [5, 2, 3]]))
+        >>> w.prefix_chains()
+        [[0, 1], [0, 1], [2, 3]]
+        """
+        if self.block_hashes is None:
+            return None
+        trie: dict = {}
+        chains = []
+        for ids, prompt in zip(self.block_hashes, self.prompt_tokens.tolist()):
+            node, chain = -1, []
+            for block_id in ids[:prompt // self.hash_block_tokens].tolist():
+                node = trie.setdefault((node, block_id), len(trie))
+                chain.append(node)
+            chains.append(chain)
+        return chains
+
+    def shared_prefix_tokens(self) -> np.ndarray:
+        """Per request, the prompt tokens in whole hash blocks that an earlier request shares (the longest
+        common prefix with any earlier request): what an unbounded prefix cache could skip.
+
+        >>> w = Workload(np.zeros(2), np.array([40, 40]), np.ones(2, np.int64), block_hashes=hash_lists([[1, 2, 3], [1, 2, 9]]))
+        >>> w.shared_prefix_tokens().tolist()
+        [0, 32]
+        """
+        out = np.zeros(len(self), np.int64)
+        chains = self.prefix_chains()
+        if chains is None:
+            return out
+        seen: set = set()
+        for i, chain in enumerate(chains):
+            k = 0
+            while k < len(chain) and chain[k] in seen:
+                k += 1
+            out[i] = k * self.hash_block_tokens
+            seen.update(chain)
+        return out
+
+
+def hash_lists(lists) -> np.ndarray:
+    """An object array of int64 arrays (the `block_hashes` of a Workload) from lists of ids.
+
+    >>> [a.tolist() for a in hash_lists([[1, 2], [3]])]
+    [[1, 2], [3]]
+    """
+    out = np.empty(len(lists), dtype=object)
+    for i, ids in enumerate(lists):
+        out[i] = np.asarray(ids, dtype=np.int64)
+    return out
 
 
 def arrivals(n: int, rate: float, cv: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -81,45 +156,112 @@ def arrivals(n: int, rate: float, cv: float = 1.0, seed: int = 0) -> np.ndarray:
 
 
 def write_trace(path: str | Path, w: Workload) -> None:
-    """Write `w` as a trace CSV that `read_trace` (and `--workload PATH.csv`) reads back."""
-    rows = "".join(f"{a:.3f},{p},{o}\n" for a, p, o in zip(w.arrival_s, w.prompt_tokens, w.output_tokens))
-    Path(path).write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n" + rows)
+    """Write `w` as a trace CSV that `read_trace` (and `--workload PATH.csv`) reads back; block hashes go in a
+    `hash_ids` column (space-separated ids of HASH_BLOCK_TOKENS-token blocks)."""
+    if w.block_hashes is not None and w.hash_block_tokens != HASH_BLOCK_TOKENS:
+        raise UserError(f"a trace CSV holds hash ids of {HASH_BLOCK_TOKENS}-token blocks; this workload has "
+                        f"{w.hash_block_tokens}-token blocks (write it with write_timed_trace)")
+    header = "arrived_at,num_prefill_tokens,num_decode_tokens" + (",hash_ids" if w.block_hashes is not None else "")
+    lines = []
+    for i, (a, p, o) in enumerate(zip(w.arrival_s.tolist(), w.prompt_tokens.tolist(), w.output_tokens.tolist())):
+        extra = "" if w.block_hashes is None else "," + " ".join(map(str, w.block_hashes[i].tolist()))
+        lines.append(f"{a:.6f},{p},{o}{extra}\n")
+    Path(path).write_text(header + "\n" + "".join(lines))
 
 
-def read_trace(path: str | Path) -> Workload:
-    """Load a trace CSV; rows without `arrived_at` get arrival 0 (pair them with `arrivals`).
+def write_timed_trace(path: str | Path, w: Workload) -> None:
+    """Write `w` as JSON lines for vLLM's benchmark client (`--dataset-name timed_trace --self-timed`, chunk size
+    `w.hash_block_tokens`): timestamp (s), input_length, output_length, hash_ids. A request without hash ids
+    gets fresh ones (content shared with no other request)."""
+    fresh = 1 + max((int(ids.max()) for ids in (w.block_hashes if w.block_hashes is not None else []) if len(ids)),
+                    default=0)
+    lines = []
+    for i, (a, p, o) in enumerate(zip(w.arrival_s.tolist(), w.prompt_tokens.tolist(), w.output_tokens.tolist())):
+        blocks = -(-p // w.hash_block_tokens)
+        ids = w.block_hashes[i].tolist() if w.block_hashes is not None else []
+        ids = ids + list(range(fresh, fresh + blocks - len(ids)))
+        fresh += max(blocks - len(ids), 0) + blocks
+        lines.append(json.dumps({"timestamp": round(a, 6), "input_length": p, "output_length": o,
+                                 "hash_ids": ids[:blocks]}) + "\n")
+    Path(path).write_text("".join(lines))
 
-    Raises UserError naming the file and line of the first bad row.
-    """
-    file = Path(path)
+
+def _open_rows(file: Path):
     try:
-        handle = file.open(newline="")
+        return file.open(newline="")
     except OSError as exc:
         raise UserError(f"cannot read trace {file}: {exc.strerror}") from None
-    with handle:
+
+
+def _csv_rows(file: Path) -> list[tuple[int, float, int, int, list | None]]:
+    """(line, arrival, prompt, output, hash ids) of a trace CSV."""
+    with _open_rows(file) as handle:
         reader = csv.reader(handle)
         header = [h.strip() for h in next(reader, [])]
         if not {"num_prefill_tokens", "num_decode_tokens"} <= set(header):
             raise UserError(f"{file}:1: a trace needs columns num_prefill_tokens,num_decode_tokens "
-                            f"(and optionally arrived_at), got {','.join(header)!r}")
+                            f"(and optionally arrived_at, hash_ids), got {','.join(header)!r}")
         ip, io = header.index("num_prefill_tokens"), header.index("num_decode_tokens")
         ia = header.index("arrived_at") if "arrived_at" in header else None
-        rows = [(line, row) for line, row in enumerate(reader, start=2) if row]
+        ih = header.index("hash_ids") if "hash_ids" in header else None
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                a = float(row[ia]) if ia is not None else 0.0
+                p, d = int(float(row[ip])), int(float(row[io]))
+                ids = [int(x) for x in row[ih].split()] if ih is not None else None
+            except (IndexError, ValueError):
+                raise UserError(f"{file}:{line}: expected numbers in arrived_at, num_prefill_tokens, "
+                                f"num_decode_tokens (and space-separated integers in hash_ids), got {','.join(row)!r}") from None
+            rows.append((line, a, p, d, ids))
+    return rows
+
+
+def _jsonl_rows(file: Path) -> list[tuple[int, float, int, int, list | None]]:
+    """(line, arrival, prompt, output, hash ids) of a timed trace in JSON lines (vLLM's timed_trace fields)."""
+    rows = []
+    with _open_rows(file) as handle:
+        for line, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                entry = json.loads(text)
+                ids = entry.get("hash_ids")
+                rows.append((line, float(entry["timestamp"]), int(entry["input_length"]), int(entry["output_length"]),
+                             None if ids is None else [int(x) for x in ids]))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise UserError(f"{file}:{line}: expected a JSON object with numbers in timestamp, input_length, "
+                                f"output_length (and a list of integers in hash_ids), got {text.strip()[:80]!r}") from None
+    return rows
+
+
+def read_trace(path: str | Path, hash_block_tokens: int = HASH_BLOCK_TOKENS) -> Workload:
+    """Load a trace: a CSV (see `write_trace`) or JSON lines (`.jsonl`, see `write_timed_trace`; hash ids of
+    `hash_block_tokens`-token blocks: 16 for vLLM's timed_trace default, 512 for the Mooncake traces). Rows
+    without an arrival time get 0 (pair them with `arrivals`).
+
+    Raises UserError naming the file and line of the first bad row.
+    """
+    file = Path(path)
+    rows = _jsonl_rows(file) if file.suffix == ".jsonl" else _csv_rows(file)
     if not rows:
         raise UserError(f"{file}: the trace has no requests")
-    arrival, prompt, output = np.zeros(len(rows)), np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
-    for k, (line, row) in enumerate(rows):
-        try:
-            a = float(row[ia]) if ia is not None else 0.0
-            p, d = int(float(row[ip])), int(float(row[io]))
-        except (IndexError, ValueError):
-            raise UserError(f"{file}:{line}: expected numbers in arrived_at, num_prefill_tokens, num_decode_tokens, "
-                            f"got {','.join(row)!r}") from None
+    hashed = [r[4] is not None for r in rows]
+    if any(hashed) and not all(hashed):
+        raise UserError(f"{file}:{rows[hashed.index(False)][0]}: hash_ids missing (give them on every row or none)")
+    for line, a, p, d, _ in rows:
         if p < 1 or d < 0 or not math.isfinite(a) or a < 0:
-            raise UserError(f"{file}:{line}: token counts must be positive and arrival times >= 0, got {','.join(row)!r}")
-        arrival[k], prompt[k], output[k] = a, p, max(d, 1)
+            raise UserError(f"{file}:{line}: token counts must be positive and arrival times >= 0, "
+                            f"got {a}, {p}, {d}")
+    arrival = np.array([r[1] for r in rows], dtype=float)
+    prompt = np.array([r[2] for r in rows], dtype=np.int64)
+    output = np.maximum(np.array([r[3] for r in rows], dtype=np.int64), 1)
     order = np.argsort(arrival, kind="stable")
-    return Workload(arrival[order], prompt[order], output[order], file.stem)
+    hashes = hash_lists([rows[i][4] for i in order]) if all(hashed) else None
+    return Workload(arrival[order], prompt[order], output[order], file.stem, hashes, hash_block_tokens,
+                    int((prompt + output).max()))
 
 
 def lengths(kind: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -152,6 +294,7 @@ def make_workload(source: str, n: int, rate: float, cv: float = 1.0, seed: int =
     """
     if n < 1:
         raise UserError(f"a workload needs at least one request, got {n}")
+    longest = longest_request_tokens(source, max_total)
     if source in SERVING_MEANS:
         m = n
         while True:  # with nothing left out, exactly the unfiltered draw
@@ -165,7 +308,7 @@ def make_workload(source: str, n: int, rate: float, cv: float = 1.0, seed: int =
         if len(p) < n:
             raise UserError(f"too few '{source}' requests fit the model's context of {max_total} tokens (prompt + "
                             f"output); use a trace or fixed --input-len/--output-len within it")
-        return Workload(arrivals(n, rate, cv, seed), p[:n], o[:n], source).with_rate(rate)
+        return Workload(arrivals(n, rate, cv, seed), p[:n], o[:n], source, context_tokens=longest).with_rate(rate)
     trace = read_trace(source)
     if max_total:
         keep = np.flatnonzero(trace.prompt_tokens + trace.output_tokens <= max_total)
@@ -173,12 +316,42 @@ def make_workload(source: str, n: int, rate: float, cv: float = 1.0, seed: int =
             raise UserError(f"{source}: no request fits the model's context of {max_total} tokens (prompt + output)")
         trace = trace.select(keep)
     if len(trace) < n:
-        idx = np.arange(n) % len(trace)
-        trace = Workload(np.zeros(n), trace.prompt_tokens[idx], trace.output_tokens[idx], trace.name)
-    trace = trace.head(n)
+        trace = _repeated(trace, n)
+    trace = replace(trace.head(n), context_tokens=longest)
     if float(trace.arrival_s[-1]) <= 0.0:
-        trace = Workload(arrivals(n, rate, cv, seed), trace.prompt_tokens, trace.output_tokens, trace.name)
+        trace = replace(trace, arrival_s=arrivals(n, rate, cv, seed))
     return trace.with_rate(rate)
+
+
+def _repeated(trace: Workload, n: int) -> Workload:
+    """`trace` cycled to `n` requests, arrivals cleared (Gamma arrivals follow); each further cycle gets fresh hash
+    ids, so a repeat shares content only as the original requests did, not with them."""
+    idx = np.arange(n) % len(trace)
+    hashes = None
+    if trace.block_hashes is not None:
+        span = 1 + max((int(ids.max()) for ids in trace.block_hashes if len(ids)), default=0)
+        hashes = hash_lists([trace.block_hashes[i] + span * (k // len(trace)) for k, i in enumerate(idx)])
+    return replace(trace, arrival_s=np.zeros(n), prompt_tokens=trace.prompt_tokens[idx],
+                   output_tokens=trace.output_tokens[idx], block_hashes=hashes)
+
+
+def longest_request_tokens(source: str, context: int | None = None) -> int:
+    """The longest request (prompt + output tokens) `make_workload(source, ..., max_total=context)` can hold: a
+    distribution's clip bounds, a trace's longest row, `fixed:I:O`'s I + O; at most `context` (requests over it
+    are left out). What an engine's context limit (vLLM --max-model-len, SGLang --context-length) must admit.
+
+    >>> longest_request_tokens("chat"), longest_request_tokens("chat", 8192), longest_request_tokens("fixed:128:16")
+    (10240, 8192, 144)
+    """
+    if source.startswith("fixed:"):
+        _, i, o = source.split(":")
+        longest = int(i) + max(int(o), 1)
+    elif source in SERVING_MEANS:
+        longest = _PROMPT_MAX + _OUTPUT_MAX
+    else:
+        trace = read_trace(source)
+        longest = int((trace.prompt_tokens + trace.output_tokens).max())
+    return min(longest, context) if context else longest
 
 
 def context_filter(source: str, context: int | None, n: int = 4096, seed: int = 0) -> tuple[int | None, float]:
@@ -207,4 +380,4 @@ def fixed(n: int, prompt: int, output: int, rate: float, cv: float = 1.0, seed: 
     3
     """
     return Workload(arrivals(n, rate, cv, seed), np.full(n, prompt, np.int64), np.full(n, max(output, 1), np.int64),
-                    f"fixed-{prompt}-{output}").with_rate(rate)
+                    f"fixed-{prompt}-{output}", context_tokens=prompt + max(output, 1)).with_rate(rate)
