@@ -13,6 +13,7 @@ import numpy as np
 from cost_models.estimator import estimate_graph
 from cost_models.parallel_config import Options
 from cost_models.serving.deployment import Deployment, costs_for, simulate
+from cost_models.serving.engine_settings import serving_engine_facts
 from cost_models.serving.metrics import ATTAINMENT, attainment, latencies
 from cost_models.serving.policies import Chunked, Disaggregated, Layered, PrefillFirst
 from cost_models.serving.workload import context_filter
@@ -308,6 +309,8 @@ def plan_serving(graph, cluster, workload: str, *, model_ref, cluster_spec, slo,
         decision["serving"] = _serving_section(best, k, source, requests, operating, effective, cluster)
         if context:
             decision["serving"].update(context_tokens=context, requests_over_context=round(over, 4))
+        # what the engine scripts need to run as simulated (codegen/serving.py)
+        decision["serving"].update(serving_engine_facts(costs, best.policy, best.tp, best.pp, source, context))
         return decision, evaluate_serving(graph, cluster, decision, dtype, costs)
 
     # The search rated one unit on its own request sample; the deployment (k units, on their own requests) must
