@@ -2,7 +2,8 @@
 
 All decisions were made by the planner; this module only checks that the plan is one the generated
 program can run (format version, contiguous stages, uniform tp, a model it can build) and reshapes
-it: the runtime `PLAN` literal of run_plan.py, torchrun arguments, and serving-engine settings.
+it: the runtime `PLAN` literal of run_plan.py, torchrun arguments, and serving-engine settings
+(`codegen.serving`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import re
 from pathlib import Path
 
+from codegen.serving import serving_context
 from ir.errors import UserError
 from planner.plan_file import PLAN_FORMAT
 
@@ -147,51 +149,6 @@ def _launch(cluster_spec: str, world: int) -> dict:
             "cluster": cluster_spec, "description": cluster.describe()}
 
 
-MAX_NUM_SEQS_EMITTED = 1024  # above this the KV-limited batch is left to the engine's own default (see _serving)
-
-
-def _serving(plan: dict, spec: dict, runtime: dict) -> dict | None:
-    """Serving-engine settings of an inference plan (None for training plans).
-
-    - max_num_seqs: the plan's KV-limited batch when it is at most MAX_NUM_SEQS_EMITTED; a larger one
-      (short requests on a big KV cache) is left to the engine default, since the engine sizes
-      per-sequence scheduler and sampling buffers by it and its own KV accounting still limits the batch.
-    - max_num_batched_tokens: with chunked prefill off a whole prompt must fit one batch, and vLLM refuses
-      to start when the value is below max_model_len (vllm/config/scheduler.py, `_verify_args`), so it is
-      raised to max_model_len there.
-    - disaggregated: each role's own tp/pp (prefill and decode instances may be parallelised differently).
-    """
-    decision, workload = plan["decision"], plan["inputs"].get("workload", {})
-    if decision.get("kind") != "inference":
-        return None
-    policy = decision.get("serving") or {}
-    input_len, output_len = decision.get("input_len") or 0, decision.get("output_len") or 0
-    max_model_len = input_len + output_len if input_len else None
-    disagg = policy.get("disaggregated") or None
-    seqs = plan.get("predicted", {}).get("max_batch") or workload.get("batch")
-    batched = policy.get("chunk_tokens") or policy.get("max_num_batched_tokens")
-    if batched and policy.get("chunked_prefill") is False and max_model_len:
-        batched = max(batched, max_model_len)
-    roles = None
-    if disagg:
-        roles = {"prefill": int(disagg.get("prefill_instances", 1)), "decode": int(disagg.get("decode_instances", 1)),
-                 "prefill_tp": int(disagg.get("prefill_tp", runtime["tp"])),
-                 "prefill_pp": int(disagg.get("prefill_pp", runtime["pp"])),
-                 "decode_tp": int(disagg.get("decode_tp", runtime["tp"])),
-                 "decode_pp": int(disagg.get("decode_pp", runtime["pp"]))}
-    return {
-        "model_path": spec.get("hub_id") or plan["inputs"]["model"],
-        "tp": runtime["tp"], "pp": runtime["pp"], "dp": runtime["dp"], "ep": runtime["ep"],
-        "max_model_len": max_model_len,
-        "max_num_seqs": seqs if seqs and seqs <= MAX_NUM_SEQS_EMITTED else None,
-        "chunked_prefill": policy.get("chunked_prefill"),  # None: the engine default
-        "max_num_batched_tokens": batched,
-        "disaggregated": roles,
-        "dtype": {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(plan["inputs"].get("dtype"), "auto"),
-        "phase": decision.get("phase"),
-    }
-
-
 def build_context(plan: dict) -> dict:
     """The whole render context of a plan: header, runtime PLAN literal, launch and serving settings.
 
@@ -234,12 +191,14 @@ def build_context(plan: dict) -> dict:
     if hetero and (runtime["ep"] > 1 or runtime["virtual_stages"] > 1):
         raise UserError(f"stages of different tp {tps} run their own pipeline schedule, which has no expert "
                         f"parallelism or virtual stages; re-plan with --ep 1 and --schedule 1f1b")
+    launch = _launch(inputs.get("cluster", "1xcpu"), runtime["world_size"])
+    serving = serving_context(plan, spec, runtime, launch)  # engine refusals first: they name the engine
     _check_ep(runtime, spec)
     return {
         "header": {"planner_version": inputs.get("planner_version", "unknown"), "fingerprint": runtime["fingerprint"],
                    "plan_hash": plan_hash(plan), "model": inputs["model"], "cluster": inputs.get("cluster")},
-        "runtime": runtime, "launch": _launch(inputs.get("cluster", "1xcpu"), runtime["world_size"]),
-        "serving": _serving(plan, spec, runtime), "predicted": _predicted(plan), "train": train,
+        "runtime": runtime, "launch": launch,
+        "serving": serving, "predicted": _predicted(plan), "train": train,
     }
 
 

@@ -2,9 +2,12 @@
 
 A fleet plan buys instances of several (GPU type, tp) configurations and assigns each request-size
 bucket's load to them in slices (Mélange). It compiles to one vLLM and one SGLang launch script per
-configuration (start it once per instance the plan buys, on that GPU type) and a README with the
-routing table a load balancer applies: the share of each bucket's requests each configuration takes.
-Every configuration runs the plan's policy (chunked prefill at its token budget), as simulated.
+configuration (`codegen.serving`: its instances packed onto nodes of that GPU type, each pinned to its GPUs,
+behind the engine's router dispatching round robin among them, as the plan assumes) and a README with the
+routing table a size-aware front applies: the share of each bucket's requests each configuration takes (no
+router of either engine routes by request size; that front is not generated). Every configuration runs the
+plan's policy (chunked prefill at its token budget), as simulated; the engine settings (KV cache, limits)
+come from the cost model the fleet was profiled with (`cost_models.serving.engine_settings`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import re
 
 from codegen.context import model_spec, plan_hash
+from codegen.engine_args import engine_scripts
+from codegen.serving import instances_of, model_checkpoint
 from ir.errors import UserError
 
 
@@ -30,15 +35,44 @@ def _slug(config: str) -> str:
     return re.sub(r"[^a-z0-9.-]+", "_", config.lower()).strip("_")
 
 
+def _config_serving(plan: dict, spec: dict, inst: dict, budget: int, graph) -> dict:
+    """The serving render context of one configuration: its instances with engine settings from the cost model."""
+    from cost_models.cluster import parse_cluster
+    from cost_models.serving.deployment import costs_for
+    from cost_models.serving.engine_settings import engine_settings
+    from cost_models.serving.policies import Chunked
+    from cost_models.serving.workload import longest_request_tokens
+
+    inputs = plan["inputs"]
+    tp, count = int(inst["tp"]), int(inst["instances"])
+    if tp < 1 or count < 1:
+        raise ValueError(f"tp {tp} and instances {count} must be positive")
+    cluster = parse_cluster(f"{tp * count}x{inst['device']}")
+    longest = longest_request_tokens(inputs["workload"]["kind"], (plan.get("profile") or {}).get("context_tokens"))
+    costs = costs_for(graph, parse_cluster(f"{tp}x{inst['device']}"), inputs.get("dtype", "bf16"))
+    engines = {"instance": engine_settings(costs.get(tp, 1), Chunked(budget), longest)}
+    instances = instances_of(cluster, engines, [("instance", [list(range(j * tp, (j + 1) * tp)) for j in range(count)], tp, 1)])
+    model, note = model_checkpoint(plan, spec, inputs["workload"]["kind"])
+    common = {"model_path": model, "model_note": note, "max_model_len": longest, "policy": "chunked",
+              "prefix_caching": True, "dtype": inputs.get("dtype", "bf16"), "kv_dtype": inputs.get("kv_dtype"), "ep": 1,
+              "chunk_tokens": budget, "nodes": cluster.num_nodes, "accelerator": True}
+    return engine_scripts(common, instances)
+
+
 def fleet_context(plan: dict) -> dict:
     """Render context of a fleet plan: header, one `serving` dict per configuration, routing rows."""
+    import planner
+
     decision, inputs = plan["decision"], plan["inputs"]
     instances = decision.get("instances")
     if not isinstance(instances, list) or not instances:
         raise UserError("fleet plan has no instances; re-run `planner plan` with the list of GPU types and --rate")
     spec = model_spec(inputs["model"])
     budget = _budget(decision.get("policy", ""))
-    dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(inputs.get("dtype"), "auto")
+    if budget is None:
+        raise UserError(f"fleet plan policy {decision.get('policy')!r} is not chunked(budget=N); re-run `planner plan`")
+    dtype = inputs.get("dtype", "bf16")
+    graph = planner.capture(inputs["model"], seq_len=2048, dtype="bf16" if dtype == "fp8" else dtype)
     slices = int((plan.get("profile") or {}).get("slices") or 10)
     configs = []
     for inst in instances:
@@ -48,10 +82,7 @@ def fleet_context(plan: dict) -> dict:
                 "instances": int(inst["instances"]), "gpus": int(inst["gpus"]),
                 "dollars_per_hour": float(inst["dollars_per_hour"]),
                 "routing": {str(b): int(n) * 100 // slices for b, n in sorted(inst.get("slices", {}).items())},
-                "serving": {"model_path": spec.get("hub_id") or inputs["model"], "tp": int(inst["tp"]), "pp": 1,
-                            "dp": 1, "ep": 1, "max_model_len": None, "max_num_seqs": None,
-                            "chunked_prefill": True if budget else None, "max_num_batched_tokens": budget,
-                            "disaggregated": None, "dtype": dtype, "phase": "serve"},
+                "serving": _config_serving(plan, spec, inst, budget, graph),
             })
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"fleet plan instance {inst!r} is malformed ({exc}); re-run `planner plan`") from None
@@ -71,6 +102,7 @@ def render_fleet(plan: dict, env) -> dict[str, str]:
     files = {"README.md": env.get_template("README_fleet.md.j2").render(**context)}
     for config in context["configs"]:
         for engine in ("vllm", "sglang"):
-            files[f"serve_{engine}_{config['slug']}.sh"] = env.get_template(f"serve_{engine}.sh.j2").render(
-                header=context["header"], serving=config["serving"])
+            name = f"serve_{engine}_{config['slug']}.sh"
+            files[name] = env.get_template(f"serve_{engine}.sh.j2").render(header=context["header"],
+                                                                          serving=config["serving"], script_name=name)
     return files

@@ -27,40 +27,34 @@ GOLDEN = Path(__file__).parent / "golden" / "codegen"
 PLANS = sorted(p.stem for p in (GOLDEN / "plans").glob("*.json"))
 FULL_RUN_PLAN = "train_tp2_pp2"
 
-# Documented engine options and values (a test holds every emitted flag and value to these).
-# vLLM 0.10/0.11: `vllm serve --help`, https://docs.vllm.ai/en/v0.11.0/configuration/engine_args.html, generated from
-# vllm/engine/arg_utils.py `EngineArgs.add_cli_args` (bool fields such as enable_chunked_prefill get --X and --no-X
-# through argparse.BooleanOptionalAction); --port from vllm/entrypoints/openai/cli_args.py.
+# Engine options and values the generated scripts may use, from the engines' sources: vLLM 0.32
+# (vllm/engine/arg_utils.py `EngineArgs.add_cli_args`; bool fields get --X and --no-X through
+# argparse.BooleanOptionalAction; --host/--port from vllm/entrypoints/launchers/cli_args.py; --nnodes, --node-rank,
+# --master-addr, --headless for an instance over several nodes), vllm-router 0.1.17 (vllm_router/router_args.py),
+# SGLang 0.5.23 (python/sglang/srt/server_args.py) and sglang-router 0.3.2 (sglang_router/router_args.py). The
+# engines' own parsers check the same scripts in tests/test_engine_args.py where their environments exist.
 VLLM_OPTIONS = {
-    "--tensor-parallel-size", "--pipeline-parallel-size", "--data-parallel-size", "--enable-expert-parallel",
-    "--max-model-len", "--max-num-seqs", "--max-num-batched-tokens", "--enable-chunked-prefill",
-    "--no-enable-chunked-prefill", "--dtype", "--kv-transfer-config", "--port",
+    "--tensor-parallel-size", "--pipeline-parallel-size", "--enable-expert-parallel", "--max-model-len",
+    "--max-num-seqs", "--max-num-batched-tokens", "--enable-chunked-prefill", "--enable-prefix-caching",
+    "--no-enable-prefix-caching", "--block-size", "--kv-cache-memory-bytes", "--watermark", "--dtype", "--quantization",
+    "--kv-cache-dtype", "--kv-transfer-config", "--host", "--port", "--nnodes", "--node-rank", "--master-addr", "--headless",
 }
 VLLM_DTYPES = {"auto", "half", "float16", "bfloat16", "float", "float32"}  # vllm/config/model.py ModelDType
-# --kv-transfer-config JSON: keys of vllm/config/kv_transfer.py KVTransferConfig, kv_role one of its KVRole values;
-# NixlConnector usage and the proxy's flags: https://docs.vllm.ai/en/v0.11.0/features/nixl_connector_usage.html
-# ("Multi-Instance Setup": kv_producer for prefill, kv_consumer for decode; tests/v1/kv_connector/nixl_integration/
-# toy_proxy_server.py --port --prefiller-hosts --prefiller-ports --decoder-hosts --decoder-ports).
+# --kv-transfer-config JSON: keys of vllm/config/kv_transfer.py KVTransferConfig, kv_role one of its KVRole values
 VLLM_KV_TRANSFER_KEYS = {"kv_connector", "kv_role", "engine_id", "kv_buffer_device", "kv_buffer_size", "kv_rank",
                          "kv_parallel_size", "kv_ip", "kv_port", "kv_connector_extra_config", "kv_connector_module_path"}
 VLLM_KV_ROLES = {"kv_producer", "kv_consumer", "kv_both"}
-VLLM_PROXY_OPTIONS = {"--prefiller-hosts", "--prefiller-ports", "--decoder-hosts", "--decoder-ports"}
-# SGLang 0.4/0.5: `python -m sglang.launch_server --help`, https://docs.sglang.io/advanced_features/server_arguments.html
-# (sgl-project/sglang docs/advanced_features/server_arguments.md, from python/sglang/srt/server_args.py): sections
-# "Model and tokenizer", "HTTP server", "Quantization and data type" (--dtype values as vLLM's), "Memory and scheduling"
-# (--chunked-prefill-size -1 disables chunked prefill), "Runtime options", "Data parallelism", "MoE", "PD disaggregation"
-# (--disaggregation-mode prefill|decode, --disaggregation-transfer-backend mooncake|nixl|..., --disaggregation-bootstrap-port).
+VLLM_ROUTER_OPTIONS = {"--worker-urls", "--policy", "--vllm-pd-disaggregation", "--prefill", "--decode", "--host", "--port"}
 SGLANG_OPTIONS = {
-    "--model-path", "--tp-size", "--pp-size", "--dp-size", "--ep-size", "--context-length",
-    "--max-running-requests", "--chunked-prefill-size", "--max-prefill-tokens", "--disaggregation-mode",
-    "--disaggregation-transfer-backend", "--disaggregation-bootstrap-port", "--dtype", "--port",
+    "--model-path", "--tp-size", "--pp-size", "--ep-size", "--context-length", "--max-running-requests",
+    "--max-total-tokens", "--page-size", "--schedule-policy", "--mem-fraction-static", "--chunked-prefill-size",
+    "--max-prefill-tokens", "--enable-mixed-chunk", "--disable-radix-cache", "--dtype", "--quantization",
+    "--kv-cache-dtype", "--disaggregation-mode", "--disaggregation-transfer-backend", "--disaggregation-bootstrap-port",
+    "--host", "--port", "--nnodes", "--node-rank", "--dist-init-addr",
 }
 SGLANG_DTYPES = VLLM_DTYPES
 SGLANG_TRANSFER_BACKENDS = {"mooncake", "nixl"}
-# `python -m sglang_router.launch_router --pd-disaggregation --prefill URL [BOOTSTRAP_PORT] --decode URL`, each flag once
-# per instance: https://docs.sglang.io/advanced_features/pd_disaggregation.html and docs/advanced_features/router.md
-# ("Prefill/Decode Disaggregation").
-SGLANG_ROUTER_OPTIONS = {"--pd-disaggregation", "--prefill", "--decode"}
+SGLANG_ROUTER_OPTIONS = {"--worker-urls", "--policy", "--pd-disaggregation", "--prefill", "--decode", "--host", "--port"}
 
 
 def _plan(case: str) -> dict:
@@ -136,14 +130,20 @@ def _flags(text: str) -> set[str]:
     return set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", text))
 
 
-SERVING_CASES = ["serve_chat", "serve_disagg", "decode_tp2_pp2"]
+SERVING_CASES = [*sorted(case for case in PLANS if case.startswith("serve_") and case != "serve_fleet"), "decode_tp2_pp2"]
 
 
-@pytest.mark.parametrize("case", SERVING_CASES)
+def _engine_files(files: dict[str, str], engine: str) -> list[str]:
+    return [text for name, text in sorted(files.items()) if name.startswith(f"serve_{engine}") and "exit 2" not in text[:4000]]
+
+
+@pytest.mark.parametrize("case", [*SERVING_CASES, "serve_fleet"])
 def test_serving_options_are_documented(case):
     files = render_plan(_plan(case))
-    assert _flags(files["serve_vllm.sh"]) <= VLLM_OPTIONS | VLLM_PROXY_OPTIONS
-    assert _flags(files["serve_sglang.sh"]) <= SGLANG_OPTIONS | SGLANG_ROUTER_OPTIONS
+    for text in _engine_files(files, "vllm"):
+        assert _flags(text) <= VLLM_OPTIONS | VLLM_ROUTER_OPTIONS, _flags(text) - VLLM_OPTIONS - VLLM_ROUTER_OPTIONS
+    for text in _engine_files(files, "sglang"):
+        assert _flags(text) <= SGLANG_OPTIONS | SGLANG_ROUTER_OPTIONS, _flags(text) - SGLANG_OPTIONS - SGLANG_ROUTER_OPTIONS
 
 
 @pytest.mark.parametrize("case", SERVING_CASES)
@@ -153,13 +153,13 @@ def test_serving_option_values_are_documented(case):
     assert set(re.findall(r"--dtype (\S+)", vllm)) <= VLLM_DTYPES
     assert set(re.findall(r"--dtype (\S+)", sglang)) <= SGLANG_DTYPES
     assert set(re.findall(r"--disaggregation-transfer-backend (\S+)", sglang)) <= SGLANG_TRANSFER_BACKENDS
-    configs = [json.loads(text) for text in re.findall(r"KV_TRANSFER_CONFIG='([^']*)'", vllm)]
+    configs = [json.loads(text) for text in re.findall(r"--kv-transfer-config '([^']*)'", vllm)]
     assert bool(configs) == ("--kv-transfer-config" in vllm)
     for config in configs:
         assert set(config) <= VLLM_KV_TRANSFER_KEYS and config["kv_role"] in VLLM_KV_ROLES, config
     if _plan(case)["decision"].get("serving", {}).get("disaggregated"):
-        assert {c["kv_role"] for c in configs} == {"kv_producer", "kv_consumer"}
-        assert '--disaggregation-mode "$ROLE"' in sglang
+        assert configs and "--vllm-pd-disaggregation" in vllm and "--pd-disaggregation" in sglang
+        assert "--disaggregation-mode prefill" in sglang and "--disaggregation-mode decode" in sglang
 
 
 def test_training_plans_have_no_serving_scripts():
@@ -203,28 +203,6 @@ def test_cli_rejects_tp_that_splits_no_kv_heads(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "key/value heads" in err[0]
 
 
-def test_serving_settings_are_engine_safe():
-    """Chunked prefill off: the batch token cap is at least max_model_len (vLLM refuses less); a KV-limited
-    batch beyond MAX_NUM_SEQS_EMITTED is left to the engine; disaggregated roles keep their own tp/pp."""
-    from codegen.context import MAX_NUM_SEQS_EMITTED, _serving
-
-    plan = {"inputs": {"model": "tiny-llama", "dtype": "bf16", "workload": {}},
-            "decision": {"kind": "inference", "input_len": 3000, "output_len": 1000,
-                         "serving": {"chunked_prefill": False, "max_num_batched_tokens": 2048,
-                                     "disaggregated": {"prefill_instances": 1, "decode_instances": 2, "prefill_tp": 4,
-                                                       "prefill_pp": 1, "decode_tp": 2, "decode_pp": 2}}},
-            "predicted": {"max_batch": 5 * MAX_NUM_SEQS_EMITTED}}
-    runtime = {"tp": 1, "pp": 1, "dp": 1, "ep": 1}
-    s = _serving(plan, {}, runtime)
-    assert s["max_num_batched_tokens"] == 4000 and s["max_num_seqs"] is None
-    assert s["disaggregated"] == {"prefill": 1, "decode": 2, "prefill_tp": 4, "prefill_pp": 1, "decode_tp": 2,
-                                  "decode_pp": 2}
-    plan["predicted"]["max_batch"] = 96
-    plan["decision"]["serving"] = {"chunked_prefill": True, "chunk_tokens": 512}
-    s = _serving(plan, {}, runtime)
-    assert s["max_num_batched_tokens"] == 512 and s["max_num_seqs"] == 96 and s["disaggregated"] is None
-
-
 def test_mixed_tp_plan_generates_per_stage_meshes_and_apply_plan_points_to_it():
     """A plan for mixed GPU types (tp 2 on the A100 stage, 1 on the H100 stages) compiles: world size is the
     sum over stages, each stage keeps its own tp; Plan.apply refuses it with the way out."""
@@ -244,20 +222,20 @@ def test_mixed_tp_plan_generates_per_stage_meshes_and_apply_plan_points_to_it():
 
 
 def test_fleet_plan_compiles_to_scripts_per_configuration_and_a_routing_table():
-    """Each bought (GPU type, tp) configuration gets a vLLM and an SGLang script with documented options and
-    the fleet's chunked-prefill budget; the README's routing shares of every bucket sum to 100%."""
+    """Each bought (GPU type, tp) configuration gets a vLLM and an SGLang script with its instances, the fleet's
+    chunked-prefill budget and a round-robin router; the README's routing shares of every bucket sum to 100%."""
     plan = _plan("serve_fleet")
     files = render_plan(plan)
     configs = plan["decision"]["instances"]
     scripts = sorted(n for n in files if n.endswith(".sh"))
     assert len(scripts) == 2 * len(configs) and "run_plan.py" not in files
     for name in scripts:
-        flags = _flags(files[name])
-        assert flags <= (VLLM_OPTIONS if "vllm" in name else SGLANG_OPTIONS), name
         assert "2048" in files[name]  # chunked(budget=2048), the policy the fleet was profiled with
+        assert "round_robin" in files[name]
     for inst in configs:
         slug = inst["config"].lower().replace(" ", "_")
-        assert f"--tensor-parallel-size {inst['tp']}" in files[f"serve_vllm_{slug}.sh"]
+        text = files[f"serve_vllm_{slug}.sh"]
+        assert f"--tensor-parallel-size {inst['tp']}" in text and text.count("--kv-cache-memory-bytes") == inst["instances"]
     rows = [line for line in files["README.md"].splitlines() if line.startswith("| prompt")]
     assert len(rows) == len(plan["profile"]["buckets"])
     for row in rows:

