@@ -1,4 +1,5 @@
-"""`planner calibrate`: measure this machine and write a device profile YAML (cost_models.calibration)."""
+"""`planner calibrate`: measure this machine and write a device profile YAML (cost_models.calibration), or, with
+`--engine vllm`, measure a running vLLM server and write its engine profile (planner.engines.calibrate)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,48 @@ def _print(profile: dict, path: str) -> None:
     c.print(f"fit residual {cal['fit_residual']:.1%}; wrote {path} (use it with --cluster {path})")
 
 
+def _engine_profile(url, model, model_name, output, budget, profile_device, vllm_python, quick, as_json) -> None:
+    """`--engine vllm`: the loads of planner.engines.calibrate against the server at `url`, fit, profile + rows."""
+    import tempfile
+
+    import yaml
+
+    from ir.errors import UserError
+    from ir.fileio import write_atomic
+    from planner.engines.calibrate import calibrate_vllm, profile_document, write_rows
+    from planner.engines.vllm_env import vllm_python as default_python
+    from planner.engines.vllm_env import why_not_vllm
+
+    python = vllm_python or default_python()
+    if python is None:
+        raise UserError(f"{why_not_vllm()}; or give --vllm-python")
+    if model_name is None:
+        import planner
+
+        model_name = planner.capture(model, seq_len=16).model
+    with tempfile.TemporaryDirectory() as folder:
+        fit, rows, block = calibrate_vllm(python, url.rstrip("/"), model, Path(folder), budget, quick)
+    out = Path(output)
+    rows_file = out.with_suffix(".rows.csv")
+    write_rows(rows_file, rows, fit)
+    source = (f"measured by `planner calibrate --engine vllm` with vLLM's benchmark client against the server at {url} "
+              f"serving {model} (token budget {budget}); fit rows in {rows_file.name}")
+    document = profile_document(fit, model_name, profile_device, block, rows_file.name, source)
+    write_atomic(out, yaml.safe_dump(document, sort_keys=False))
+    if as_json:
+        emit_json(document)
+        return
+    c = console()
+    coefficients = [[k, f"{v:.6g}"] for k, v in fit.iteration.as_dict().items()]
+    coefficients.append(["request_latency_ms", f"{fit.request_latency_ms:.6g}"])
+    c.print(table(f"{model_name} on {profile_device}: {len(rows)} rows, block size {block}", ["coefficient", "fitted"],
+                  coefficients))
+    c.print(table("|predicted / measured - 1| by kind of row", ["kind", "rows", "mean", "max"],
+                  [[k, str(e["rows"]), f"{e['mean_abs_rel_error']:.1%}", f"{e['max_abs_rel_error']:.1%}"]
+                   for k, e in fit.errors.items()]))
+    c.print(f"wrote {out} and {rows_file} (use it with --engine-profile {out})")
+
+
 @cli.command("calibrate")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="What to measure: this host's CPU (fp32) or the first CUDA GPU (bf16).")
@@ -46,9 +89,25 @@ def _print(profile: dict, path: str) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch intra-op threads while measuring [default: torch's]; recorded in the profile.")
 @click.option("--no-collectives", is_flag=True, help="Skip the 2-process all-reduce benchmark.")
+@click.option("--engine", type=click.Choice(["vllm"]), default=None,
+              help="Measure a running serving engine instead (with --url, --model) and write its engine profile.")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="Engine: the server's base URL.")
+@click.option("--model", default=None, help="Engine: the model folder the server serves (also its tokenizer).")
+@click.option("--model-name", default=None, help="Engine: the model's name in the profile [default: the planner's].")
+@click.option("--max-num-batched-tokens", "budget", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="Engine: the server's token budget per iteration (how long prompts are chunked).")
+@click.option("--profile-device", default="cpu", show_default=True,
+              help="Engine: the device name the profile is for (a `planner hardware list` name).")
+@click.option("--vllm-python", type=click.Path(dir_okay=False), default=None,
+              help="Engine: python of the vLLM environment [default: tools/make_vllm_env.sh's].")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as one JSON object.")
-def calibrate_command(device, output, quick, threads, no_collectives, as_json):
-    """Measure GEMMs, memory, attention, overheads and all-reduce here; fit and write a profile."""
+def calibrate_command(device, output, quick, threads, no_collectives, engine, url, model, model_name, budget,
+                      profile_device, vllm_python, as_json):
+    """Measure GEMMs, memory, attention, overheads and all-reduce here; fit and write a profile.
+
+    With --engine vllm: drive the vLLM server at --url with vLLM's benchmark client (closed-loop loads) and fit the
+    per-iteration costs the serving simulator uses (cost_models/serving/engine_profile.py).
+    """
     from cost_models.calibration import calibrate, profile_to_yaml
     from ir.errors import UserError
     from ir.fileio import write_atomic
@@ -56,6 +115,11 @@ def calibrate_command(device, output, quick, threads, no_collectives, as_json):
     folder = Path(output).parent
     if not folder.is_dir():  # before a minute of measuring, not after
         raise UserError(f"cannot write {output}: folder {folder} does not exist; create it first")
+    if engine:
+        if not model:
+            raise UserError("--engine vllm needs --model: the model folder the server serves (its tokenizer too)")
+        _engine_profile(url, model, model_name, output, budget, profile_device, vllm_python, quick, as_json)
+        return
     profile = calibrate(device, quick=quick, threads=threads, collectives=not no_collectives)
     write_atomic(output, profile_to_yaml(profile))
     if as_json:

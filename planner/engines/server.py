@@ -47,12 +47,14 @@ class VllmServer:
     """A vLLM OpenAI server started from `args` (a generated instance's arguments, `--host/--port` included), in
     its own process group, logging to `log_path`; `with VllmServer(...) as server:` waits until it serves.
 
-    `port` must be the one in `args` (the server is probed there on 127.0.0.1).
+    `port` must be the one in `args` (the server is probed there on 127.0.0.1); `prefix` goes before the command
+    (e.g. ["nice", "-n", "-10"]).
     """
 
     def __init__(self, python: str | Path, model: str | Path, args: list[str], port: int, log_path: str | Path,
-                 env: dict | None = None, startup_s: float = 600.0):
-        self.command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), *args]
+                 env: dict | None = None, startup_s: float = 600.0, prefix: list[str] | None = None):
+        self.command = [*(prefix or []), str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+                        *args]
         self.port, self.log_path, self.env, self.startup_s = port, Path(log_path), env or {}, startup_s
         self.process: subprocess.Popen | None = None
 

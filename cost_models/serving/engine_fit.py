@@ -1,0 +1,109 @@
+"""Fit a mixed-iteration engine profile (`engine_profile.IterationFit`) to measured rows.
+
+A row is one measurement of a running engine under a controlled load (`planner.engines.calibrate` makes them
+with vLLM's benchmark client):
+- a first-token row: one request alone on an idle engine; its TTFT = the request latency outside the iterations
+  + its prefill iterations (`iterations` chunks of the token budget, `tokens` computed, `pairs` causal query-key
+  pairs including its cached prefix, one sequence sampled);
+- an inter-token row: the median time between tokens while `sequences` requests decode together (one
+  iteration: `tokens` = sequences, `kv_tokens` = the context they read).
+The model is linear in its coefficients:
+
+    measured = fixed x iterations + per_token x tokens + per_kilo_pair x pairs/1e3
+               + per_kilo_kv_token x kv_tokens/1e3 + per_sequence x sequences + latency x [first-token row]
+
+and fitted by non-negative least squares on relative errors (each row divided by its measurement, so short and
+long iterations weigh alike), Lawson-Hanson active set. The fit error is reported per kind of row, as the mean
+and the largest |predicted / measured - 1|.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cost_models.serving.engine_profile import IterationFit
+
+COLUMNS = ("iterations", "tokens", "kilo_pairs", "kilo_kv_tokens", "sequences", "first_token")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measurement (seconds) and its iteration counts (see the module docstring)."""
+
+    kind: str
+    measured_s: float
+    iterations: float
+    tokens: float
+    pairs: float
+    kv_tokens: float
+    sequences: float
+    first_token: bool
+
+    def features(self) -> list[float]:
+        return [self.iterations, self.tokens, self.pairs / 1e3, self.kv_tokens / 1e3, self.sequences,
+                1.0 if self.first_token else 0.0]
+
+
+def nnls(a: np.ndarray, b: np.ndarray, iterations: int = 200) -> np.ndarray:
+    """min ||a x - b|| subject to x >= 0 (Lawson and Hanson's active-set method).
+
+    >>> a = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> np.round(nnls(a, np.array([1.0, -1.0, 0.5])), 6).tolist()
+    [0.75, 0.0]
+    """
+    n = a.shape[1]
+    x, passive = np.zeros(n), np.zeros(n, dtype=bool)
+    for _ in range(iterations):
+        gradient = a.T @ (b - a @ x)
+        if passive.all() or gradient[~passive].max(initial=-np.inf) <= 1e-12 * max(1.0, np.abs(gradient).max()):
+            break
+        passive[np.argmax(np.where(passive, -np.inf, gradient))] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (z[passive] > 0).all():
+                x = z
+                break
+            bad = passive & (z <= 0)
+            alpha = np.min(x[bad] / (x[bad] - z[bad]))
+            x = x + alpha * (z - x)
+            passive &= x > 1e-15
+    return x
+
+
+@dataclass(frozen=True)
+class FitResult:
+    iteration: IterationFit
+    request_latency_ms: float
+    errors: dict  # kind -> {"rows", "mean_abs_rel_error", "max_abs_rel_error"}; "all" over every row
+
+    def predict_s(self, row: Row) -> float:
+        coef = np.array([self.iteration.fixed_ms, self.iteration.per_token_ms, self.iteration.per_kilo_pair_ms,
+                         self.iteration.per_kilo_kv_token_ms, self.iteration.per_sequence_ms, self.request_latency_ms])
+        return float(np.dot(row.features(), coef)) / 1e3
+
+
+def fit_rows(rows: list[Row]) -> FitResult:
+    """The non-negative least-squares fit of `rows` on relative errors, with its errors per kind of row.
+
+    >>> rows = [Row("prefill", (1.0 + 0.02 * t) / 1e3 + 0.003, 1, t, t * t / 2, 0, 1, True) for t in (64, 256, 1024)]
+    >>> rows += [Row("decode", (1.0 + 0.02 * b + 0.1 * b * 0.1 + 0.05 * b) / 1e3, 1, b, 0, 100 * b, b, False) for b in (1, 8, 32)]
+    >>> fit = fit_rows(rows); fit.errors["all"]["max_abs_rel_error"] < 1e-6, round(fit.iteration.per_token_ms, 6)
+    (True, 0.02)
+    """
+    if len(rows) < len(COLUMNS):
+        raise ValueError(f"{len(rows)} rows cannot fit {len(COLUMNS)} coefficients")
+    a = np.array([row.features() for row in rows]) * 1e-3  # coefficients in ms
+    y = np.array([row.measured_s for row in rows])
+    weights = 1.0 / y
+    coef = nnls(a * weights[:, None], y * weights)
+    result = FitResult(IterationFit(*(float(c) for c in coef[:5])), float(coef[5]), {})
+    ratio = np.array([result.predict_s(row) for row in rows]) / y - 1.0
+    errors = {}
+    for kind in [*sorted({row.kind for row in rows}), "all"]:
+        mask = np.array([kind in ("all", row.kind) for row in rows])
+        errors[kind] = {"rows": int(mask.sum()), "mean_abs_rel_error": round(float(np.abs(ratio[mask]).mean()), 4),
+                        "max_abs_rel_error": round(float(np.abs(ratio[mask]).max()), 4)}
+    return FitResult(result.iteration, result.request_latency_ms, errors)

