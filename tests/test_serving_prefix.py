@@ -84,7 +84,7 @@ def test_fast_forward_matches_stepping_with_prefixes(costs):
 def test_replicas_and_disaggregated_prefill_instances_cache_too(costs):
     w = chat_sessions(300, rate=20.0, seed=5)
     two = simulate(costs, Deployment(Chunked(2048), replicas=2), w)
-    assert 0 < two.prefix_hit_tokens and two.prefix_hit_rate <= w.shared_prefix_tokens().sum() / w.prompt_tokens.sum()
+    assert two.prefix_hit_tokens > 0 and two.prefix_hit_rate <= w.shared_prefix_tokens().sum() / w.prompt_tokens.sum()
     big = CostCache(planner.capture("llama-3-8b", seq_len=2048), parse_cluster("2xH100-SXM"))
     assert simulate(big, Deployment(Disaggregated(1, 1)), w).prefix_hit_tokens > 0
 

@@ -43,7 +43,7 @@ def main() -> None:
     engine_args = script_args(script, "args", "0", env={"BASE_PORT": str(args.port)})
     budget = plan["decision"]["serving"]["engines"]["instance"]["max_num_batched_tokens"]
     nice = ["nice", "-n", str(args.nice)] if args.nice else []
-    wait_for_calm(3.0, 600.0)
+    wait_for_calm(6.0, 300.0)
     with VllmServer(python, model, engine_args, args.port, work / "server.log", startup_s=900, prefix=nice) as server:
         code = planner_main(["calibrate", "--engine", "vllm", "--url", server.url, "--model", str(model),
                              "--model-name", MODEL_NAME, "--max-num-batched-tokens", str(budget), "-o", str(args.out)])

@@ -11,7 +11,8 @@ instance) returns plain numbers that the plan records (`decision.serving.engines
 - `kv_cache_tokens` / `kv_cache_bytes`: the KV pool of the instance (`simulator.kv_cache_tokens`) and its
   bytes on each GPU (vLLM --kv-cache-memory-bytes is per GPU), `kv_bytes_per_token` per GPU;
 - `weights_bytes` per GPU and `device_memory_bytes` (SGLang's --mem-fraction-static covers weights + KV);
-- `block_size`: the KV block tokens the simulation used (the engine profile's, else 16).
+- `block_size`: the KV block tokens the simulation used (`simulator.engine_block_size`: the engine profile's,
+  else vLLM's default for the device).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 
 from cost_models.estimate_infer import inference_memory
-from cost_models.serving.simulator import BLOCK_SIZE, kv_cache_tokens
+from cost_models.serving.simulator import engine_block_size, kv_cache_tokens
 
 
 def engine_settings(cost, policy, context_tokens: int | None) -> dict:
@@ -35,7 +36,7 @@ def engine_settings(cost, policy, context_tokens: int | None) -> dict:
     >>> s["max_num_seqs"], s["max_num_batched_tokens"], s["kv_cache_tokens"] % 16, s["block_size"]
     (256, 512, 0, 16)
     """
-    block = int(getattr(cost, "block_size", BLOCK_SIZE))
+    block = engine_block_size(cost)
     seqs = int(policy.max_num_seqs)
     budget = getattr(policy, "budget", None) or getattr(policy, "max_batched_tokens", None) or \
         getattr(policy, "max_prefill_tokens", None)

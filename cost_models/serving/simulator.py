@@ -29,8 +29,8 @@ Engine defaults modelled (vLLM v1 and SGLang, both on by default):
   hold evictable prefixes), which is what the generated launch scripts pin (`--kv-cache-memory-bytes`);
 - chunked prefill (vLLM v1's scheduler): decodes and prompt chunks share the token budget, so at most
   min(max_num_seqs, budget) requests run (vLLM requires max_num_batched_tokens >= max_num_seqs);
-- the engine's KV block size (`cost.block_size` where an engine profile sets it, e.g. 128 on vLLM's CPU
-  backend; else 16) and a fixed request latency outside the iterations (`cost.request_latency_s`: HTTP,
+- the engine's KV block size (`engine_block_size`: an engine profile's, else vLLM's default, 128 on CPUs and
+  16 on GPUs) and a fixed request latency outside the iterations (`cost.request_latency_s`: HTTP,
   tokenization, streaming back; from a measured engine profile, else 0): a request reaches the scheduler
   that long after it arrives.
 
@@ -52,6 +52,17 @@ from cost_models.serving.prefix_cache import PrefixCache
 from cost_models.serving.workload import Workload
 
 BLOCK_SIZE = 16  # KV block tokens: vLLM's default on GPUs
+CPU_BLOCK_SIZE = 128  # vLLM's default on CPUs (its CPU attention kernels need a multiple of 32)
+
+
+def engine_block_size(cost) -> int:
+    """The KV block size an engine uses with `cost`'s instance: the engine profile's, else vLLM's default for the
+    device (128 on CPUs, 16 on GPUs)."""
+    block = getattr(cost, "block_size", None)
+    if block:
+        return int(block)
+    ctx = getattr(cost, "ctx", None)
+    return CPU_BLOCK_SIZE if ctx is not None and ctx.device.kind == "cpu" else BLOCK_SIZE
 WATERMARK = 0.01  # vLLM keeps 1% of the KV blocks free when admitting prompts
 
 
@@ -321,7 +332,7 @@ class _Instance:
 def simulate_instance(cost: IterationCost, policy, w: Workload, block_size: int | None = None,
                       fast_forward: bool = True, prefix_caching: bool = True) -> SimResult:
     """Run `w` through one instance under `policy`; per-request first-token and finish times.
-    `block_size`: the engine's KV block tokens (default: the cost's `block_size`, else 16);
+    `block_size`: the engine's KV block tokens (default: `engine_block_size(cost)`);
     `fast_forward=False` steps decode-only iterations one by one (the slow reference);
     `prefix_caching=False` turns the prefix cache off (vLLM --no-enable-prefix-caching).
 
@@ -340,7 +351,7 @@ def simulate_instance(cost: IterationCost, policy, w: Workload, block_size: int 
     from cost_models.serving.schedulers import step_function
 
     caching = prefix_caching and not isinstance(policy, (Layered, DecodeOnly))
-    st = _Instance(cost, policy, w, block_size or getattr(cost, "block_size", BLOCK_SIZE), caching)
+    st = _Instance(cost, policy, w, block_size or engine_block_size(cost), caching)
     st.fast_forward = fast_forward
     step = step_function(policy)
     total = len(st.arr)

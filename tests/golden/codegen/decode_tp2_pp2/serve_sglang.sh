@@ -48,7 +48,7 @@ instance() {  # sets NODE, GPUS, ENV and ARGS of instance $1 at node rank $2
   case "$k:$r" in
     0:0)  # replica-0: replica, tp 2 x pp 2
       NODE=0; GPUS=0,1,2,3
-      ARGS=(--tp-size 2 --pp-size 2 --context-length 48 --max-running-requests 8 --max-total-tokens 416 --page-size 16 --schedule-policy fcfs --mem-fraction-static 0.001 --chunked-prefill-size 2048 --enable-mixed-chunk --dtype bfloat16 --host "$HOST" --port "$((BASE_PORT + k))")
+      ARGS=(--tp-size 2 --pp-size 2 --context-length 48 --max-running-requests 8 --max-total-tokens 1280 --page-size 128 --schedule-policy fcfs --mem-fraction-static 0.001 --chunked-prefill-size 2048 --enable-mixed-chunk --dtype bfloat16 --host "$HOST" --port "$((BASE_PORT + k))")
       ;;
     *) echo "this plan has no instance $k at node rank $r; see: $0 list" >&2; exit 2 ;;
   esac

@@ -48,7 +48,7 @@ instance() {  # sets NODE, GPUS, ENV and ARGS of instance $1 at node rank $2
   case "$k:$r" in
     0:0)  # replica-0: replica, tp 2 x pp 2
       NODE=0; GPUS=0,1,2,3
-      ARGS=(--tensor-parallel-size 2 --pipeline-parallel-size 2 --max-model-len 48 --max-num-seqs 8 --max-num-batched-tokens 2048 --enable-chunked-prefill --enable-prefix-caching --block-size 16 --kv-cache-memory-bytes 53248 --watermark 0.01 --dtype bfloat16 --host "$HOST" --port "$((BASE_PORT + k))")
+      ARGS=(--tensor-parallel-size 2 --pipeline-parallel-size 2 --max-model-len 48 --max-num-seqs 8 --max-num-batched-tokens 2048 --enable-chunked-prefill --enable-prefix-caching --block-size 128 --kv-cache-memory-bytes 163840 --watermark 0.01 --dtype bfloat16 --host "$HOST" --port "$((BASE_PORT + k))")
       ;;
     *) echo "this plan has no instance $k at node rank $r; see: $0 list" >&2; exit 2 ;;
   esac
