@@ -54,7 +54,8 @@ def _collect(engine: str, tmp: Path) -> tuple[list, list, dict]:
                 index, rank, _ = part.split(":")
                 case = f"{kind}: {name} {instance_name} rank {rank}"
                 cases.append({"name": case, "model": plan["inputs"]["model"], "model_path": plan["inputs"]["model"],
-                              "args": script_args(script, "args", index, rank, env={"HOSTS": HOSTS})})
+                              "args": script_args(script, "args", index, rank, env={"HOSTS": HOSTS}),
+                              "cpu": "cpu" in str(plan["inputs"].get("cluster", "")).lower()})
                 facts[case] = plan
             routers.append({"name": f"{kind}: {name} router", "args": script_args(script, "router-args", env={"HOSTS": HOSTS})})
     return cases, routers, facts

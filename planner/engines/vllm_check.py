@@ -4,7 +4,7 @@ Runs inside the vLLM environment (tools/make_vllm_env.sh), as a script: it impor
 vLLM, transformers and vllm_router. It reads one JSON object on stdin:
 
     {"models": {KEY: {"config_class": "LlamaConfig", "values": {...}} | {"path": DIR}},
-     "cases": [{"name": ..., "model": KEY, "args": [...]}],          # the arguments of `vllm serve MODEL ...`
+     "cases": [{"name": ..., "model": KEY, "args": [...], "cpu": bool}],  # the arguments of `vllm serve MODEL ...`
      "routers": [{"name": ..., "args": [...]}]}                       # the arguments of `vllm-router ...`
 
 and writes one JSON object into the file named by its "output" key (vLLM logs on stdout):
@@ -12,7 +12,8 @@ and writes one JSON object into the file named by its "output" key (vLLM logs on
 A case passes when the OpenAI server's own parser (`vllm.entrypoints.launchers.cli_args.make_arg_parser`,
 what `python -m vllm.entrypoints.openai.api_server` and `vllm serve` use) parses `--model DIR ARGS`, its
 `validate_parsed_serve_args` accepts them and `AsyncEngineArgs.from_cli_args(...).create_engine_config()` builds
-the engine config (tokenizer not loaded: the checkpoints are config-only); `resolved` holds the engine's
+the engine config (tokenizer not loaded: the checkpoints are config-only), and, for an instance on CPUs, its
+block size is one vLLM's CPU attention kernels take (`select_common_block_size`, as the CPU worker checks); `resolved` holds the engine's
 resolved limits. A model given by config values is written as a config.json with transformers (no weights,
 nothing downloaded).
 """
@@ -52,7 +53,15 @@ def _resolved(config) -> dict:
             "kv_transfer_config": config.kv_transfer_config is not None}
 
 
-def check_case(args: list, model_dir: str) -> dict:
+def _cpu_kernels(config) -> None:
+    """What vLLM's CPU worker checks when it builds the KV cache: a block size its attention kernels take."""
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+    from vllm.v1.worker.utils import select_common_block_size
+
+    select_common_block_size(config.cache_config.block_size, [CPUAttentionBackend])
+
+
+def check_case(args: list, model_dir: str, cpu: bool = False) -> dict:
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
     from vllm.utils.argparse_utils import FlexibleArgumentParser
@@ -63,8 +72,10 @@ def check_case(args: list, model_dir: str) -> dict:
             parser = make_arg_parser(FlexibleArgumentParser())
             namespace = parser.parse_args(["--model", model_dir, "--skip-tokenizer-init", *args])
         validate_parsed_serve_args(namespace)
-        engine_args = AsyncEngineArgs.from_cli_args(namespace)
-        return {"ok": True, "error": None, "resolved": _resolved(engine_args.create_engine_config())}
+        config = AsyncEngineArgs.from_cli_args(namespace).create_engine_config()
+        if cpu:
+            _cpu_kernels(config)
+        return {"ok": True, "error": None, "resolved": _resolved(config)}
     except SystemExit:
         return {"ok": False, "error": errors.getvalue().strip().splitlines()[-1:], "resolved": None}
     except Exception as error:  # the engine's own validation refused it
@@ -91,7 +102,8 @@ def main() -> None:
     request = json.load(sys.stdin)
     with tempfile.TemporaryDirectory() as root:
         dirs = _model_dirs(request.get("models", {}), root)
-        cases = [{"name": case["name"], **check_case(case["args"], dirs[case["model"]])} for case in request.get("cases", [])]
+        cases = [{"name": case["name"], **check_case(case["args"], dirs[case["model"]], case.get("cpu", False))}
+                 for case in request.get("cases", [])]
     routers = [{"name": r["name"], **check_router(r["args"])} for r in request.get("routers", [])]
     with open(request["output"], "w") as handle:
         handle.write(json.dumps({"cases": cases, "routers": routers}) + "\n")
