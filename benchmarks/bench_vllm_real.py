@@ -149,9 +149,9 @@ def main() -> None:
     ap.add_argument("--rates", default="2,4,8,12", help="scored request rates (req/s)")
     ap.add_argument("--seconds", type=float, default=40.0, help="trace length per scored rate")
     ap.add_argument("--keep", type=Path, default=None, help="keep the work folder here")
-    ap.add_argument("--max-load", type=float, default=6.0)
-    ap.add_argument("--wait-s", type=float, default=300.0)
-    ap.add_argument("--nice", type=int, default=-10, help="niceness of the engine and the client (root lowers it)")
+    ap.add_argument("--max-load", type=float, default=3.5)
+    ap.add_argument("--wait-s", type=float, default=1800.0)
+    ap.add_argument("--nice", type=int, default=-20, help="niceness of the engine and the client (root lowers it)")
     ap.add_argument("--port", type=int, default=8150)
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]

@@ -2,7 +2,7 @@
 .rows.csv) the way a user measures theirs: plan the tiny model for this CPU, start the generated serve_vllm.sh's
 instance (its arguments, through vLLM's OpenAI server module) and run `planner calibrate --engine vllm` on it.
 
-    python3 tools/calibrate_vllm_cpu.py [--nice -10] [--out cost_models/data/engine_profiles/vllm-0.32-cpu.yaml]
+    python3 tools/calibrate_vllm_cpu.py [--nice -20] [--out cost_models/data/engine_profiles/vllm-0.32-cpu.yaml]
 
 The plan is made without an engine profile (the cost model), for the chat-sessions traffic of
 benchmarks/bench_vllm_real.py; the profile's coefficients do not depend on the plan's limits beyond its KV block
@@ -31,7 +31,7 @@ from planner.engines.server import VllmServer, script_args  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "cost_models" / "data" / "engine_profiles" / "vllm-0.32-cpu.yaml")
-    ap.add_argument("--nice", type=int, default=-10)
+    ap.add_argument("--nice", type=int, default=-20)
     ap.add_argument("--port", type=int, default=8150)
     args = ap.parse_args()
     python = ensure_env()
@@ -43,10 +43,11 @@ def main() -> None:
     engine_args = script_args(script, "args", "0", env={"BASE_PORT": str(args.port)})
     budget = plan["decision"]["serving"]["engines"]["instance"]["max_num_batched_tokens"]
     nice = ["nice", "-n", str(args.nice)] if args.nice else []
-    wait_for_calm(6.0, 300.0)
+    wait_for_calm(3.5, 1800.0)
     with VllmServer(python, model, engine_args, args.port, work / "server.log", startup_s=900, prefix=nice) as server:
         code = planner_main(["calibrate", "--engine", "vllm", "--url", server.url, "--model", str(model),
-                             "--model-name", MODEL_NAME, "--max-num-batched-tokens", str(budget), "-o", str(args.out)])
+                             "--model-name", MODEL_NAME, "--max-num-batched-tokens", str(budget), "--nice", str(args.nice),
+                             "-o", str(args.out)])
     print(f"engine arguments: {' '.join(engine_args)}")
     sys.exit(code)
 

@@ -39,7 +39,7 @@ def _print(profile: dict, path: str) -> None:
     c.print(f"fit residual {cal['fit_residual']:.1%}; wrote {path} (use it with --cluster {path})")
 
 
-def _engine_profile(url, model, model_name, output, budget, profile_device, vllm_python, quick, as_json) -> None:
+def _engine_profile(url, model, model_name, output, budget, profile_device, vllm_python, quick, nice, as_json) -> None:
     """`--engine vllm`: the loads of planner.engines.calibrate against the server at `url`, fit, profile + rows."""
     import tempfile
 
@@ -59,7 +59,8 @@ def _engine_profile(url, model, model_name, output, budget, profile_device, vllm
 
         model_name = planner.capture(model, seq_len=16).model
     with tempfile.TemporaryDirectory() as folder:
-        fit, rows, block = calibrate_vllm(python, url.rstrip("/"), model, Path(folder), budget, quick)
+        prefix = ["nice", "-n", str(nice)] if nice else None
+        fit, rows, block = calibrate_vllm(python, url.rstrip("/"), model, Path(folder), budget, quick, prefix)
     out = Path(output)
     rows_file = out.with_suffix(".rows.csv")
     write_rows(rows_file, rows, fit)
@@ -100,9 +101,11 @@ def _engine_profile(url, model, model_name, output, budget, profile_device, vllm
               help="Engine: the device name the profile is for (a `planner hardware list` name).")
 @click.option("--vllm-python", type=click.Path(dir_okay=False), default=None,
               help="Engine: python of the vLLM environment [default: tools/make_vllm_env.sh's].")
+@click.option("--nice", type=int, default=0, show_default=True,
+              help="Engine: niceness of the benchmark client (a loaded machine delays a client at 0; lowering it needs root).")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as one JSON object.")
 def calibrate_command(device, output, quick, threads, no_collectives, engine, url, model, model_name, budget,
-                      profile_device, vllm_python, as_json):
+                      profile_device, vllm_python, nice, as_json):
     """Measure GEMMs, memory, attention, overheads and all-reduce here; fit and write a profile.
 
     With --engine vllm: drive the vLLM server at --url with vLLM's benchmark client (closed-loop loads) and fit the
@@ -118,7 +121,7 @@ def calibrate_command(device, output, quick, threads, no_collectives, engine, ur
     if engine:
         if not model:
             raise UserError("--engine vllm needs --model: the model folder the server serves (its tokenizer too)")
-        _engine_profile(url, model, model_name, output, budget, profile_device, vllm_python, quick, as_json)
+        _engine_profile(url, model, model_name, output, budget, profile_device, vllm_python, quick, nice, as_json)
         return
     profile = calibrate(device, quick=quick, threads=threads, collectives=not no_collectives)
     write_atomic(output, profile_to_yaml(profile))

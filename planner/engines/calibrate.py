@@ -10,8 +10,9 @@ timed trace with fresh prompt content (hash ids unique to the load) and exact ou
 - long-context decode (`long_decode`): B = 4 and 16 requests with 1,536-token prompts.
 Rows (`engine_fit.Row`): per `prefill`/`prefix` load and group of requests with the same prompt and cached
 prefix, the median TTFT (its chunks under the token budget, its cached prefix in whole engine blocks as the
-simulator reuses it); per decode load, the median inter-token latency after the first tokens (one iteration of
-B decodes reading their contexts). Medians, since a shared machine adds outliers.
+simulator reuses it); per decode load, the median of its requests' time per output token (an iteration of B
+decodes reading their contexts; a client reading several tokens at once does not distort it). Medians, since
+a shared machine adds outliers.
 """
 
 from __future__ import annotations
@@ -47,25 +48,30 @@ def _fresh(n: int, prompt: int, output: int, first_id: int, shared: int = 0) -> 
                     hash_lists(lists), BLOCK, prompt + output)
 
 
-def calibration_loads(quick: bool = False) -> list[dict]:
-    """The loads (see the module docstring): {"kind", "workload", "max_concurrency"}, content unique per load."""
+def calibration_loads(quick: bool = False, context: int = 4096) -> list[dict]:
+    """The loads (see the module docstring): {"kind", "workload", "max_concurrency"}, content unique per load;
+    prompts and outputs within the engine's `context` (its max_model_len)."""
     loads, next_id = [], 1_000_000_000  # far from the ids of benchmark traces
 
     def add(kind: str, w: Workload, concurrency: int) -> None:
         nonlocal next_id
+        if int((w.prompt_tokens + w.output_tokens).max()) > context:
+            return
         shifted = hash_lists([ids + next_id for ids in w.block_hashes])
         loads.append({"kind": kind, "workload": replace(w, block_hashes=shifted), "max_concurrency": concurrency})
         next_id += 1 + max(int(ids.max()) for ids in w.block_hashes)
 
     repeats = 3 if quick else 6
-    for prompt in (16, 128, 512, 1024, 2048) if quick else (16, 64, 128, 256, 512, 768, 1024, 1536, 2048):
+    lengths = (16, 128, 512, 1024, 2048) if quick else (16, 64, 128, 256, 512, 768, 1024, 1536, 2048)
+    for prompt in sorted({min(length, context - 2) for length in lengths}):
         add("prefill", _fresh(repeats, prompt, 2, 0), 1)
+    shared = min(1024, (context - 2) // 2 // BLOCK * BLOCK)
     for suffix in (64, 256) if quick else (16, 64, 128, 256, 512):
-        add("prefix", _fresh(repeats + 1, 1024 + suffix, 2, 0, shared=1024), 1)
+        add("prefix", _fresh(repeats + 1, min(shared + suffix, context - 2), 2, 0, shared=shared), 1)
     for batch in (1, 4, 16, 64) if quick else (1, 2, 4, 8, 16, 32, 64):
         add("decode", _fresh(2 * batch, 64, 48, 0), batch)
     for batch in (4, 16):
-        add("long_decode", _fresh(2 * batch, 1536, 32, 0), batch)
+        add("long_decode", _fresh(2 * batch, min(1536, context - 32), 32, 0), batch)
     return loads
 
 
@@ -108,11 +114,13 @@ def _first_token_rows(kind: str, w: Workload, result: dict, block_size: int, bud
 
 
 def _decode_row(kind: str, w: Workload, result: dict, batch: int) -> Row:
-    """The median inter-token latency of a decode load, after each request's first 4 tokens."""
-    itls = [x for per_request in result["itls"] for x in per_request[4:]]
+    """The median time per output token of a decode load's requests, (latency - TTFT) / (output - 1): iterations of
+    `batch` decodes (per-request, so a client that reads several tokens at once under load does not matter)."""
+    tpots = [(lat - ttft) / (out - 1) for lat, ttft, out in zip(result["latencies"], result["ttfts"], result["output_lens"])
+             if out > 1]
     prompt, output = int(w.prompt_tokens[0]), int(w.output_tokens[0])
-    context = batch * (prompt + (4 + output) / 2)  # mean context over the measured steps
-    return Row(kind, float(np.median(itls)), 1.0, batch, 0.0, context, batch, False)
+    context = batch * (prompt + output / 2)  # mean context over the decode steps
+    return Row(kind, float(np.median(tpots)), 1.0, batch, 0.0, context, batch, False)
 
 
 def rows_from(loads: list[dict], results: list[dict], block_size: int, budget: int) -> list[Row]:
@@ -125,6 +133,12 @@ def rows_from(loads: list[dict], results: list[dict], block_size: int, budget: i
         else:
             rows.append(_decode_row(load["kind"], load["workload"], result, load["max_concurrency"]))
     return rows
+
+
+def engine_context(url: str) -> int:
+    """The running engine's max_model_len (/v1/models)."""
+    with urllib.request.urlopen(f"{url}/v1/models", timeout=10) as response:
+        return int(json.loads(response.read())["data"][0]["max_model_len"])
 
 
 def engine_block_size(url: str) -> int:
@@ -159,7 +173,7 @@ def calibrate_vllm(python: str | Path, url: str, model: str, folder: Path, budge
                    prefix: list[str] | None = None) -> tuple[FitResult, list[Row], int]:
     """Run the calibration loads against the vLLM server at `url` serving `model`; (fit, rows, block size)."""
     block_size = engine_block_size(url)
-    loads = calibration_loads(quick)
+    loads = calibration_loads(quick, engine_context(url))
     folder.mkdir(parents=True, exist_ok=True)
     results = run_client(python, url, model, loads, folder, prefix)
     rows = rows_from(loads, results, block_size, budget)

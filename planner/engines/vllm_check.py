@@ -12,10 +12,10 @@ and writes one JSON object into the file named by its "output" key (vLLM logs on
 A case passes when the OpenAI server's own parser (`vllm.entrypoints.launchers.cli_args.make_arg_parser`,
 what `python -m vllm.entrypoints.openai.api_server` and `vllm serve` use) parses `--model DIR ARGS`, its
 `validate_parsed_serve_args` accepts them and `AsyncEngineArgs.from_cli_args(...).create_engine_config()` builds
-the engine config (tokenizer not loaded: the checkpoints are config-only), and, for an instance on CPUs, its
-block size is one vLLM's CPU attention kernels take (`select_common_block_size`, as the CPU worker checks); `resolved` holds the engine's
-resolved limits. A model given by config values is written as a config.json with transformers (no weights,
-nothing downloaded).
+the engine config (tokenizer not loaded: the checkpoints are config-only), and, for an instance on CPUs,
+its block size is one vLLM's CPU attention kernels take (`select_common_block_size`, as the CPU worker
+checks); `resolved` holds the engine's resolved limits. A model given by config values is written as a
+config.json with transformers (no weights, nothing downloaded).
 """
 
 import contextlib
