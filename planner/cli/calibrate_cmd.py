@@ -39,6 +39,18 @@ def _print(profile: dict, path: str) -> None:
     c.print(f"fit residual {cal['fit_residual']:.1%}; wrote {path} (use it with --cluster {path})")
 
 
+def _host() -> str:
+    """This machine in a few words: CPU model and logical CPUs."""
+    import os
+
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        name = "an unknown CPU"
+    return f"{name}, {os.cpu_count()} logical CPUs"
+
+
 def _engine_profile(url, model, model_name, output, budget, profile_device, vllm_python, quick, nice, as_json) -> None:
     """`--engine vllm`: the loads of planner.engines.calibrate against the server at `url`, fit, profile + rows."""
     import tempfile
@@ -64,8 +76,8 @@ def _engine_profile(url, model, model_name, output, budget, profile_device, vllm
     out = Path(output)
     rows_file = out.with_suffix(".rows.csv")
     write_rows(rows_file, rows, fit)
-    source = (f"measured by `planner calibrate --engine vllm` with vLLM's benchmark client against the server at {url} "
-              f"serving {model} (token budget {budget}); fit rows in {rows_file.name}")
+    source = (f"measured by `planner calibrate --engine vllm` with vLLM's benchmark client against a server serving "
+              f"{Path(model).name} (token budget {budget}) on {_host()}; fit rows in {rows_file.name}")
     document = profile_document(fit, model_name, profile_device, block, rows_file.name, source)
     write_atomic(out, yaml.safe_dump(document, sort_keys=False))
     if as_json:
