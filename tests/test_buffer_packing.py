@@ -24,9 +24,8 @@ from passes.buffer_packing import (
 )
 from planner.cli import main
 
-DATA = Path("/work/shared/data/memory/minimalloc")
+DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "minimalloc"
 CHALLENGING = DATA / "challenging"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="MiniMalloc benchmark data not present")
 
 
 def _random_instance(seed: int) -> PackingInstance:
@@ -65,8 +64,6 @@ def test_upper_is_exclusive():
 
 
 def test_example_packs_into_12():
-    if not DATA.is_dir():
-        pytest.skip("benchmark data not present")
     inst = read_csv(DATA / "examples" / "input.12.csv")
     assert inst.capacity == 12  # from the file name
     sol = pack(inst, PackingConfig(time_limit_s=5))
@@ -119,7 +116,6 @@ def test_search_and_cpsat_agree_at_lower_bound(seed):
 # --- the MiniMalloc challenging suite (the two fastest instances) --------------------------------
 
 
-@needs_data
 @pytest.mark.parametrize("name", ["G", "J"])
 def test_challenging_instance_packs_exactly(name):
     inst = read_csv(CHALLENGING / f"{name}.1048576.csv")
