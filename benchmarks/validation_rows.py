@@ -4,7 +4,7 @@ Each usable row of `published_measurements.csv` becomes a `Case`: what was measu
 the device, and a `predict(params)` closure that evaluates the same formulas the estimator uses:
 `cost_models.compute.op_time` for GEMMs, batched matmuls, norms, softmax and flash attention,
 `cost_models.layer_times.layer_times` on a captured layer for per-layer rows,
-`cost_models.estimate_train._layer_step_times` for training backward, and
+`cost_models.estimate_train.layer_step_times` for training backward, and
 `cost_models.communication.collective_time` on the cluster's `Group` for collectives.
 `Params` holds one `Efficiency` per device family plus link latencies, so that
 `benchmarks/bench_validation.py` can refit them. Shapes are parsed from the row's own columns
@@ -201,7 +201,7 @@ def block_time(hidden: int, heads: int, phase: str, batch: int, seq: int, contex
 
 
 def train_layer_seconds(row: dict, params: Params, metric: str) -> float:
-    from cost_models.estimate_train import _layer_step_times
+    from cost_models.estimate_train import layer_step_times
 
     hidden, heads = (int(x) for x in re.search(r"h=(\d+),\s*heads=(\d+)", row["model"]).groups())
     notes = row["notes"].lower()
@@ -211,7 +211,7 @@ def train_layer_seconds(row: dict, params: Params, metric: str) -> float:
     if metric == "layer_forward_time":
         return t.total_s
     ctx = SimpleNamespace(options=SimpleNamespace(recompute=recompute))
-    return _layer_step_times(ctx, SimpleNamespace(layer_times=[t]))[0] - t.total_s
+    return layer_step_times(ctx, SimpleNamespace(layer_times=[t]))[0] - t.total_s
 
 
 # --- LLMCompass per-op rows: GPT-3 175B layer ops on one rank ------------------------------------
