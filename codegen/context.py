@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from ir.errors import UserError
-from planner.plan_file import PLAN_FORMAT
+from ir.plan import PLAN_FORMAT
 
 _HUB_ID = re.compile(r"huggingface\.co/([\w.-]+/[\w.-]+)")
 

@@ -11,7 +11,7 @@ import pytest
 import planner
 from ir.errors import UserError
 from planner.cli import main
-from planner.plan_file import Plan
+from planner.plan_handle import PlanHandle
 from planner.verify import verify_plan
 
 
@@ -143,7 +143,7 @@ def test_trace_with_bad_row_names_line(tmp_path, capsys):
 
 
 def test_plan_object_api(train_plan):
-    p = Plan(train_plan)
+    p = PlanHandle.from_json(train_plan)
     assert "1F1B" in p.explain() or train_plan["decision"]["pp"] == 1
 
 
@@ -187,7 +187,7 @@ def test_70b_decode_on_one_h100_says_offload_and_its_tpot(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "only with offload" in err[0] and "TPOT" in err[0] and "141.1 GB" in err[0]
     ok = planner.plan("llama-3.1-70b", "2xH100-SXM", "decode", batch=8, input_len=1024)
-    assert ok.predicted["fits"] and ok.verify() == []
+    assert ok.predicted.fits and ok.verify() == []
 
 
 def test_training_that_only_fits_with_offload_says_so(capsys):

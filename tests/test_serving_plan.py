@@ -1,4 +1,4 @@
-"""Serving plans (planner.plan_serving): simulated goodput search over policies and layouts."""
+"""Serving plans (passes.serving_strategy): simulated goodput search over policies and layouts."""
 
 from __future__ import annotations
 
@@ -75,19 +75,22 @@ def test_moe_model_considers_layered_prefill():
 
 def test_disaggregated_decision_verifies():
     from cost_models.cluster import parse_cluster
-    from planner import plan_serving as pi
+    from cost_models.serving.policies import Disaggregated
+    from passes.serving_candidates import ServingCandidate
+    from passes.serving_evaluate import evaluate_serving
+    from passes.serving_strategy import serving_decision, serving_section
 
     graph = planner.capture("llama-3-8b", seq_len=1024)
     cluster = parse_cluster("8xH100-SXM")
-    c = pi._Candidate(pi.Disaggregated(2, 1, 1, 1, 2, 1), 2, 1, 4, 1.0)
-    decision = pi._serving_decision(graph, cluster, c, 2, 1, 1024, 256, "bf16")
-    decision["serving"] = pi._serving_section(c, 2, "chat", 400, 5.0, SLO, cluster)
-    r = pi.evaluate_serving(graph, cluster, decision, "bf16")
+    c = ServingCandidate(Disaggregated(2, 1, 1, 1, 2, 1), 2, 1, 4, 1.0)
+    decision = serving_decision(graph, cluster, c, 2, 1, 1024, 256, "bf16")
+    decision["serving"] = serving_section(c, 2, "chat", 400, 5.0, SLO, cluster)
+    r = evaluate_serving(graph, cluster, decision, "bf16")
     assert decision["serving"]["disaggregated"]["prefill_instances"] == 4
     ranks = [x for g in decision["serving"]["disaggregated"]["prefill_ranks"] for x in g]
     ranks += [x for g in decision["stages"][0]["ranks"] for x in g]
     assert len(ranks) == len(set(ranks)) == 8 and r["fits"] and r["ttft_s"] > 0
-    assert pi.evaluate_serving(graph, cluster, decision, "bf16")["ttft_s"] == r["ttft_s"]  # deterministic
+    assert evaluate_serving(graph, cluster, decision, "bf16")["ttft_s"] == r["ttft_s"]  # deterministic
 
 
 def test_serving_plan_files_are_byte_identical(tmp_path):

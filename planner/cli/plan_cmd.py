@@ -63,13 +63,13 @@ def parse_slo(text: str | None) -> dict:
 def plan_command(model, cluster, workload, objective, slo, as_json, output, report_dir, warm_start, **options):
     """Choose parallelism, layer grouping and placement for MODEL, and write the plan."""
     from planner.cli.output import working
-    from planner.planning import plan
+    from planner.plan_handle import plan
 
     if options["rate"] is not None and not options["rate"] > 0:
         raise UserError(f"--rate must be positive, got {options['rate']}")
     previous = None
     if warm_start:
-        from planner.plan_file import load_plan
+        from planner.plan_handle import load_plan
 
         previous = load_plan(warm_start)
     with working(f"planning {model} ({workload})"):
@@ -79,7 +79,7 @@ def plan_command(model, cluster, workload, objective, slo, as_json, output, repo
     if report_dir:
         from planner.report import write_report
 
-        write_report(result.to_dict(), report_dir)
+        write_report(result.plan, report_dir)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -95,7 +95,7 @@ def plan_command(model, cluster, workload, objective, slo, as_json, output, repo
 @click.option("--plot", "plot_path", default=None, help="Write the per-device memory bars as a PNG figure.")
 def explain_command(plan_file, plot_path):
     """Explain a plan: why it was chosen, per-stage time and memory, runners-up, schedule."""
-    from planner.plan_file import load_plan
+    from planner.plan_handle import load_plan
 
     plan = load_plan(plan_file)
     text = plan.explain()
@@ -111,7 +111,7 @@ def explain_command(plan_file, plot_path):
 @click.option("--json", "as_json", is_flag=True)
 def verify_command(plan_file, as_json):
     """Recompute a plan from its inputs and check it; exit 1 when it does not hold."""
-    from planner.plan_file import load_plan
+    from planner.plan_handle import load_plan
 
     problems = load_plan(plan_file).verify()
     if as_json:
@@ -131,7 +131,7 @@ def verify_command(plan_file, as_json):
 def diff_command(plan_a, plan_b, as_json):
     """What changed between two plans and what it does to the predictions."""
     from planner.plan_diff import diff_plans, format_diff
-    from planner.plan_file import load_plan
+    from planner.plan_handle import load_plan
 
     d = diff_plans(load_plan(plan_a).to_dict(), load_plan(plan_b).to_dict())
     if as_json:
