@@ -30,9 +30,9 @@ from ir.plan_results import (
     SolverReport,
     TrainPredictions,
 )
-from ir.records import ABSENT, Absent, Record, convert
+from ir.records import ABSENT, Absent, JsonValue, Record, convert
 
-PLAN_FORMAT = "aot-planner.plan/1"
+PLAN_FORMAT = "aot-planner.plan/2"  # 2: inputs record how to rebuild the model (`ModelSource`)
 PLANNER_VERSION = "0.1.0"
 Dtype = Literal["bf16", "fp16", "fp8", "fp32"]
 
@@ -64,11 +64,33 @@ class FixedOptions(Record):
 
 
 @dataclass(frozen=True)
+class ModelSource(Record):
+    """How the planned model is rebuilt from the plan alone, so that nothing a plan names is imported or run:
+
+    - preset: a built-in preset, its transformers config class, model class and values as planned;
+    - config: a Hugging Face config.json, its values and the sha256 of the file's bytes;
+    - module: Python code (`pkg.module:factory`), recorded by name only: rebuilding it runs that code, which
+      `planner verify` does only when the user passes --trust-model-code on its command line.
+    `summary` holds the numbers later steps read (hidden size, heads, KV heads, layers, vocabulary, experts)."""
+
+    kind: Literal["preset", "config", "module"]
+    ref: str
+    name: str
+    config_class: str | None
+    architecture: str | None
+    values: Mapping[str, JsonValue] | None
+    sha256: str | None
+    hub_id: str | None
+    summary: Mapping[str, JsonValue]
+
+
+@dataclass(frozen=True)
 class Inputs(Record):
     """What was asked: model reference, cluster, workload, objective, SLO, pinned options, dtype, and
     the planner version and engine profile that answered. The fingerprint hashes exactly this."""
 
     model: str
+    model_source: ModelSource
     cluster: str
     workload: WorkloadSpec
     objective: str
@@ -184,5 +206,6 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-__all__ = ["PLANNER_VERSION", "PLAN_FORMAT", "Decision", "FleetDecision", "InferenceDecision", "Inputs", "Plan",
+__all__ = ["PLANNER_VERSION", "PLAN_FORMAT", "Decision", "FleetDecision", "InferenceDecision", "Inputs", "ModelSource",
+           "Plan",
            "TrainDecision", "WorkloadSpec", "fingerprint", "load_plan", "plan_from_json"]

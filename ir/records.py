@@ -6,6 +6,7 @@ its path ("decision.stages[1].tp: expected an integer, got '2'"); keys the schem
 refused. Writing (`to_json`) gives back the same JSON value, so a file read and written again is byte
 for byte the same. Supported annotations: int, float (an int is kept as written), str, bool, None,
 `Literal[...]`, `tuple[X, ...]`, `tuple[X, Y]`, `Mapping[str, X]`, nested records, unions of these, and
+`JsonValue` (any JSON value, frozen), and
 `Absent`: a field whose key may be missing from the object (its default is `ABSENT`, and it is
 omitted on writing; None is written as null).
 
@@ -51,6 +52,11 @@ class Absent:
 
 
 ABSENT = Absent()
+
+
+class JsonValue:
+    """Annotation for a free-form JSON value (e.g. a model's config values): any of null, true/false, a finite
+    number, a string, a list or an object of those; stored frozen (tuples, read-only mappings)."""
 
 
 def present(value) -> bool:
@@ -113,6 +119,8 @@ def convert(hint, value, where: str):
         return _union(args, value, where)
     if hint is Absent:
         raise UserError(f"{where}: must be left out")
+    if hint is JsonValue:
+        return _json_value(value, where)
     if hint is type(None) or hint is None:
         if value is not None:
             raise UserError(f"{where}: expected null, got {_show(value)}")
@@ -130,6 +138,20 @@ def convert(hint, value, where: str):
     if isinstance(hint, type) and issubclass(hint, Record):
         return hint.from_json(value, where)
     return _scalar(hint, value, where)
+
+
+def _json_value(value, where: str, depth: int = 0):
+    if depth > 32:
+        raise UserError(f"{where}: nested too deeply")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, float)):
+        return _scalar(float, value, where) if isinstance(value, float) else value
+    if isinstance(value, list):
+        return tuple(_json_value(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        return types.MappingProxyType({k: _json_value(v, f"{where}.{k}", depth + 1) for k, v in value.items()})
+    raise UserError(f"{where}: not a JSON value: {_show(value)}")
 
 
 def _scalar(hint, value, where: str):

@@ -21,7 +21,9 @@ class Request:
     """A planning question as asked (CLI flags, `planner.plan` arguments), before defaults are filled in.
 
     `fixed` holds the pinned degrees and options (tp, pp, dp, ep, schedule, virtual_stages,
-    sequence_parallel); `warm` a previous plan (`ir.plan.Plan`) to start from."""
+    sequence_parallel); `warm` a previous plan (`ir.plan.Plan`) to start from; `model_source` a plan's
+    record of the model (JSON form of `ir.plan.ModelSource`), which `verify` rebuilds the model from;
+    `trust_model_code` allows a `pkg.module:factory` model to be imported and run."""
 
     model: str
     cluster_spec: str
@@ -37,6 +39,8 @@ class Request:
     rate: float | None = None
     engine_profile: str | None = None
     warm: Any = None
+    model_source: dict | None = None
+    trust_model_code: bool = False
 
 
 @dataclass(frozen=True)

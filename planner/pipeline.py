@@ -19,7 +19,8 @@ from ir.plan import PLAN_FORMAT, PLANNER_VERSION, Plan, fingerprint
 from passes.memory_mapping import verify_memory_map
 from passes.strategies import strategy_for
 from passes.strategy import Outcome, Problem, Request, Strategy
-from planner.api import capture
+from planner.api import capture, capture_recorded
+from planner.model_source import model_record
 from planner.plan_checks import structure_problems
 
 
@@ -50,14 +51,19 @@ def graph_for(strategy: Strategy, request: Request) -> Graph:
     """The one rule for which graph a question is priced on: the strategy's capture shape (planning and
     verification both ask through here)."""
     shape = strategy.capture_shape(request)
-    return capture(request.model, seq_len=shape.seq_len, dtype=shape.dtype)
+    if request.model_source is not None:
+        return capture_recorded(request.model_source, seq_len=shape.seq_len, dtype=shape.dtype,
+                                trust_model_code=request.trust_model_code)
+    return capture(request.model, seq_len=shape.seq_len, dtype=shape.dtype, trust_model_code=request.trust_model_code)
 
 
 def assemble(request: Request, graph: Graph, problem: Problem, outcome: Outcome) -> dict:
     """The plan document (JSON form) of an outcome: inputs and their fingerprint, decision, predictions,
     solver report, runners-up and the binding constraints in words."""
-    inputs = {"model": request.model, "cluster": request.cluster_spec, **problem.inputs,
-              "planner_version": PLANNER_VERSION}
+    record = {**request.model_source, "summary": dict(graph.config)} if request.model_source else \
+        model_record(request.model, dict(graph.config))
+    inputs = {"model": request.model, "model_source": record,
+              "cluster": request.cluster_spec, **problem.inputs, "planner_version": PLANNER_VERSION}
     data = {"format": PLAN_FORMAT, "inputs": inputs, "fingerprint": fingerprint(inputs), "model_name": graph.model,
             "cluster_description": outcome.cluster_description or problem.cluster.describe(),
             "decision": outcome.decision, "predicted": outcome.predicted, "solver": outcome.solver,

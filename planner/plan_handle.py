@@ -15,13 +15,13 @@ from cost_models.pipeline_schedule import SCHEDULES
 from ir.errors import UserError
 from ir.plan import Plan
 from ir.plan import load_plan as read_plan_file
-from ir.records import present
+from ir.records import present, to_json
 from planner import pipeline
 from planner.explain import explain_plan
 from planner.verify import verify_plan
 
 RETARGET_KEYS = ("batch", "cluster", "dp", "dtype", "ep", "input_len", "objective", "output_len", "pp", "rate",
-                 "seq_len", "slo", "tp")
+                 "seq_len", "slo", "tp", "trust_model_code")
 
 
 class PlanHandle:
@@ -70,9 +70,10 @@ class PlanHandle:
     def explain(self) -> str:
         return explain_plan(self.plan)
 
-    def verify(self) -> list[str]:
-        """Problems an independent recomputation finds (empty: the plan holds)."""
-        return verify_plan(self.plan)
+    def verify(self, trust_model_code: bool = False) -> list[str]:
+        """Problems an independent recomputation finds (empty: the plan holds); a model recorded as Python code
+        is rebuilt only with `trust_model_code`."""
+        return verify_plan(self.plan, trust_model_code=trust_model_code)
 
     def apply(self, module, mesh=None, train: bool = True):
         """Parallelise `module` by this plan inside a torchrun worker (see `codegen.apply.apply_plan`)."""
@@ -108,7 +109,8 @@ class PlanHandle:
             args["engine_profile"] = inputs.engine_profile
         args.update(changes)
         cluster = args.pop("cluster", inputs.cluster)
-        return plan(inputs.model, cluster, workload.kind, warm_start=self, **args)
+        return plan(inputs.model, cluster, workload.kind, warm_start=self, model_source=to_json(inputs.model_source),
+                    **args)
 
 
 def load_plan(path: str | Path) -> PlanHandle:
@@ -121,11 +123,14 @@ def plan(model, cluster=None, workload: str = "chat", *, objective: str | None =
          pp: int | None = None, dp: int | None = None, ep: int | None = None, dtype: str = "bf16",
          input_len: int | None = None, output_len: int | None = None, warm_start=None, schedule: str | None = None,
          virtual_stages: int | None = None, sequence_parallel: bool | None = None,
-         engine_profile: str | None = None) -> PlanHandle:
+         engine_profile: str | None = None, trust_model_code: bool = False,
+         model_source: dict | None = None) -> PlanHandle:
     """Plan `model` on `cluster` for `workload` (train, prefill, decode, chat, summarize, code, a trace .csv);
     a comma-separated `cluster` is a list of GPU types to buy a serving fleet from (`planner.pipeline`).
 
     `warm_start`: a previous plan (PlanHandle or Plan) whose layout the search evaluates first (`retarget`).
+    `trust_model_code`: allow `model` to be Python code (pkg.module:factory), which is imported and run.
+    `model_source`: rebuild the model from this record (a plan's `inputs.model_source`) instead of `model`.
     `engine_profile`: serving only, a measured engine profile (name or YAML, `cost_models.serving.engine_profile`)
     that prices every iteration instead of the cost model, e.g. "vllm-0.2-a100-80gb"; or one per kind of
     deployment, "colocated=vllm-0.2-a100-80gb,disaggregated=distserve-a100-80gb" (a kind left out: the cost model).
@@ -139,7 +144,8 @@ def plan(model, cluster=None, workload: str = "chat", *, objective: str | None =
     warm = warm_start.plan if isinstance(warm_start, PlanHandle) else warm_start
     request = pipeline.request_of(model, cluster, workload, objective=objective, dtype=dtype, slo=slo or {},
                                   fixed=fixed, batch=batch, seq_len=seq_len, input_len=input_len,
-                                  output_len=output_len, rate=rate, engine_profile=engine_profile, warm=warm)
+                                  output_len=output_len, rate=rate, engine_profile=engine_profile, warm=warm,
+                                  trust_model_code=trust_model_code, model_source=model_source)
     result, seconds = pipeline.run(request)
     return PlanHandle(result, seconds)
 

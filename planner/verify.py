@@ -14,6 +14,7 @@ import math
 from cost_models.cluster import parse_cluster
 from ir.errors import UserError
 from ir.plan import Plan, fingerprint
+from ir.records import to_json
 from passes.memory_mapping import verify_memory_map
 from passes.strategies import strategy_of_plan
 from passes.strategy import Request
@@ -24,11 +25,13 @@ _AGREE = ("step_time_s", "tokens_per_s", "memory_per_device_bytes", "latency_s",
           "output_tokens_per_s")
 
 
-def _request(plan: Plan) -> Request:
-    """The question a plan answered, as far as capture needs it (model, workload kind and lengths, dtype)."""
+def _request(plan: Plan, trust_model_code: bool) -> Request:
+    """The question a plan answered, as far as capture needs it: the recorded model (never the file or code
+    its reference names), workload kind and lengths, dtype."""
     i, w = plan.inputs, plan.inputs.workload
     return Request(i.model, i.cluster, w.kind, dtype=i.dtype, seq_len=w.seq_len or None,
-                   input_len=w.input_len or None, output_len=w.output_len or None)
+                   input_len=w.input_len or None, output_len=w.output_len or None,
+                   model_source=to_json(i.model_source), trust_model_code=trust_model_code)
 
 
 def _agreement(predicted: dict, fresh: dict) -> list[str]:
@@ -48,9 +51,10 @@ def _agreement(predicted: dict, fresh: dict) -> list[str]:
     return problems
 
 
-def verify_plan(plan: Plan | dict) -> list[str]:
+def verify_plan(plan: Plan | dict, *, trust_model_code: bool = False) -> list[str]:
     """Problems found in `plan` (a Plan, or its JSON form: a value the schema refuses is the first problem);
-    empty when it holds."""
+    empty when it holds. A plan whose model is Python code is recomputed only with `trust_model_code`
+    (else a UserError says how)."""
     if not isinstance(plan, Plan):
         try:
             plan = Plan.from_json(plan)
@@ -64,7 +68,7 @@ def verify_plan(plan: Plan | dict) -> list[str]:
     if plan.kind == "fleet":
         return problems + strategy.check(None, None, data)
     cluster = parse_cluster(plan.inputs.cluster)
-    graph = graph_for(strategy, _request(plan))
+    graph = graph_for(strategy, _request(plan, trust_model_code))
     problems += structure_problems(data, graph, cluster)
     problems += strategy.check(graph, cluster, data) if not problems else []
     if problems:

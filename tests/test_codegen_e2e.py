@@ -84,9 +84,10 @@ def _model(case: str) -> str:
 @pytest.fixture(scope="module")
 def references():
     from codegen.context import model_spec
+    from planner.model_source import model_record
 
     cache: dict = {}
-    return lambda name: cache.setdefault(name, _reference(model_spec(name)))
+    return lambda name: cache.setdefault(name, _reference(model_spec(model_record(name, {}))))
 
 
 def _dumps(folder) -> list[dict]:
@@ -149,8 +150,8 @@ from codegen.context import model_spec
 import json
 dist.init_process_group("gloo")
 plan = json.load(open(sys.argv[1]))
-ref = build_model(model_spec("tiny-llama"), 0, torch.float32)
-model = build_model(model_spec("tiny-llama"), 0, torch.float32)
+ref = build_model(model_spec(plan["inputs"]["model_source"]), 0, torch.float32)
+model = build_model(model_spec(plan["inputs"]["model_source"]), 0, torch.float32)
 x = torch.randint(0, 512, (2, 8), generator=torch.Generator().manual_seed(1))
 applied = apply_plan(plan, model, train=False)
 with torch.no_grad():

@@ -185,12 +185,21 @@ def test_cli_rejects_a_plan_of_another_version(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "written by another planner version" in err[0]
 
 
-def test_cli_rejects_a_factory_that_does_not_import(tmp_path, capsys):
+def test_codegen_never_imports_a_factory_the_plan_names(tmp_path, capsys, monkeypatch):
+    """A plan naming Python code (module:function) is data: codegen renders a program that names the factory
+    (run by the user), and imports nothing itself."""
+    (tmp_path / "evil_models.py").write_text("import pathlib\npathlib.Path(__file__).with_name('PWNED').touch()\n"
+                                             "def make():\n    raise SystemExit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     plan = _plan("train_tp2")
-    plan["inputs"]["model"] = "no_such_package.models:make"
-    (tmp_path / "bad.json").write_text(json.dumps(plan))
-    code, err = _cli(capsys, "codegen", str(tmp_path / "bad.json"), "-o", str(tmp_path / "out"))
-    assert code == 2 and len(err) == 1 and "cannot import the plan's model factory" in err[0]
+    plan["inputs"]["model"] = "evil_models:make"
+    plan["inputs"]["model_source"] = {**plan["inputs"]["model_source"], "kind": "module", "ref": "evil_models:make",
+                                      "name": "evil_models:make", "config_class": None, "architecture": None,
+                                      "values": None, "sha256": None, "hub_id": None}
+    (tmp_path / "p.json").write_text(json.dumps(plan))
+    code, err = _cli(capsys, "codegen", str(tmp_path / "p.json"), "-o", str(tmp_path / "out"))
+    assert code == 0 and not (tmp_path / "PWNED").exists()
+    assert "evil_models:make" in (tmp_path / "out" / "run_plan.py").read_text()
 
 
 def test_cli_rejects_tp_that_splits_no_kv_heads(tmp_path, capsys):

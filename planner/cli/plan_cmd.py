@@ -59,6 +59,8 @@ def parse_slo(text: str | None) -> dict:
 @click.option("--warm-start", "warm_start", default=None,
               help="A previous plan (JSON) of this model to start the search from: re-targeting to a new batch, "
                    "length, rate or cluster evaluates its layout first.")
+@click.option("--trust-model-code", is_flag=True,
+              help="Allow MODEL to be Python code (pkg.module:factory), which is imported and run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON on stdout.")
 def plan_command(model, cluster, workload, objective, slo, as_json, output, report_dir, warm_start, **options):
     """Choose parallelism, layer grouping and placement for MODEL, and write the plan."""
@@ -108,12 +110,14 @@ def explain_command(plan_file, plot_path):
 
 @cli.command("verify")
 @click.argument("plan_file")
+@click.option("--trust-model-code", is_flag=True,
+              help="Allow rebuilding a model the plan names as Python code (pkg.module:factory): imports and runs it.")
 @click.option("--json", "as_json", is_flag=True)
-def verify_command(plan_file, as_json):
+def verify_command(plan_file, as_json, trust_model_code):
     """Recompute a plan from its inputs and check it; exit 1 when it does not hold."""
     from planner.plan_handle import load_plan
 
-    problems = load_plan(plan_file).verify()
+    problems = load_plan(plan_file).verify(trust_model_code=trust_model_code)
     if as_json:
         emit_json({"ok": not problems, "problems": problems})
     else:
