@@ -31,7 +31,7 @@ class CaptureShape:
         return self.batch * self.seq_len if self.token_kind == "sequence" else self.batch
 
 
-def _rename(path: str, old: str, new: str) -> str:
+def rename_op(path: str, old: str, new: str) -> str:
     if path == old or path.startswith(old + "."):
         return new + path[len(old):]
     return path
@@ -120,7 +120,7 @@ def make_op(ops: list[RawOp], index: int, shape: CaptureShape) -> OpNode:
     )
 
 
-def _op_signature(ops: tuple[OpNode, ...], base_path: str) -> str:
+def op_signature(ops: tuple[OpNode, ...], base_path: str) -> str:
     parts = [
         f"{o.kind}:{o.target}:{[s.shape for s in o.outputs]}:{o.module_path.removeprefix(base_path)}"
         for o in ops
@@ -128,11 +128,11 @@ def _op_signature(ops: tuple[OpNode, ...], base_path: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def _copy_op(op: OpNode, new_id: int, old_path: str, new_path: str, id_map: dict[int, int],
+def copy_op(op: OpNode, new_id: int, old_path: str, new_path: str, id_map: dict[int, int],
              fallback: int | None) -> OpNode:
     inputs = tuple(id_map.get(i, fallback if fallback is not None else i) for i in op.inputs)
     return replace(
         op, id=new_id, name=f"{op.name.rsplit('_', 1)[0]}_{new_id}", inputs=inputs,
-        module_path=_rename(op.module_path, old_path, new_path),
-        params=tuple(_rename(p, old_path, new_path) for p in op.params),
+        module_path=rename_op(op.module_path, old_path, new_path),
+        params=tuple(rename_op(p, old_path, new_path) for p in op.params),
     )

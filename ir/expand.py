@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ir.blocks import BlockList
-from ir.build import CaptureShape, _copy_op, _op_signature, _rename, make_op
+from ir.build import CaptureShape, copy_op, make_op, op_signature, rename_op
 from ir.graph import Graph, Layer, OpNode
 from ir.raw import RawOp
 
@@ -26,12 +26,12 @@ def _remap_paths(ops: list[RawOp], path_map: dict[str, str]) -> list[RawOp]:
         params = list(raw.input_params)
         for key in keys:
             if path == key or path.startswith(key + "."):
-                path = _rename(path, key, path_map[key])
+                path = rename_op(path, key, path_map[key])
                 break
         for i, p in enumerate(params):
             for key in keys:
                 if p and p.startswith(key + "."):
-                    params[i] = _rename(p, key, path_map[key])
+                    params[i] = rename_op(p, key, path_map[key])
                     break
         out.append(replace(raw, module_path=path, input_params=tuple(params)))
     return out
@@ -91,7 +91,7 @@ def _layer(index, name, kind, ops, start, base, owned, sizes) -> Layer:
     numel = sum(sizes[p][0] for p in owned)
     nbytes = sum(sizes[p][1] for p in owned)
     return Layer(
-        index=index, name=name, kind=kind, signature=_op_signature(body, base), op_start=start,
+        index=index, name=name, kind=kind, signature=op_signature(body, base), op_start=start,
         op_end=len(ops), param_count=numel, param_bytes=nbytes, flops=sum(o.flops for o in body),
         is_moe=any(o.experts is not None for o in body),
     )
@@ -116,7 +116,7 @@ def assemble_graph(raw_ops: list[RawOp], path_map: dict[str, str], lists: list[B
         start = len(ops)
         owned = []
         for raw_index in indices:
-            op = _copy_op(base_ops[raw_index], len(ops), old_path, new_path, id_map, fallback)
+            op = copy_op(base_ops[raw_index], len(ops), old_path, new_path, id_map, fallback)
             id_map[raw_index] = op.id
             for raw_name, new_name in zip(base_ops[raw_index].params, op.params):
                 sizes[new_name] = rep_sizes[raw_name]

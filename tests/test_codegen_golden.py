@@ -197,7 +197,7 @@ def test_codegen_never_imports_a_factory_the_plan_names(tmp_path, capsys, monkey
                                       "name": "evil_models:make", "config_class": None, "architecture": None,
                                       "values": None, "sha256": None, "hub_id": None}
     (tmp_path / "p.json").write_text(json.dumps(plan))
-    code, err = _cli(capsys, "codegen", str(tmp_path / "p.json"), "-o", str(tmp_path / "out"))
+    code, _err = _cli(capsys, "codegen", str(tmp_path / "p.json"), "-o", str(tmp_path / "out"))
     assert code == 0 and not (tmp_path / "PWNED").exists()
     assert "evil_models:make" in (tmp_path / "out" / "run_plan.py").read_text()
 

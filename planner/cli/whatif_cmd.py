@@ -67,9 +67,9 @@ def whatif_command(model, clusters, workload, vary_items, slo, objective, mode, 
     if csv_path:
         write_atomic(csv_path, _csv(records))
     if figure is not None:
-        from planner.plots import _save
+        from planner.plots import save_figure
 
-        _save(figure, plot_path)
+        save_figure(figure, plot_path)
     if as_json:
         emit_json({"model": model, "workload": workload, "records": records})
         return
