@@ -85,7 +85,7 @@ def test_min_peak_without_capacity(seed):
     sol = pack(inst, PackingConfig(time_limit_s=5, workers=1))
     assert verify_packing(inst, sol.offsets) == []
     assert sol.peak_bytes >= sol.lower_bound_bytes
-    cp_status, cp_offsets = solve_cpsat(inst, PackingConfig(time_limit_s=5, workers=1))
+    cp_status, cp_offsets, _ = solve_cpsat(inst, PackingConfig(time_limit_s=5, workers=1))
     if sol.status == "optimal" and cp_status == "optimal":
         assert sol.peak_bytes == peak_of(inst, cp_offsets)
 
@@ -104,7 +104,7 @@ def test_search_and_cpsat_agree_at_lower_bound(seed):
     inst = _random_instance(seed)
     for cap in (inst.liveness_lower_bound(), inst.liveness_lower_bound() + 1):
         status, offsets = solve_within(list(inst.buffers), cap, time.monotonic() + 10)
-        cp_status, cp_offsets = solve_cpsat(inst, PackingConfig(time_limit_s=10, workers=1), capacity=cap)
+        cp_status, cp_offsets, _ = solve_cpsat(inst, PackingConfig(time_limit_s=10, workers=1), capacity=cap)
         assert status in ("feasible", "infeasible") and cp_status in ("optimal", "infeasible")
         assert (status == "feasible") == (cp_status == "optimal"), (seed, cap)
         fixed = PackingInstance(inst.buffers, cap)
