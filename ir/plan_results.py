@@ -124,9 +124,7 @@ class FleetPredictions(Record):
 
 Predictions = TrainPredictions | InferencePredictions | FleetPredictions
 
-# "equal chunks": plans written before solver reports were made honest named the interleaved grouping rule here
-SolverStatus = Literal["optimal", "feasible", "best found", "infeasible", "invalid", "unknown", "interrupted",
-                       "equal chunks"]
+SolverStatus = Literal["optimal", "feasible", "best found", "infeasible", "invalid", "unknown", "interrupted"]
 
 
 @dataclass(frozen=True)
@@ -138,6 +136,7 @@ class SolverReport(Record):
     candidates_evaluated: int
     candidates_pruned: int
     grouping: str | Absent = ABSENT
+    grouping_status: str | Absent = ABSENT  # the chosen layout's grouping: optimal, feasible, equal chunks, ...
     search: str | Absent = ABSENT
     solver: str | Absent = ABSENT
     objective: float | str | Absent = ABSENT

@@ -46,6 +46,8 @@ from passes.placement import place
 
 log = logging.getLogger(__name__)
 
+EXACT_GROUPING = ("optimal", "equal chunks")  # grouping statuses whose objective is exact for their layout
+
 @dataclass
 class SearchResult:
     ranked: list[TrainCandidate]
@@ -56,6 +58,9 @@ class SearchResult:
     uniform_per_group_tp: TrainCandidate | None = None  # best even split when tp may differ per node group
     interrupted: bool = False  # Ctrl-C stopped the search: `ranked` holds the best found so far
     warm_start: bool = False  # a previous plan's layout was among the candidates (evaluated first)
+    # every candidate's grouping was solved exactly (proven optimal, or interleaved equal chunks, which the rule
+    # fixes): then the ranking of the layouts, and the best one, are exact for the cost model
+    exact: bool = False
 
 
 class _Evaluator:
@@ -172,8 +177,9 @@ def search_training(graph: Graph, cluster, *, batch: int, seq: int, dtype: str =
     ranked.sort(key=lambda c: (c.objective_us, c.label()))
     if not interrupted:
         ranked = _refine(ev, ranked, top_k, refine_s, warm)
+    exact = not interrupted and all(c.status in EXACT_GROUPING for c in ranked)
     return SearchResult(ranked[:top_k], evaluated, pruned, tightest, uniform.get(True), uniform.get(False), interrupted,
-                        matched)
+                        matched, exact)
 
 
 def _same_layout(cand: TrainCandidate, warm: dict | None) -> bool:

@@ -163,6 +163,12 @@ class ServingStrategy:
             else:
                 break
             decision, predicted = settle(k, operating)
+        if predicted["slo_attainment"] < ATTAINMENT:
+            raise UserError(f"the best deployment found ({best.describe()} x {k}) keeps only "
+                            f"{predicted['slo_attainment']:.1%} of requests within the SLO ttft={slo['ttft']},"
+                            f"tpot={slo['tpot']} at {operating:.3g} req/s on its own requests (90% needed); "
+                            + ("lower --rate, relax the SLO or add devices" if rate is not None else
+                               "relax the SLO or add devices"))
         goodput = operating / k if rate is None else best.goodput
         predicted.update(goodput_rps=goodput * k, goodput_per_gpu=goodput / best.gpus, gpus_used=k * best.gpus)
         ranked = sorted((c for c in candidates if c.goodput > 0 and c is not best),

@@ -192,7 +192,10 @@ class TrainingStrategy:
                                    "speedup_of_plan": predicted["tokens_per_s"] / bpred["tokens_per_s"]}
         gap = None if best.bound_us is None or not best.grouping_us else \
             max(best.grouping_us - best.bound_us, 0) / best.grouping_us
-        solver = {"grouping": best.solver, "status": best.status, "objective_us": best.grouping_us,
+        # the plan's status is the weakest of its parts: every layout's grouping exact, and the search complete
+        status = "interrupted" if result.interrupted else "optimal" if result.exact else "feasible"
+        solver = {"grouping": best.solver, "status": status, "grouping_status": best.status,
+                  "objective_us": best.grouping_us,
                   "bound_us": best.bound_us, "gap": gap, "step_objective_us": best.objective_us,
                   "candidates_evaluated": result.evaluated, "interrupted": result.interrupted,
                   "candidates_pruned": result.pruned, "warm_start": result.warm_start}

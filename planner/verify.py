@@ -22,7 +22,9 @@ from planner.pipeline import graph_for
 from planner.plan_checks import structure_problems
 
 _AGREE = ("step_time_s", "tokens_per_s", "memory_per_device_bytes", "latency_s", "tpot_s", "ttft_s",
-          "output_tokens_per_s")
+          "output_tokens_per_s", "slo_attainment", "ttft_p90_s", "tpot_p90_s", "mfu", "tflops_per_device",
+          "max_batch", "energy_per_token_j", "dollars_per_hour", "bubble_fraction")
+ATTAINMENT = 0.9  # a serving plan's share of requests meeting the SLO at its reported rate (goodput's definition)
 
 
 def _request(plan: Plan, trust_model_code: bool) -> Request:
@@ -78,6 +80,10 @@ def verify_plan(plan: Plan | dict, *, trust_model_code: bool = False) -> list[st
     except UserError as exc:
         return [f"the cost model rejects the decision: {exc}"]
     problems = _agreement(data["predicted"], fresh)
+    attained = data["predicted"].get("slo_attainment")
+    if attained is not None and attained < ATTAINMENT:
+        problems.append(f"SLO attainment {attained:.1%} is below {ATTAINMENT:.0%}: the plan does not meet its SLO "
+                        f"at its reported rate")
     if "memory_map" in data:
         problems += verify_memory_map(data["memory_map"])
     return problems

@@ -61,8 +61,11 @@ def parse_slo(text: str | None) -> dict:
                    "length, rate or cluster evaluates its layout first.")
 @click.option("--trust-model-code", is_flag=True,
               help="Allow MODEL to be Python code (pkg.module:factory), which is imported and run.")
+@click.option("--keep-interrupted", is_flag=True,
+              help="If the search is interrupted (Ctrl-C), still write the best plan found so far (marked interrupted).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON on stdout.")
-def plan_command(model, cluster, workload, objective, slo, as_json, output, report_dir, warm_start, **options):
+def plan_command(model, cluster, workload, objective, slo, as_json, output, report_dir, warm_start, keep_interrupted,
+                 **options):
     """Choose parallelism, layer grouping and placement for MODEL, and write the plan."""
     from planner.cli.output import working
     from planner.plan_handle import plan
@@ -76,6 +79,11 @@ def plan_command(model, cluster, workload, objective, slo, as_json, output, repo
         previous = load_plan(warm_start)
     with working(f"planning {model} ({workload})"):
         result = plan(model, cluster, workload, objective=objective, slo=parse_slo(slo), warm_start=previous, **options)
+    interrupted = result.solver.status == "interrupted"
+    if interrupted and not keep_interrupted:
+        click.echo("error: search interrupted: the best plan so far was not written (pass --keep-interrupted to "
+                   "write it, marked interrupted)", err=True)
+        raise click.exceptions.Exit(130)
     if output:
         result.save(output)
     if report_dir:
@@ -84,12 +92,16 @@ def plan_command(model, cluster, workload, objective, slo, as_json, output, repo
         write_report(result.plan, report_dir)
     if as_json:
         emit_json(result.to_dict())
+        if interrupted:
+            raise click.exceptions.Exit(130)
         return
     click.echo(result.explain(), nl=False)
     if result.search_time_s is not None:
         click.echo(f"searched in {result.search_time_s:.2f} s")
     if output:
         click.echo(f"wrote {output}")
+    if interrupted:
+        raise click.exceptions.Exit(130)
 
 
 @cli.command("explain")
