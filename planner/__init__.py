@@ -6,6 +6,7 @@
 250432
 """
 
+from ir.plan import PLANNER_VERSION
 from planner.api import capture, estimate, inspect
 from planner.plan_handle import PlanHandle, load_plan, plan
 
@@ -17,5 +18,5 @@ def codegen(plan_or_path, out_dir):
     return _codegen(plan_or_path, out_dir)
 
 
-__version__ = "0.1.0"
+__version__ = PLANNER_VERSION
 __all__ = ["PlanHandle", "__version__", "capture", "codegen", "estimate", "inspect", "load_plan", "plan"]
