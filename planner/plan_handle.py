@@ -89,7 +89,7 @@ class PlanHandle:
         >>> import planner
         >>> planner.plan("tiny-llama", "2xcpu", "train", batch=4, seq_len=16).retarget(colour=1)
         Traceback (most recent call last):
-        ir.errors.UserError: retarget takes batch, cluster, ... tp; not colour
+        ir.errors.UserError: retarget takes batch, cluster, ... trust_model_code; not colour
         """
         unknown = sorted(set(changes) - set(RETARGET_KEYS))
         if unknown:
