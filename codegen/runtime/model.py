@@ -76,7 +76,7 @@ class Stage(nn.Module):
         pos = torch.arange(past, past + h.shape[1] * self.seq_shards, device=h.device).unsqueeze(0)
         pe = self.rotary_emb(h, pos)
         for layer in self.layers.values():
-            out = layer(h, position_ids=pos, past_key_values=cache, use_cache=cache is not None, position_embeddings=pe)
+            out = layer(h, position_ids=pos, cache=cache, use_cache=cache is not None, position_embeddings=pe)
             h = out[0] if isinstance(out, tuple) else out
         if self.lm_head is not None:
             h = self.lm_head(self.norm(h))
