@@ -19,6 +19,7 @@ from pathlib import Path
 import jinja2
 
 from codegen.context import build_context
+from codegen.torchtitan import TORCHTITAN_VERSION, arg_groups, torchtitan_job
 from ir.errors import UserError
 from ir.fileio import write_atomic
 
@@ -161,15 +162,44 @@ def render_plan(plan: dict) -> dict[str, str]:
 
         check_format(plan)
         return dict(sorted({**files, **render_fleet(plan, env)}.items()))
-    context = build_context(plan)
+    job, titan_reason = torchtitan_job(plan) if plan["decision"].get("kind") == "train" else (None, None)
+    try:
+        context = build_context(plan)
+    except UserError as exc:  # the own runtime cannot run it: torchtitan alone, if it can
+        if job is None:
+            raise
+        return dict(sorted({**files, **_torchtitan_files(env, plan, job, str(exc))}.items()))
+    extra = {"runtime_package": RUNTIME_PACKAGE, "program_plan": program_plan(context["runtime"]),
+             "titan": {"job": job, "reason": titan_reason, "version": TORCHTITAN_VERSION},
+             "plan_dtype": plan["inputs"].get("dtype", "bf16"), "plan_zero": plan["decision"].get("zero_stage", 0)}
     for name in ("run_plan.py", "launch.sh", "README.md"):
-        files[name] = env.get_template(f"{name}.j2").render(**context, runtime_package=RUNTIME_PACKAGE,
-                                                              program_plan=program_plan(context["runtime"]))
+        files[name] = env.get_template(f"{name}.j2").render(**context, **extra)
     files.update(runtime_files())
+    if job is not None:
+        files.update(_torchtitan_files(env, plan, job, None, header=context["header"]))
     if context["serving"] is not None:
         for name in ("serve_vllm.sh", "serve_sglang.sh"):
             files[name] = env.get_template(f"{name}.j2").render(**context)
     return dict(sorted(files.items()))
+
+
+def _torchtitan_files(env: jinja2.Environment, plan: dict, job, program_error: str | None,
+                      header: dict | None = None) -> dict[str, str]:
+    """train_torchtitan.sh (and torchtitan_plan.py where the job needs its own config function); with
+    `program_error` (the own runtime cannot run the plan) also the README, which says so."""
+    from codegen.context import check_format, plan_header
+
+    check_format(plan)
+    header = header or plan_header(plan)
+    common = {"header": header, "job": job, "titan_version": TORCHTITAN_VERSION}
+    files = {"train_torchtitan.sh": env.get_template("train_torchtitan.sh.j2").render(
+        **common, arg_groups=arg_groups(job.args))}
+    if job.registry:
+        files["torchtitan_plan.py"] = env.get_template("torchtitan_plan.py.j2").render(**common, registry=job.registry)
+    if program_error:
+        files["README.md"] = env.get_template("README_torchtitan.md.j2").render(**common, program_error=program_error,
+                                                                                plan=plan)
+    return files
 
 
 def write_plan_dir(plan: dict, out_dir: str | Path) -> list[Path]:
@@ -186,7 +216,7 @@ def write_plan_dir(plan: dict, out_dir: str | Path) -> list[Path]:
     for name, text in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         path = write_atomic(folder / name, text)
-        if name.endswith(".sh"):  # launch.sh and every engine launch script
+        if name.endswith(".sh"):  # launch.sh, train_torchtitan.sh and every engine launch script
             os.chmod(path, 0o755)
         written.append(path)
     return written

@@ -9,6 +9,7 @@ itself (aot_runtime/, copied from codegen/runtime/) is pinned by one golden hash
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import planner
 import planner.cli.codegen_cmd  # noqa: F401  (registers `planner codegen` until planner/cli imports it)
 from codegen import render_plan
 from codegen.render import RUNTIME_DIR, runtime_hash
@@ -98,7 +100,7 @@ def test_runtime_package_matches_its_golden_hash():
     assert runtime_hash() == RUNTIME_HASH.read_text().strip(), "the runtime changed: UPDATE_GOLDEN=1 if intended"
 
 
-@pytest.mark.parametrize("case", [c for c in PLANS if c != "serve_fleet"])
+@pytest.mark.parametrize("case", [c for c in PLANS if (GOLDEN / c / "run_plan.py").is_file()])
 def test_run_plan_is_short_and_imports_the_runtime(case):
     text = render_plan(_plan(case))["run_plan.py"]
     assert len(text.splitlines()) < 100
@@ -284,3 +286,31 @@ def test_malformed_fleet_plan_is_one_line_exit_2(instances, tmp_path, capsys):
     path.write_text(json.dumps(plan))
     code, err = _cli(capsys, "codegen", str(path), "-o", str(tmp_path / "out"))
     assert code == 2 and len(err) == 1 and "fleet plan" in err[0] and not (tmp_path / "out").exists()
+
+
+def test_hostile_model_folder_names_never_execute(tmp_path):
+    """A plan whose model is a config folder named `m$(touch PWNED)`: the emitted training scripts run (with
+    PYTHON=true standing in for torchrun) without executing it; a newline in the name is refused in one line."""
+    from ir.errors import UserError
+    from planner.presets import get_preset
+
+    folder = tmp_path / "m$(touch PWNED)"
+    folder.mkdir()
+    preset = get_preset("llama-3-8b")
+    (folder / "config.json").write_text(json.dumps({**preset.values, "architectures": [preset.architecture]}))
+    plan = _plan("train_llama3_8b_fp8")
+    plan["inputs"]["model"] = str(folder)
+    out = tmp_path / "out"
+    files = render_plan(plan)
+    assert {"launch.sh", "train_torchtitan.sh", "torchtitan_plan.py"} <= set(files)
+    planner.codegen(plan, out)
+    for script in ("launch.sh", "train_torchtitan.sh"):
+        proc = subprocess.run(["bash", str(out / script)], cwd=tmp_path, capture_output=True, text=True,
+                              env={**os.environ, "PYTHON": "true"}, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    assert not list(tmp_path.rglob("PWNED"))
+    plan["inputs"]["model"] = str(tmp_path / "m\nrm -rf x")
+    (tmp_path / "m\nrm -rf x").mkdir()
+    (tmp_path / "m\nrm -rf x" / "config.json").write_text((folder / "config.json").read_text())
+    with pytest.raises(UserError, match="control character"):
+        render_plan(plan)
