@@ -1,5 +1,6 @@
-"""Code generation: a plan becomes a runnable launch directory (torchrun program, launch script,
-README, serving-engine launch scripts) and `apply_plan` parallelises a user's module the same way.
+"""Code generation: a plan becomes a runnable launch directory (torchrun program and the runtime package
+it imports, launch script, README, torchtitan job, serving-engine launch scripts) and `apply_plan`
+parallelises a user's module the same way.
 
 >>> from codegen import render_plan
 >>> callable(render_plan)
@@ -15,7 +16,7 @@ def codegen(plan, out_dir):
 
     >>> import planner, tempfile
     >>> p = planner.plan("tiny-llama", "2xcpu", "train", batch=4, seq_len=16, tp=2)
-    >>> [f.name for f in codegen(p, tempfile.mkdtemp())]
+    >>> [f.name for f in codegen(p, tempfile.mkdtemp()) if f.parent.name != "aot_runtime"]
     ['README.md', 'launch.sh', 'plan.json', 'run_plan.py']
     """
     if isinstance(plan, (str, bytes)) or hasattr(plan, "__fspath__"):

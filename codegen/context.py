@@ -13,6 +13,8 @@ import json
 from ir.errors import UserError
 from ir.plan import PLAN_FORMAT
 
+OWN_DTYPE = {"fp8": "bf16"}  # the own runtime has no float8 GEMMs: it computes fp8 plans in bf16 (the README says so)
+
 
 def plan_hash(plan: dict) -> str:
     """Short sha256 of the canonical plan JSON (what the headers of emitted files name).
@@ -101,12 +103,12 @@ def _stages(decision: dict, num_blocks: int) -> list[dict]:
              **({"chunks": [list(c) for c in st["chunks"]]} if v > 1 else {})} for st in stages]
 
 
-def _launch(cluster_spec: str, world: int) -> dict:
+def launch_geometry(cluster_spec: str, world: int) -> dict:
     """torchrun geometry: the plan's ranks fill node 0 first, then node 1, ...; nodes may differ in size
     (mixed GPU types), torchrun then takes each node's own --nproc-per-node and numbers global ranks by
     node rank (static rendezvous), as the plan placed them.
 
-    >>> g = _launch("2xcpu+1xcpu", 3)
+    >>> g = launch_geometry("2xcpu+1xcpu", 3)
     >>> g["nnodes"], g["nproc_list"], g["uneven"]
     (2, [2, 1], True)
     """
@@ -199,7 +201,8 @@ def build_context(plan: dict) -> dict:
         "schedule": decision.get("schedule", "1f1b"), "zero_stage": int(decision.get("zero_stage", 0)),
         "virtual_stages": int(decision.get("virtual_stages", 1)),
         "recompute": decision.get("recompute", "none"), "sequence_parallel": bool(decision.get("sequence_parallel")),
-        "dtype": inputs.get("dtype", "bf16"), "default_mode": "train" if train else "infer",
+        "dtype": OWN_DTYPE.get(inputs.get("dtype", "bf16"), inputs.get("dtype", "bf16")),
+        "default_mode": "train" if train else "infer",
         "workload": {"batch": int(workload.get("batch") or decision.get("batch") or 1),
                      "seq_len": int(workload.get("seq_len") or decision.get("input_len") or 128),
                      "output_len": workload.get("output_len")},
@@ -214,11 +217,17 @@ def build_context(plan: dict) -> dict:
                         f"parallelism or virtual stages; re-plan with --ep 1 and --schedule 1f1b")
     _check_ep(runtime, spec)
     return {
-        "header": {"planner_version": inputs.get("planner_version", "unknown"), "fingerprint": runtime["fingerprint"],
-                   "plan_hash": plan_hash(plan), "model": inputs["model"], "cluster": inputs.get("cluster")},
-        "runtime": runtime, "launch": _launch(inputs.get("cluster", "1xcpu"), runtime["world_size"]),
+        "header": plan_header(plan),
+        "runtime": runtime, "launch": launch_geometry(inputs.get("cluster", "1xcpu"), runtime["world_size"]),
         "serving": _serving(plan, spec, runtime), "predicted": _predicted(plan), "train": train,
     }
+
+
+def plan_header(plan: dict) -> dict:
+    """What the first lines of every emitted file name: planner version, fingerprint, plan hash, model, cluster."""
+    inputs = plan["inputs"]
+    return {"planner_version": inputs.get("planner_version", "unknown"), "fingerprint": plan.get("fingerprint", ""),
+            "plan_hash": plan_hash(plan), "model": inputs["model"], "cluster": inputs.get("cluster")}
 
 
 def _check_ep(runtime: dict, spec: dict) -> None:

@@ -2,13 +2,14 @@
 
 Plans are fixtures under tests/golden/codegen/plans/ (so planner changes do not churn these goldens);
 expected files are under tests/golden/codegen/<case>/. `UPDATE_GOLDEN=1 pytest tests/test_codegen_golden.py`
-rewrites them. run_plan.py is the header + codegen/runtime.py + the PLAN literal: its golden is kept in
-full for one case and as the PLAN tail for the others.
+rewrites them. run_plan.py is the header, an import of the runtime package and the PLAN literal; the package
+itself (aot_runtime/, copied from codegen/runtime/) is pinned by one golden hash, runtime.sha256.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,15 +18,16 @@ from pathlib import Path
 
 import pytest
 
-import planner.cli.codegen_cmd  # noqa: F401  (registers `planner codegen` until planner/cli imports it)
+import planner
+import planner.cli.codegen_cmd
 from codegen import render_plan
-from codegen.render import RUNTIME
+from codegen.render import RUNTIME_DIR, runtime_hash
 from planner.cli import main as cli_main
 from tests.conftest import UPDATE_GOLDEN
 
 GOLDEN = Path(__file__).parent / "golden" / "codegen"
 PLANS = sorted(p.stem for p in (GOLDEN / "plans").glob("*.json"))
-FULL_RUN_PLAN = "train_tp2_pp2"
+RUNTIME_HASH = GOLDEN / "runtime.sha256"
 
 # Documented engine options and values (a test holds every emitted flag and value to these).
 # vLLM 0.10/0.11: `vllm serve --help`, https://docs.vllm.ai/en/v0.11.0/configuration/engine_args.html, generated from
@@ -67,10 +69,9 @@ def _plan(case: str) -> dict:
     return json.loads((GOLDEN / "plans" / f"{case}.json").read_text())
 
 
-def _expected_text(case: str, name: str, text: str) -> str:
-    if name == "run_plan.py" and case != FULL_RUN_PLAN:
-        return text[text.index("# fmt: off"):]
-    return text
+def _golden_names(files: dict) -> list[str]:
+    """Emitted files kept as goldens: all but the plan itself and the runtime package (pinned by its hash)."""
+    return sorted(n for n in files if n != "plan.json" and not n.startswith("aot_runtime/"))
 
 
 @pytest.mark.parametrize("case", PLANS)
@@ -79,32 +80,42 @@ def test_emitted_files_match_golden(case):
     folder = GOLDEN / case
     if UPDATE_GOLDEN:
         shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        for name, text in files.items():
-            if name != "plan.json":
-                (folder / name).write_text(_expected_text(case, name, text))
-    expected = sorted(p.name for p in folder.iterdir())
-    assert expected == sorted(n for n in files if n != "plan.json")
+        for name in _golden_names(files):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(files[name])
+    expected = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert expected == _golden_names(files)
     for name in expected:
-        assert _expected_text(case, name, files[name]) == (folder / name).read_text(), f"{case}/{name} changed"
+        assert files[name] == (folder / name).read_text(), f"{case}/{name} changed"
     assert json.loads(files["plan.json"]) == _plan(case)
+
+
+def test_runtime_package_matches_its_golden_hash():
+    """The launch directory carries codegen/runtime/ byte for byte; its hash changes only on purpose."""
+    files = render_plan(_plan("train_tp2"))
+    carried = {n.removeprefix("aot_runtime/"): text for n, text in files.items() if n.startswith("aot_runtime/")}
+    assert carried == {p.name: p.read_text() for p in RUNTIME_DIR.glob("*.py")}
+    if UPDATE_GOLDEN:
+        RUNTIME_HASH.write_text(runtime_hash() + "\n")
+    assert runtime_hash() == RUNTIME_HASH.read_text().strip(), "the runtime changed: UPDATE_GOLDEN=1 if intended"
+
+
+@pytest.mark.parametrize("case", [c for c in PLANS if (GOLDEN / c / "run_plan.py").is_file()])
+def test_run_plan_is_short_and_imports_the_runtime(case):
+    text = render_plan(_plan(case))["run_plan.py"]
+    assert len(text.splitlines()) < 100
+    assert "from aot_runtime import main" in text and text.rstrip().endswith("sys.exit(main(PLAN))")
 
 
 @pytest.mark.parametrize("case", PLANS)
 def test_headers_name_version_and_plan_hash(case):
     plan = _plan(case)
     for name, text in render_plan(plan).items():
-        if name == "plan.json":  # the plan itself carries inputs.planner_version and fingerprint
-            continue
+        if name == "plan.json" or name.startswith("aot_runtime/"):  # the plan carries its version and fingerprint;
+            continue  # the runtime package is the same for every plan
         head = "\n".join(text.splitlines()[:3])
         assert f"aot-planner {plan['inputs']['planner_version']}" in head, name
         assert f"from plan {plan['fingerprint']} (sha256 " in head, name
-
-
-def test_run_plan_is_header_runtime_and_plan():
-    text = render_plan(_plan(FULL_RUN_PLAN))["run_plan.py"]
-    assert RUNTIME.read_text().rstrip("\n") in text
-    assert text.rstrip().endswith("sys.exit(main(PLAN))")
 
 
 def test_same_plan_gives_identical_bytes():
@@ -114,11 +125,10 @@ def test_same_plan_gives_identical_bytes():
 def test_emitted_python_passes_ruff_and_compiles(tmp_path):
     for case in PLANS:
         files = render_plan(_plan(case))
-        if "run_plan.py" not in files:  # a fleet plan compiles to serving scripts only
-            continue
-        text = files["run_plan.py"]
-        compile(text, f"{case}/run_plan.py", "exec")
-        (tmp_path / f"{case}.py").write_text(text)
+        for name, text in files.items():  # a fleet plan compiles to serving scripts only
+            if name.endswith(".py") and not name.startswith("aot_runtime/"):
+                compile(text, f"{case}/{name}", "exec")
+                (tmp_path / f"{case}_{Path(name).name}").write_text(text)
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--line-length", "130", str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -174,7 +184,9 @@ def _cli(capsys, *argv) -> tuple[int, list[str]]:
 def test_cli_writes_the_directory(tmp_path, capsys):
     code, _ = _cli(capsys, "codegen", str(GOLDEN / "plans" / "train_tp2.json"), "-o", str(tmp_path / "out"))
     assert code == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["README.md", "launch.sh", "plan.json", "run_plan.py"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["README.md", "aot_runtime", "launch.sh", "plan.json",
+                                                                     "run_plan.py"]
+    assert (tmp_path / "out" / "aot_runtime" / "__init__.py").is_file()
     assert (tmp_path / "out" / "launch.sh").stat().st_mode & 0o111
 
 
@@ -284,3 +296,34 @@ def test_malformed_fleet_plan_is_one_line_exit_2(instances, tmp_path, capsys):
     code, err = _cli(capsys, "codegen", str(path), "-o", str(tmp_path / "out"))
     assert code == 2 and len(err) == 1 and ("fleet plan" in err[0] or "decision.instances" in err[0])
     assert not (tmp_path / "out").exists()
+
+
+def test_hostile_model_folder_names_never_execute(tmp_path):
+    """A plan whose model is a config folder named `m$(touch PWNED)`: the emitted training scripts run (with
+    PYTHON=true standing in for torchrun) without executing it; a newline in the name is refused in one line."""
+    from ir.errors import UserError
+    from planner.model_source import model_record
+    from planner.presets import get_preset
+
+    folder = tmp_path / "m$(touch PWNED)"
+    folder.mkdir()
+    preset = get_preset("llama-3-8b")
+    (folder / "config.json").write_text(json.dumps({**preset.values, "architectures": [preset.architecture]}))
+    plan = _plan("train_llama3_8b_fp8")
+    plan["inputs"]["model"] = str(folder)
+    plan["inputs"]["model_source"] = model_record(str(folder), plan["inputs"]["model_source"]["summary"])
+    out = tmp_path / "out"
+    files = render_plan(plan)
+    assert {"launch.sh", "train_torchtitan.sh", "torchtitan_plan.py"} <= set(files)
+    planner.codegen(plan, out)
+    for script in ("launch.sh", "train_torchtitan.sh"):
+        proc = subprocess.run(["bash", str(out / script)], cwd=tmp_path, capture_output=True, text=True,
+                              env={**os.environ, "PYTHON": "true"}, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    assert not list(tmp_path.rglob("PWNED"))
+    plan["inputs"]["model"] = str(tmp_path / "m\nrm -rf x")
+    (tmp_path / "m\nrm -rf x").mkdir()
+    (tmp_path / "m\nrm -rf x" / "config.json").write_text((folder / "config.json").read_text())
+    plan["inputs"]["model_source"] = model_record(plan["inputs"]["model"], plan["inputs"]["model_source"]["summary"])
+    with pytest.raises(UserError, match="control character"):
+        render_plan(plan)

@@ -1,10 +1,8 @@
 """Expert parallelism of a generated plan program (Mixtral-style fused experts, transformers >= 5).
 
-Inlined into every generated run_plan.py after codegen/runtime.py (render.py keeps what follows the
-INLINE_MARK line: the imports above it are for the repository only). Layout, as in Megatron-Core and
-torchtitan: the ep ranks are data-parallel replicas (ep | dp). Within a stage, the plan's dp index d
-splits into (edp, ep) = divmod(d, ep): consecutive replicas form one ep group; replicas with the
-same ep index hold the same experts and form an edp group.
+Layout, as in Megatron-Core and torchtitan: the ep ranks are data-parallel replicas (ep | dp).
+Within a stage, the plan's dp index d splits into (edp, ep) = divmod(d, ep): consecutive replicas
+form one ep group; replicas with the same ep index hold the same experts and form an edp group.
 
 Each rank keeps experts [e * E/ep, (e + 1) * E/ep) of every MoE block. The router runs on every rank
 on its own tokens (the gate weight is replicated), each (token, expert) pair is sent to the rank
@@ -33,8 +31,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-
-# --- expert parallelism (codegen/runtime_ep.py) ---------------------------------------------------
 
 
 def _exchange(x: torch.Tensor, out_splits: list[int], in_splits: list[int], group) -> torch.Tensor:
@@ -115,12 +111,19 @@ class ExpertShard(nn.Module):
         self.per_rank, self.ep, self.group = total // ep, ep, group
         self.tp, self.tp_group, self.tp_index = tp, tp_group, tp_index
         lo, hi = index * self.per_rank, (index + 1) * self.per_rank
-        self.first = lo
+        self.first, self.index = lo, index
         gate_up, down = tp_slice_experts(experts.gate_up_proj.detach()[lo:hi], experts.down_proj.detach()[lo:hi],
                                          tp, tp_index)
         self.gate_up_proj = nn.Parameter(gate_up.clone())
         self.down_proj = nn.Parameter(down.clone())
         self.act_fn = experts.act_fn
+
+    def local_pieces(self, gate_up: torch.Tensor, down: torch.Tensor, all_experts: bool = True) -> dict[str, torch.Tensor]:
+        """This rank's slices of fused expert tensors (of all E experts, or of this rank's E/ep only), by name."""
+        if all_experts:
+            gate_up, down = gate_up[self.first:self.first + self.per_rank], down[self.first:self.first + self.per_rank]
+        gate_up, down = tp_slice_experts(gate_up, down, self.tp, self.tp_index)
+        return {"gate_up_proj": gate_up, "down_proj": down}
 
     def _route(self, expert: torch.Tensor):
         """(send splits, receive splits, expert of each received row) over the ep group."""
@@ -198,16 +201,21 @@ def shard_experts(stage: nn.Module, mesh, ep: int, tp_mesh=None) -> None:
         layer.mlp.experts = ExpertShard(experts, group, ep, index, tp_group, tp, tp_index)
 
 
-def apply_ep_dp(stage: nn.Module, mesh, dp_mesh, zero_stage: int) -> nn.Module:
-    """FSDP2 with the experts on the edp sub-mesh and everything else on dp (any ZeRO stage: ZeRO-0
-    and 1/2 keep parameters gathered between forward and backward, ZeRO-3 reshards them)."""
+def apply_ep_dp(stage: nn.Module, mesh, dp_mesh, zero_stage: int, compute: torch.dtype = torch.float32) -> nn.Module:
+    """FSDP2 per block with the experts on the edp sub-mesh and everything else on dp (any ZeRO stage:
+    ZeRO-0 and 1/2 keep parameters gathered between forward and backward, ZeRO-3 reshards them)."""
     from torch.distributed.fsdp import fully_shard
 
-    reshard = zero_stage >= 3
-    for module in stage.modules():
-        if isinstance(module, ExpertShard):
-            fully_shard(module, mesh=mesh["edp"], reshard_after_forward=reshard)
-    return fully_shard(stage, mesh=dp_mesh, reshard_after_forward=reshard)
+    from .parallel import mixed_precision, shard_blocks
+
+    reshard, policy = zero_stage >= 3, mixed_precision(compute)
+
+    def shard_experts_of(layer: nn.Module) -> None:
+        for module in layer.modules():
+            if isinstance(module, ExpertShard):
+                fully_shard(module, mesh=mesh["edp"], reshard_after_forward=reshard, mp_policy=policy)
+
+    return shard_blocks(stage, dp_mesh, reshard, policy, before_block=shard_experts_of)
 
 
 def _gather(local: torch.Tensor, parts: int, group, dim: int) -> torch.Tensor:

@@ -1,7 +1,6 @@
 """Pipelines whose stages use different tensor-parallel degrees (plans for mixed GPU types).
 
-Inlined into every generated run_plan.py after codegen/runtime.py (render.py keeps what follows the
-first "# --- " line); runtime.py calls it when the plan's stages differ in tp.
+program.py and train.py call it when the plan's stages differ in tp.
 
 Stage s holds a dp x tp_s grid of ranks (`stages[s].ranks`) with a 2-D DeviceMesh ("dp", "tp") of its
 own; every rank builds every stage's mesh in the same order, since DeviceMesh creates its process groups
@@ -29,8 +28,6 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import nn
-
-# --- stages with different tp degrees (codegen/runtime_hetero.py) ---------------------------------
 
 
 def hetero_layout(plan: dict, rank_id: int, device_type: str) -> tuple[int, int, int, object]:
@@ -137,10 +134,13 @@ def hetero_next_tokens(rank, logits, rows: int) -> torch.Tensor:
     return hetero_recv(rank, tok, last, 0, tag=2) if rank.s == 0 else tok
 
 
-def hetero_dp(model: nn.Module, mesh, zero_stage: int, apply_dp) -> tuple[nn.Module, bool]:
+def hetero_dp(model: nn.Module, mesh, zero_stage: int, compute: torch.dtype) -> tuple[nn.Module, bool]:
     """The stage under data parallelism, and whether its gradients are averaged by hand (module docstring)."""
-    manual = mesh["dp"].size() > 1 and zero_stage == 0 and mesh["tp"].size() == 1
-    return (model, True) if manual else (apply_dp(model, mesh, zero_stage, train=True), False)
+    from .parallel import apply_fsdp, uses_ddp
+
+    if uses_ddp(mesh, zero_stage):
+        return model, True
+    return apply_fsdp(model, mesh, zero_stage, compute), False
 
 
 def _order(schedule: str, microbatches: int, stage: int, stages: int) -> list[tuple[str, int]]:
@@ -158,14 +158,14 @@ def _order(schedule: str, microbatches: int, stage: int, stages: int) -> list[tu
     return steps + [("B", i) for i in range(microbatches - warm, microbatches)]
 
 
-def hetero_train_step(plan: dict, rank, model: nn.Module, opt, x: torch.Tensor, y: torch.Tensor, loss_fn):
-    """One optimizer step of this rank's stage; returns the batch's mean loss on the last stage."""
+def hetero_forward_backward(plan: dict, rank, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn):
+    """Forward and backward of all microbatches of this rank's stage (gradients averaged over the
+    stage's replicas); returns the batch's mean loss on the last stage, None elsewhere."""
     m, s, last = plan["microbatches"], rank.s, rank.pp - 1
     xs, ys = x.chunk(m), y.chunk(m)
     sp = _sequence_sharded(model)
     group, index, parts = rank.mesh["tp"].get_group(), rank.t, rank.mesh["tp"].size()
     inputs, outputs, losses, pending = [None] * m, [None] * m, [], []
-    opt.zero_grad(set_to_none=True)
     for kind, i in _order(plan["schedule"], m, s, rank.pp):
         if kind == "F":
             inp = xs[i]
@@ -183,8 +183,8 @@ def hetero_train_step(plan: dict, rank, model: nn.Module, opt, x: torch.Tensor, 
                 losses.append(loss.detach())
                 outputs[i] = loss / m
             else:
-                outputs[i] = out
-                hetero_send(rank, out.detach(), s, s + 1, keep=pending)
+                outputs[i] = out.to(rank.dtype)  # what the next stage's receive buffer holds
+                hetero_send(rank, outputs[i].detach(), s, s + 1, keep=pending)
             continue
         if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce on the last backward only
             model.set_requires_gradient_sync(i == m - 1)
@@ -204,5 +204,4 @@ def hetero_train_step(plan: dict, rank, model: nn.Module, opt, x: torch.Tensor, 
             if p.grad is not None:
                 dist.all_reduce(p.grad, group=dp.get_group())
                 p.grad /= dp.size()
-    opt.step()
     return torch.stack(losses).mean() if s == last else None
