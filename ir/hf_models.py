@@ -49,7 +49,36 @@ def load_config_file(path: str | Path):
     try:
         return transformers.AutoConfig.for_model(**data)
     except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{file}: transformers cannot read this config ({exc})") from None
+        config = _config_by_architecture(data)
+        if config is None:
+            raise UserError(f"{file}: transformers cannot read this config ({_first_line(exc)}); give a "
+                            f"config.json whose model_type or architectures transformers knows") from None
+        log.info("%s: model_type %r unknown to transformers; read as %s (its architectures entry)",
+                 file, data["model_type"], type(config).__name__)
+        return config
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:160]
+
+
+def _config_by_architecture(data: dict):
+    """A config of the class `architectures` names, for checkpoints whose own model_type needs remote
+    code (Kimi K2 publishes model_type 'kimi_k2' with architectures ['DeepseekV3ForCausalLM'])."""
+    import transformers
+
+    for name in data.get("architectures") or []:
+        cls = getattr(transformers, name, None) if isinstance(name, str) else None
+        config_class = getattr(cls, "config_class", None)
+        if config_class is None:
+            continue
+        values = {k: v for k, v in data.items() if k not in ("model_type", "auto_map")}
+        try:
+            return config_class(**values)
+        except (ValueError, KeyError, TypeError):
+            return None
+    return None
 
 
 def model_class(config):
