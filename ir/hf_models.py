@@ -6,6 +6,7 @@ Also decides what a model consumes (token ids or pixels) and whether its attenti
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import json
 import logging
@@ -98,8 +99,17 @@ def model_class(config):
 
 
 def build_on_meta(config, dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
-    """Instantiate the model of `config` on the meta device in `dtype`, in eval mode."""
+    """Instantiate the model of `config` on the meta device in `dtype`, in eval mode.
+
+    A config asking for flex attention is built with sdpa (or eager, where the model has no sdpa
+    path): flex attention does not run on meta tensors, and the attention it computes, with its
+    mask from the config, is the same (capture reads windows and sinks from the modules).
+    """
     cls = model_class(config)
+    if getattr(config, "_attn_implementation", None) == "flex_attention":
+        config = copy.deepcopy(config)
+        config._attn_implementation = "sdpa" if getattr(cls, "_supports_sdpa", False) else "eager"
+        log.info("%s: flex attention captured as %s on meta", cls.__name__, config._attn_implementation)
     with torch.device("meta"), default_dtype(dtype):
         model = cls(config)
     return model.eval()

@@ -169,3 +169,26 @@ def test_a_module_nothing_classifies_is_refused_in_one_line(tmp_path, monkeypatc
     assert main(["inspect", "opaque_models:build", "--seq-len", "8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'model.layers.0.self_attn' (OpaqueMixer)" in err[0] and "KV cache" in err[0]
+
+
+def test_flex_attention_configs_capture_with_their_windows():
+    config = transformers.Gemma2Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=8)
+    config._attn_implementation = "flex_attention"  # flex kernels do not run on meta: captured as eager
+    config.architectures = ["Gemma2ForCausalLM"]
+    graph = _capture(config)
+    assert [op.attention.window for op in graph.ops if op.attention] == [8, 0]
+    assert config._attn_implementation == "flex_attention"  # the caller's config is left alone
+
+
+def test_cross_attention_and_unknown_modules_by_attributes():
+    class Attn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.num_heads, self.head_dim = 8, 64
+
+    from ir.attention_kinds import classify_mixer
+
+    cross = classify_mixer("model.layers.0.encoder_attn", Attn())
+    assert (cross.kind, cross.kv_heads, cross.elements_per_token) == ("cross", 8, 8 * 128)
+    assert classify_mixer("model.layers.0.mixer", torch.nn.Linear(2, 2)) is None

@@ -151,5 +151,5 @@ def test_moe_facts_for_expert_parallel(zoo):
     oss = moe_layers(zoo["gpt-oss-120b"])[0]
     assert oss.routed_bytes_per_token == 4 * oss.expert_stored_bytes < oss.top_k * oss.expert_param_bytes / 3.7
     scout = zoo["llama-4-scout"]  # every token through all 16 experts in transformers; engines run top-1
-    routed = [op for op in scout.ops if op.experts is not None][0]
+    routed = next(op for op in scout.ops if op.experts is not None)
     assert routed.flops == 2 * SEQ * 5120 * 2 * 8192
