@@ -45,25 +45,43 @@ class ModelSource:
     config: dict = field(default_factory=dict)
 
 
+_SUMMARY_KEYS = {  # ours: the transformers config attributes that carry it, first present wins
+    "hidden_size": ("hidden_size",), "num_layers": ("num_hidden_layers",),
+    "num_heads": ("num_attention_heads",), "num_kv_heads": ("num_key_value_heads",),
+    "head_dim": ("head_dim",), "intermediate_size": ("intermediate_size",),
+    "vocab_size": ("vocab_size",),
+    "num_experts": ("num_local_experts", "num_experts", "n_routed_experts"),
+    "experts_per_token": ("num_experts_per_tok",), "num_shared_experts": ("n_shared_experts",),
+    "first_dense_layers": ("first_k_dense_replace",),
+    "max_position_embeddings": ("max_position_embeddings",), "model_type": ("model_type",),
+    "moe_intermediate_size": ("moe_intermediate_size",), "hidden_act": ("hidden_act",),
+    "kv_lora_rank": ("kv_lora_rank",), "qk_rope_head_dim": ("qk_rope_head_dim",),
+}
+
+
 def summarize_config(config) -> dict:
-    """The architecture numbers later passes need, under uniform names (absent ones omitted)."""
-    keys = {
-        "hidden_size": "hidden_size", "num_layers": "num_hidden_layers",
-        "num_heads": "num_attention_heads", "num_kv_heads": "num_key_value_heads",
-        "head_dim": "head_dim", "intermediate_size": "intermediate_size", "vocab_size": "vocab_size",
-        "num_experts": "num_local_experts", "experts_per_token": "num_experts_per_tok",
-        "max_position_embeddings": "max_position_embeddings", "model_type": "model_type",
-        "moe_intermediate_size": "moe_intermediate_size", "hidden_act": "hidden_act",
-    }
+    """The architecture numbers later passes need, under uniform names (absent ones omitted).
+
+    Per-layer facts (attention kinds, windows, caches, MoE layers) are in the captured graph's
+    layers, not here. `weight_quantization` is the config's published weight format
+    (`ir.weight_formats`), `num_shared_experts` the always-active experts of an MoE layer.
+    """
     out = {}
-    for ours, theirs in keys.items():
-        value = getattr(config, theirs, None)
-        if value is None and ours == "num_experts":
-            value = getattr(config, "num_experts", None)
+    for ours, theirs in _SUMMARY_KEYS.items():
+        value = next((v for v in (getattr(config, t, None) for t in theirs) if v is not None), None)
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             out[ours] = value
     if "num_heads" in out and "num_kv_heads" not in out:
         out["num_kv_heads"] = out["num_heads"]
+    if "num_experts" in out and "num_shared_experts" not in out:
+        shared = getattr(config, "shared_expert_intermediate_size", None) or getattr(config, "n_shared_experts", None)
+        if shared or getattr(config, "model_type", "").startswith("llama4"):
+            out["num_shared_experts"] = 1  # Qwen3-Next, Llama 4: one shared expert per MoE layer
+    quant = getattr(config, "quantization_config", None)
+    quant = quant.to_dict() if hasattr(quant, "to_dict") else quant
+    if isinstance(quant, dict) and quant.get("quant_method"):
+        out["weight_quantization"] = {k: quant[k] for k in ("quant_method", "weight_block_size", "fmt",
+                                                            "modules_to_not_convert") if quant.get(k) is not None}
     dropouts = ("attention_dropout", "hidden_dropout", "hidden_dropout_prob", "attn_pdrop", "resid_pdrop", "dropout")
     out["dropout"] = max((float(getattr(config, k)) for k in dropouts
                           if isinstance(getattr(config, k, None), (int, float))), default=0.0)
