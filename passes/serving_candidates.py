@@ -4,7 +4,8 @@
   pp across nodes) under prefill-first, chunked prefill (budgets `CHUNK_BUDGETS`) and, for MoE models
   priced by the cost model, layered prefill (the published rule for G);
 - disaggregated xPyD units (x prefill, y decode instances, each phase with its own tp, pp 1;
-  gcd(x, y) = 1 since units are replicated), from the disaggregating engine's tables when it has its own.
+  gcd(x, y) = 1 since units are replicated; any counts the cluster holds: no cap, so a unit can use every
+  GPU), from the disaggregating engine's tables when it has its own.
 A unit fits only when its KV cache holds a median request.
 """
 
@@ -20,7 +21,6 @@ from passes.inference_strategy import PP_DEGREES
 from passes.parallel_layouts import TP_DEGREES, tp_ok
 
 CHUNK_BUDGETS = (512, 2048, 8192)
-DISAGG_COUNTS = (1, 2, 3, 4)
 # colocated: the offline bound ignores prefill riding on decode batches; goodput is searched up to x this
 BOUND_SLACK = 1.5
 
@@ -103,8 +103,8 @@ def serving_candidates(graph, cluster, costs, fixed: dict, w) -> list[ServingCan
     single = sorted(tp for tp, pp in drates if pp == 1)
     for ptp in single:
         for dtp in single:
-            for x in DISAGG_COUNTS:
-                for y in DISAGG_COUNTS:
+            for x in range(1, n // ptp + 1):
+                for y in range(1, (n - x * ptp) // dtp + 1):
                     c = ServingCandidate(Disaggregated(x, y, ptp, 1, dtp, 1), dtp, 1, x * ptp + y * dtp,
                                          min(x * drates[(ptp, 1)][0], y * drates[(dtp, 1)][1]))
                     if math.gcd(x, y) == 1 and c.ranks_needed(1) <= n:

@@ -4,9 +4,10 @@ Each candidate unit's goodput (the highest rate with >= 90% of requests meeting 
 from simulated requests of the workload's length distribution (seed `SERVE_SEED`, Poisson arrivals;
 at least `SERVE_REQUESTS` and `SERVE_HORIZON_S` seconds of arrivals, so that an overloaded queue shows
 rather than a short burst draining) on one unit, by `cost_models.serving.rate_search.highest_rate`.
-Candidates go in order of their offline throughput bound per GPU; one simulation at the rate needed to
-beat the incumbent prunes a candidate that cannot. Objective: per-GPU goodput, or with a target rate
-the fewest GPUs whose goodput covers it.
+Candidates go in order of the bound of what they deliver; one simulation at the rate needed to beat the
+incumbent prunes a candidate that cannot. Objective: the cluster's goodput (a unit's goodput times the units
+the cluster holds, so that a unit shape leaving GPUs idle pays for them; ties go to the higher goodput per
+GPU), or with a target rate the fewest GPUs whose goodput covers it.
 """
 
 from __future__ import annotations
@@ -91,11 +92,13 @@ def search_serving(cluster, costs, source: str, cands: list[ServingCandidate], s
     Returns (best candidate or None, the search with its counters)."""
     search = GoodputSearch(costs, source, slo, context)
     n = cluster.num_devices
-    best, best_gpus = None, n
-    cands = sorted(cands, key=lambda c: (c.describe() != warm, -c.bound / c.gpus, c.key()))
+    best, best_gpus, best_total = None, n, 0.0
+    units = {id(c): units_for(c, cluster, fixed, None) for c in cands}
+    order = (lambda c: -c.bound * units[id(c)]) if rate is None else (lambda c: -c.bound / c.gpus)
+    cands = sorted(cands, key=lambda c: (c.describe() != warm, order(c), c.key()))
     for c in cands:
         if rate is None:
-            need = best.goodput / best.gpus * c.gpus if best else 0.0
+            need = best_total / units[id(c)] if best else 0.0
         else:
             limit = best_gpus if best else n
             k_max = limit // c.gpus
@@ -109,7 +112,11 @@ def search_serving(cluster, costs, source: str, cands: list[ServingCandidate], s
             continue
         c.goodput = g
         if rate is None:
-            better = best is None or g / c.gpus > best.goodput / best.gpus * (1 + 1e-9)
+            total = g * units[id(c)]
+            better = best is None or total > best_total * (1 + 1e-9) or (
+                total >= best_total * (1 - 1e-9) and g / c.gpus > best.goodput / best.gpus * (1 + 1e-9))
+            if better:
+                best_total = total
         else:
             gpus = units_for(c, cluster, fixed, rate) * c.gpus
             better = best is None or (gpus, -g / c.gpus) < (best_gpus, -best.goodput / best.gpus)

@@ -108,12 +108,20 @@ def test_serving_plan_files_are_byte_identical(tmp_path):
                                                  ("llama-3-8b", "4xA100-SXM-80GB", {"ttft": 1.0, "tpot": 0.05})])
 def test_branch_and_bound_finds_what_an_unpruned_search_finds(model, cluster, slo):
     """The serving branch and bound (bound-ordered, incumbent probes prune) against every candidate's goodput
-    searched in full: the best per-GPU goodput agrees within the goodput search's tolerance."""
+    searched in full: the best cluster goodput (a unit's goodput x the units the cluster holds) agrees within
+    the goodput search's tolerance."""
     from cost_models.cluster import parse_cluster
     from cost_models.serving.deployment import costs_for
     from passes.serving_candidates import serving_candidates
     from passes.serving_evaluate import base_workload
-    from passes.serving_search import SEARCH_TOLERANCE, SERVE_REQUESTS, SERVE_SEED, GoodputSearch, search_serving
+    from passes.serving_search import (
+        SEARCH_TOLERANCE,
+        SERVE_REQUESTS,
+        SERVE_SEED,
+        GoodputSearch,
+        search_serving,
+        units_for,
+    )
 
     graph = planner.capture(model, seq_len=min(1024, planner.capture(model).config["max_position_embeddings"]))
     c = parse_cluster(cluster)
@@ -123,8 +131,9 @@ def test_branch_and_bound_finds_what_an_unpruned_search_finds(model, cluster, sl
     assert len(cands) >= 4
     best, search = search_serving(c, costs, "chat", cands, slo, None, {}, context=None)
     full = GoodputSearch(costs, "chat", slo)
-    unpruned = max((full.goodput(x, 0.0) or 0.0) / x.gpus for x in serving_candidates(graph, c, costs, {}, w))
-    found = best.goodput / best.gpus if best else 0.0
+    unpruned = max((full.goodput(x, 0.0) or 0.0) * units_for(x, c, {}, None)
+                   for x in serving_candidates(graph, c, costs, {}, w))
+    found = best.goodput * units_for(best, c, {}, None) if best else 0.0
     assert found <= unpruned * (1 + 1e-9) + 1e-12  # B&B never reports more than exists
     assert found >= unpruned / (1 + SEARCH_TOLERANCE) ** 2  # ... and loses at most the bisection's tolerance
     assert search.simulations <= full.simulations  # and prunes
