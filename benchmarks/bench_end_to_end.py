@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import end_to_end_rows as e2e  # noqa: E402
+from end_to_end_baseline import baseline  # noqa: E402
 
 TARGET_GROUP, TARGET_OVERALL, TARGET_RATIO, TARGET_LOSO = 0.12, 0.10, 0.08, 0.15
 GROUP_WHAT = {
@@ -146,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         if not r.scored:
             print(f"  not scored: {r.id:8} {r.what[:40]:40} {r.reason}")
+        elif r.fit_reason:
+            print(f"  scored, kept out of the fit: {r.id:8} {r.what[:30]:30} {r.fit_reason}")
     predicted = evaluate(rows)
-    base_pred = evaluate(rows, e2e.baseline)
+    base_pred = evaluate(rows, baseline)
     errors, base = rel_errors(rows, predicted), rel_errors(rows, base_pred)
     if args.rows:
         print()

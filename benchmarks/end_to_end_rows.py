@@ -28,134 +28,15 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
-import math
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from end_to_end_models import ModelSpec, cluster_of, device_of, graph_of, parse_model
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "validation"
 END_TO_END_CSV = DATA_DIR / "end_to_end.csv"
 PAPER_TIMINGS_CSV = DATA_DIR / "paper_timings.csv"
-
-# Published architectures of models without a planner preset (h, layers, heads, vocab, and the rest).
-_GPT_VOCAB = 51200  # Megatron's padded GPT-2 vocabulary (Narayanan et al. 2021, Sec. 5.1)
-_MPT = {  # mosaicml/llm-foundry scripts/train/yamls/pretrain/mpt-*.yaml (d_model, n_layers, n_heads)
-    "mpt-7b": (4096, 32, 32), "mpt-13b": (5120, 40, 40), "mpt-30b": (7168, 48, 64), "mpt-70b": (8192, 80, 64)}
-_YI_34B = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 64000, "hidden_size": 7168,
-           "intermediate_size": 20480, "num_hidden_layers": 60, "num_attention_heads": 56,
-           "num_key_value_heads": 8, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5,
-           "rope_theta": 5e6, "tie_word_embeddings": False}  # huggingface.co/01-ai/Yi-34B config.json
-_PRESET = {"llama-2-7b": "llama-2-7b", "llama-2-13b": "llama-2-13b", "llama-2-70b": "llama-2-70b",
-           "llama-3-8b": "llama-3-8b", "llama-3.1-8b": "llama-3-8b", "llama-3-70b": "llama-3.1-70b",
-           "llama-3.1-70b": "llama-3.1-70b", "llama-3-405b": "llama-3.1-405b", "llama-3.1-405b": "llama-3.1-405b",
-           "mixtral-8x7b": "mixtral-8x7b", "opt-13b": "opt-13b", "opt-66b": "opt-66b", "bert-large": None,
-           "resnet-50": "resnet-50"}
-_GPT3 = (12288, 96, 96)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A preset name, or a GPT-style shape (h, layers, heads, vocab) with bias/no-bias, or a config."""
-
-    name: str
-    preset: str | None = None
-    shape: tuple[int, int, int, int] | None = None
-    bias: bool = True
-    config: str = ""  # a Hugging Face config as sorted JSON
-
-    @property
-    def hidden(self) -> int:
-        return self.shape[0] if self.shape else 0
-
-
-def gpt_config(h: int, layers: int, heads: int, vocab: int, seq: int, bias: bool = True) -> dict:
-    """A GPT-3-style decoder (learned positions, LayerNorm, GeLU, 4h MLP) as an OPT config."""
-    return {"model_type": "opt", "architectures": ["OPTForCausalLM"], "vocab_size": vocab, "hidden_size": h,
-            "ffn_dim": 4 * h, "num_hidden_layers": layers, "num_attention_heads": heads, "word_embed_proj_dim": h,
-            "max_position_embeddings": max(seq, 2048), "do_layer_norm_before": True, "activation_function": "gelu",
-            "enable_bias": bias, "layer_norm_elementwise_affine": True}
-
-
-def parse_model(text: str) -> ModelSpec | None:
-    """The architecture a row's `model` column names (None: not a model the planner can build)."""
-    t = text.strip()
-    shape = re.search(r"h=(\d+),\s*L=(\d+)(?:,\s*heads=(\d+))?(?:,\s*V=(\d+))?", t)
-    low = t.lower()
-    if shape:
-        h, layers = int(shape.group(1)), int(shape.group(2))
-        heads = int(shape.group(3)) if shape.group(3) else (128 if h == 20480 else h // 128)
-        vocab = int(shape.group(4)) if shape.group(4) else (50272 if "gpt-style" in low else _GPT_VOCAB)
-        return ModelSpec(f"gpt-h{h}-l{layers}", shape=(h, layers, heads, vocab))
-    gpt = re.match(r"gpt-?3?-?(\d+(?:\.\d+)?)b", low.replace(" ", ""))
-    if "gpt" in low and ("175b" in low or "174.6b" in low or "gpt-3)" in low):
-        return ModelSpec("gpt-175b", shape=(*_GPT3, _GPT_VOCAB))
-    if gpt and "2.7b" in low:
-        return ModelSpec("gpt-2.7b", shape=(2560, 32, 32, _GPT_VOCAB))  # GPT-3 2.7B (Brown et al. 2020 Table 2.1)
-    if "13b gpt-style" in low:
-        return ModelSpec("gpt-13b", shape=(5120, 40, 40, 50272))
-    mpt = re.match(r"mpt-(\d+)b", low)
-    if mpt:
-        h, layers, heads = _MPT[f"mpt-{mpt.group(1)}b"]
-        return ModelSpec(f"mpt-{mpt.group(1)}b", shape=(h, layers, heads, 50368), bias=False)
-    if low.startswith("yi-34b"):
-        return ModelSpec("yi-34b", config=json.dumps(_YI_34B, sort_keys=True))
-    key = re.sub(r"\s*\(.*$", "", low).strip()
-    key = key.replace("llama-2-70b", "llama-2-70b").split(" ")[0]
-    preset = _PRESET.get(key)
-    return ModelSpec(key, preset=preset) if preset else None
-
-
-_GRAPHS: dict = {}
-
-
-def graph_of(spec: ModelSpec, seq: int = 2048):
-    """The captured graph of a model (cached per process; presets also on disk by planner.capture)."""
-    import planner
-
-    key = (spec, seq)
-    if key in _GRAPHS:
-        return _GRAPHS[key]
-    if spec.preset:
-        graph = planner.capture(spec.preset, seq_len=seq)
-    else:
-        cfg = json.loads(spec.config) if spec.config else gpt_config(*spec.shape, seq=seq, bias=spec.bias)
-        folder = Path(tempfile.gettempdir()) / "aot-e2e-models" / f"{spec.name}-{seq}"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "config.json"
-        path.write_text(json.dumps(cfg, sort_keys=True))
-        graph = planner.capture(str(path), seq_len=seq)
-    _GRAPHS[key] = graph
-    return graph
-
-
-# --- hardware ---------------------------------------------------------------------------------------
-def device_of(hardware: str) -> str | None:
-    h = hardware.upper()
-    if "MI250" in h:
-        return None
-    if "MI300X" in h:
-        return "MI300X"
-    if "L40S" in h:
-        return "L40S"
-    if "H200" in h:
-        return "H200-SXM"
-    if "H100" in h:
-        return "H100-PCIE" if "PCIE" in h else "H100-SXM"
-    if "A100" in h:
-        if "PCIE" in h:
-            return "A100-PCIE-80GB"
-        return "A100-SXM-40GB" if "40GB" in h else "A100-SXM-80GB"
-    return None
-
-
-def cluster_of(device: str, n_gpus: int) -> str:
-    """One node of n (n <= 8), or whole nodes of 8."""
-    if n_gpus <= 8:
-        return f"{n_gpus}x{device}"
-    return f"{math.ceil(n_gpus / 8)}x8x{device}"
-
 
 # --- rows ----------------------------------------------------------------------------------------
 @dataclass
@@ -191,7 +72,11 @@ class Row:
     zero_stage: int = 0
     qps: float | None = None
     flops_convention: str = "model"  # megatron-eq3 | model
+    collectives: str = "auto"  # the engine's tensor-parallel all-reduce (Options.collectives)
+    attention: str = "flash"  # the engine's attention kernel (Options.attention)
+    runtime: str = "engine"  # serving engine, or a compiled generation loop (Options.runtime)
     reason: str = ""  # why the row is not scored ("" = scored)
+    fit_reason: str = ""  # why a scored row is kept out of the fit: its setup is known not to be expressible
     notes: str = ""
     what: str = ""
     extra: dict = field(default_factory=dict)
@@ -261,8 +146,8 @@ def _training_setup(r: dict, row: Row) -> None:
         row.recompute, row.sequence_parallel = "selective", True
     if "mt-nlg" in r["source"].lower():
         row.recompute = "full"
-    if "interleaved schedule (m=3)" in notes and row.pp > 1 and row.model and row.model.shape and row.model.shape[1] % (row.pp * 3) == 0:
-        row.vp = 3
+    if row.source == "Korthikanti 2022" and row.pp > 1 and row.model and row.model.shape[0] in (12288, 20480):
+        row.vp = 3  # "interleaved schedule (m=3) for 175B/530B" (the source's setup for all its runs of those models)
     if row.kind == "training_fsdp":
         row.zero_stage = 3
         row.recompute = "full" if "checkpointing=yes" in notes else "none"
@@ -274,12 +159,32 @@ def _training_setup(r: dict, row: Row) -> None:
         row.tp, row.pp, row.dp = 1, 1, row.n_gpus
         row.batch = 8 * row.dp  # not stated: 8 sequences per GPU at 8k (FA2's repo configs use 8-16)
         row.microbatch = 1
+    if "llama 3 herd" in r["source"].lower() and row.pp > 1 and row.model and row.model.preset:
+        # the paper interleaves pipeline stages unevenly (one layer fewer on the first and last stage: 126 layers
+        # over pp 16) with a number of virtual stages it does not state; the estimator runs plain 1F1B here
+        row.fit_reason = "pipeline schedule (uneven interleaving, virtual stages not stated) not expressible"
     if row.cp > 1:
         row.dp *= row.cp
         if row.batch // row.dp // row.microbatch < 2 * row.pp and row.pp > 1:
             row.reason = (f"context parallelism cp={row.cp} at {row.input_len} tokens: as cp-fold data parallelism "
                           f"the pipeline gets {row.batch // row.dp} microbatch(es) for pp={row.pp}, not equivalent; "
                           f"context parallelism is not modelled")
+
+
+# What each source's engine runs, from its own documentation (setup, not fitted):
+# - tensor-parallel all-reduce through NCCL: gpt-fast (torch funcol), FasterTransformer (custom all-reduce
+#   off by default), DistServe's SwiftTransformer, Megatron/NeMo/DeepSpeed training; the serving engines
+#   (TensorRT-LLM, vLLM for APEX) use their own custom all-reduce inside an NVLink node ("auto").
+# - attention without FlashAttention (scores in memory): Megatron-LM 2021 (Narayanan), Korthikanti et al.
+#   2022 and MT-NLG (their activation-memory equations keep the 5as/h score terms; FlashAttention was
+#   published in May 2022, after these runs).
+_NCCL_SOURCES = ("gpt-fast", "FasterTransformer (kipply)", "DistServe")
+_UNFUSED_ATTENTION_SOURCES = ("Megatron-LM 2021 (Narayanan)", "Korthikanti 2022", "MT-NLG 2022")
+# - a compiled generation loop with no serving scheduler: gpt-fast (torch.compile, CUDA graphs) and
+#   FasterTransformer's C++ decoder; the rest are serving engines (TensorRT-LLM, vLLM, DistServe, Sarathi).
+_COMPILED_LOOP_SOURCES = ("gpt-fast", "FasterTransformer (kipply)")
+# - TensorRT-LLM schedules in its C++ executor (the rest are Python-scheduled engines)
+_CPP_ENGINE_SOURCES = ("TRT-LLM throughput", "TRT-LLM online", "TRT-LLM H200 launch")
 
 
 def _row_from_end_to_end(r: dict) -> Row:
@@ -307,6 +212,10 @@ def _row_from_end_to_end(r: dict) -> Row:
         row.input_len, row.output_len = _int(r["input_len"]), _int(r["output_len"])
     elif row.kind == "inference_mlperf":
         row.phase = "mlperf"
+    row.collectives = "nccl" if source in _NCCL_SOURCES else "auto"
+    row.runtime = "compiled" if source in _COMPILED_LOOP_SOURCES else "cpp-engine" if source in _CPP_ENGINE_SOURCES \
+        else "engine"
+    row.attention = "unfused" if source in _UNFUSED_ATTENTION_SOURCES else "flash"
     row.group = _group(row)
     row.family = _family(row, r)
     row.reason = row.reason or _exclusion(row, r)
@@ -320,7 +229,8 @@ def _row_from_paper(r: dict) -> Row:
     row = Row(r["id"], "paper_" + source.split()[0].split("-")[0].lower(), source, "", "paper_" + r["phase"],
               r["phase"], r["metric"], float(r["value_ms"]), "ms", model, device_of(r["hardware"]),
               _int(r["n_gpus"], 1), tp=_int(r["tp"], 1), dtype=_dtypes(r["precision"])[0],
-              batch=_int(r["batch"], 1), input_len=_int(r["input_len"], 1), what=f"{r['model']} {r['phase']}")
+              batch=_int(r["batch"], 1), input_len=_int(r["input_len"], 1), what=f"{r['model']} {r['phase']}",
+              collectives="nccl" if source in _NCCL_SOURCES else "auto")
     row.family = f"{source}|{r['model']}|{r['phase']}|b{row.batch}|s{row.input_len}" if not prefill else \
         f"{source}|{r['model']}|prefill|s{row.input_len}"
     row.reason = "" if model and row.device else "model or device not in the planner"
@@ -378,20 +288,21 @@ def megatron_eq3_flops(batch: int, seq: int, layers: int, h: int, vocab: int) ->
     """Narayanan et al. 2021 eq. 3: FLOPs of one step with full recomputation.
 
     >>> round(megatron_eq3_flops(1536, 2048, 96, 12288, 51200) / 1e18, 2)
-    5.2
+    4.51
     """
     return 96.0 * batch * seq * layers * h * h * (1 + seq / (6 * h) + vocab / (16 * layers * h))
 
 
 def _estimate(row: Row, phase: str, **over) -> dict:
-    from cost_models.cluster import parse_cluster
     from cost_models.estimator import estimate_graph
     from cost_models.parallel_config import Options
 
     graph = graph_of(row.model)
     options = dict(tp=row.tp, pp=row.pp, dp=row.dp, batch=row.batch, input_len=row.input_len,
                    output_len=max(row.output_len, 1), dtype=row.dtype, weight_dtype=row.weight_dtype,
-                   kv_dtype=row.kv_dtype)
+                   kv_dtype=row.kv_dtype, collectives=row.collectives, attention=row.attention)
+    if phase != "train":
+        options["runtime"] = row.runtime
     if phase == "train":
         options.update(microbatch_size=row.microbatch, recompute=row.recompute,
                        sequence_parallel=row.sequence_parallel, zero_stage=row.zero_stage,
@@ -407,8 +318,29 @@ def _cluster_cached(spec: str):
     return parse_cluster(spec)
 
 
+_EFFICIENCY: dict = {}  # family -> Efficiency overriding the fitted defaults (set by `with_efficiency`)
+
+
+def with_efficiency(families: dict | None) -> None:
+    """Predict with these per-family `Efficiency` values instead of `cost_models/data/fitted_gpu.yaml`'s
+    (the fit's trial values); None restores the data file's. They reach the estimator as the devices'
+    calibrated efficiency, the way a `planner calibrate` profile does."""
+    _EFFICIENCY.clear()
+    _EFFICIENCY.update(families or {})
+
+
 def _cluster(row: Row):
-    return _cluster_cached(cluster_of(row.device, row.tp * row.pp * row.dp))
+    from dataclasses import replace
+
+    from cost_models.efficiency import family_of
+
+    cluster = _cluster_cached(cluster_of(row.device, row.tp * row.pp * row.dp))
+    eff = _EFFICIENCY.get(family_of(cluster.nodes[0].device))
+    if eff is None:
+        return cluster
+    groups = tuple((replace(node, device=replace(node.device, efficiency=eff.to_dict())), count)
+                   for node, count in cluster.groups)
+    return replace(cluster, groups=groups)
 
 
 def predict(row: Row) -> float:
@@ -443,66 +375,3 @@ def _predict_train(row: Row) -> float:
         h, layers, _, vocab = row.model.shape
         return megatron_eq3_flops(row.batch, row.input_len, layers, h, vocab) / step / gpus / 1e12
     return r["tflops_per_device"]
-
-
-# --- the baseline rule, computed in the same run ----------------------------------------------------
-BASELINE_COMPUTE = 0.5  # of peak FLOP/s
-BASELINE_MEMORY = 0.8  # of peak HBM bandwidth
-
-
-def _roofline_s(row: Row, phase: str, batch: int, seq: int, context: int | None = None) -> float:
-    """One forward pass of a replica (tp x pp GPUs) at constant efficiencies, nothing else."""
-    from cost_models.hardware import get_device
-    from cost_models.compute import WEIGHT_BYTES
-    from ir.phases import phase_costs
-
-    dev = get_device(row.device)
-    graph = graph_of(row.model)
-    costs = phase_costs(graph, phase, batch=batch, seq_len=seq, context_len=context)
-    gpus = row.tp * row.pp
-    peak = dev.peak_flops_for(row.dtype)
-    weights = graph.param_count * WEIGHT_BYTES[row.weight_dtype or row.dtype]
-    kv_scale = 0.5 if row.kv_dtype == "fp8" else 1.0
-    moved = weights + (costs.total("kv_read_bytes") + costs.total("kv_write_bytes")) * kv_scale
-    return max(costs.total("flops") / (BASELINE_COMPUTE * peak * gpus),
-               moved / (BASELINE_MEMORY * dev.memory_bandwidth_bytes_per_s * gpus))
-
-
-def baseline(row: Row) -> float:
-    """The row's metric under a constant-efficiency roofline: 50% of peak FLOP/s, 80% of peak HBM
-    bandwidth, no communication, no overheads (the rule of thumb the issue compares against)."""
-    from cost_models.hardware import get_device
-    from ir.phases import phase_costs
-
-    if row.phase == "train":
-        dev = get_device(row.device)
-        rate = BASELINE_COMPUTE * dev.peak_flops_for(row.dtype)
-        if row.flops_convention == "megatron-eq3":
-            return rate / 1e12  # eq. 3 counts the recomputed forward: achieved = the rule's rate
-        flops = phase_costs(graph_of(row.model), "train", batch=row.batch, seq_len=row.input_len).total("flops")
-        if row.recompute == "full":
-            flops *= 4 / 3
-        gpus = row.tp * row.pp * row.dp
-        step = flops / (rate * gpus)
-        if row.unit == "s":
-            return step
-        if row.unit == "tokens/s/GPU":
-            return row.batch * row.input_len / step / gpus
-        return BASELINE_COMPUTE * dev.peak_flops_for(row.dtype) / 1e12
-    if row.phase == "decode":
-        t = _roofline_s(row, "decode", row.batch, 1, row.input_len)
-        return t * 1e3 if row.unit == "ms" else row.batch / t
-    if row.phase == "prefill":
-        return _roofline_s(row, "prefill", row.batch, row.input_len) * 1e3
-    if row.phase in ("serve", "static_batch"):
-        batch = row.batch if row.phase == "static_batch" else 256
-        pre = _roofline_s(row, "prefill", batch, row.input_len)
-        dec = _roofline_s(row, "decode", batch, 1, row.input_len + row.output_len // 2)
-        return batch * row.output_len / (pre + row.output_len * dec) * row.dp
-    if row.phase == "serve_qps":
-        if row.metric == "mean_TTFT":
-            return _roofline_s(row, "prefill", 1, row.input_len) * 1e3
-        tpot = _roofline_s(row, "decode", 1, 1, row.input_len + row.output_len // 2)
-        running = max(1, round(row.qps * row.output_len * tpot))
-        return _roofline_s(row, "decode", running, 1, row.input_len + row.output_len // 2) * 1e3
-    raise ValueError(f"{row.id}: no baseline for phase {row.phase}")

@@ -33,9 +33,7 @@ from ir.graph import AttentionSpec, OpNode, TensorSpec
 from ir.phases import OpWork, phase_shape
 from planner.presets import get_preset
 
-CSV_PATH = Path(os.environ.get("AOT_MEASUREMENTS_CSV", "/work/shared/data/calibration/published_measurements.csv"))
-if not CSV_PATH.exists():
-    CSV_PATH = Path(__file__).resolve().parents[1] / "shared/data/calibration/published_measurements.csv"
+CSV_PATH = Path(os.environ.get("AOT_MEASUREMENTS_CSV", Path(__file__).resolve().parent / "data" / "published_measurements.csv"))
 FAMILIES = ("A100", "H100", "H200", "MI300X")
 _UNITS = {"ms": 1e-3, "us": 1e-6, "s": 1.0, "TFLOP/s": 1e12, "GB/s": 1e9}
 _LARGE_MESSAGE = 2**30  # bytes, for "large" / peak-bandwidth rows without a size
