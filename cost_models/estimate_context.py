@@ -93,14 +93,22 @@ class Context:
     def layer_expert_bytes(self, index: int) -> float:
         return layer_expert_bytes(self.graph, index)
 
+    def _stored_weights(self) -> bool:
+        return self.options.weight_dtype is None and has_published_formats(self.graph)
+
+    def layer_expert_weight_bytes(self, index: int) -> float:
+        """The routed-expert part of `layer_weight_bytes` (one rank)."""
+        if self._stored_weights():
+            return layer_expert_bytes(self.graph, index, stored=True) / self.expert_shards
+        return self.layer_expert_bytes(index) * self.weight_scale() / self.expert_shards
+
     def layer_weight_bytes(self, index: int) -> float:
         """Weight bytes of one layer on one rank: dense parts / tp, experts / `expert_shards`; at
         `--weight-dtype` when given, else as the checkpoint publishes them tensor by tensor (gpt-oss
         MXFP4 experts, DeepSeek fp8 blocks; the captured dtype for models that publish none)."""
-        if self.options.weight_dtype is None and has_published_formats(self.graph):
-            expert = layer_expert_bytes(self.graph, index, stored=True)
-            dense = self.graph.layers[index].stored_param_bytes - expert
-            return dense / self.options.tp + expert / self.expert_shards
+        if self._stored_weights():
+            dense = self.graph.layers[index].stored_param_bytes - layer_expert_bytes(self.graph, index, stored=True)
+            return dense / self.options.tp + self.layer_expert_weight_bytes(index)
         expert = self.layer_expert_bytes(index)
         dense = self.graph.layers[index].param_bytes - expert
         return (dense / self.options.tp + expert / self.expert_shards) * self.weight_scale()

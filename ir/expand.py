@@ -136,8 +136,8 @@ def assemble_graph(raw_ops: list[RawOp], path_map: dict[str, str], lists: list[B
                     owned_all.add(new_name)
                     owned.append(new_name)
             ops.append(replace(op, layer=len(layers)))
-        caches = layer_caches(name if kind == "block" else "", ops[start:], mixers, meta["model"]) \
-            if shape.causal else ()
+        caches = layer_caches(name if kind == "block" else "", ops[start:], mixers if shape.causal else {},
+                              meta["model"], causal_only=not shape.causal)
         layers.append(_layer(len(layers), name, kind, ops, start, new_path, owned, sizes, caches))
         return id_map
 

@@ -36,14 +36,17 @@ def _completed(spec: CacheSpec, op: OpNode | None) -> CacheSpec:
     return replace(spec, value_dim=op.attention.value_dim)
 
 
-def layer_caches(block_path: str, body: list[OpNode], mixers: dict, model: str) -> tuple[CacheSpec, ...]:
+def layer_caches(block_path: str, body: list[OpNode], mixers: dict, model: str,
+                 causal_only: bool = False) -> tuple[CacheSpec, ...]:
     """Caches of one layer: `block_path` is the block's module path ('' for the embedding, the head,
     or a model captured without repeated blocks); `body` its ops; `mixers` maps module path ->
-    (class name, cache or None). Raises UserError for a module that ran but cannot be classified."""
-    if not mixers and not any(op.attention is not None for op in body):
+    (class name, cache or None). Raises UserError for a module that ran but cannot be classified.
+    With `causal_only` (a model not known to be a decoder, e.g. a bare nn.Module), only attention
+    ops that are themselves causal imply a cache; bidirectional encoders keep none."""
+    attention = [op for op in body if op.attention is not None and (op.attention.causal or not causal_only)]
+    if not mixers and not attention:
         return ()
     paths = {op.module_path for op in body}
-    attention = [op for op in body if op.attention is not None]
     out: list[CacheSpec] = []
     covered: set[int] = set()
     for path, (class_name, spec) in mixers.items():

@@ -240,8 +240,7 @@ def _decode_items(ctx, graph, batch: int, kv_bytes: float) -> list[OffloadItem]:
         spec = next((op.experts for op in graph.layer_ops(layer) if op.experts is not None), None)
         expert = 0.0
         if spec is not None:
-            expert = sum(op.experts.expert_param_bytes * op.experts.num_experts for op in graph.layer_ops(layer)
-                         if op.experts is not None) * ctx.weight_scale() / max(ctx.options.ep, ctx.options.tp)
+            expert = ctx.layer_expert_weight_bytes(layer.index)  # as layer_weight_bytes splits and sizes them
             touched = 1.0 - (1.0 - spec.top_k / spec.num_experts) ** batch
             items.append(OffloadItem(f"experts.{layer.name}", "experts", int(expert), expert * touched))
         dense = total - expert

@@ -12,27 +12,31 @@ import planner
 from planner.cli import main
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
-# preset: (serving cluster, training cluster, pinned training tp and pp: the search's own choice,
-# pinned so the test stays short)
+# preset: (serving cluster, its tp; training cluster, its tp, pp, ep): the layouts the full searches
+# choose (`planner plan` without pins), pinned here so the test stays short
 CASES = {
-    "deepseek-v3": ("8xH200-SXM", "32x8xH100-SXM", 2, 32), "deepseek-r1": ("8xH200-SXM", "32x8xH100-SXM", 2, 32),
-    "kimi-k2": ("2x8xH200-SXM", "64x8xH100-SXM", 2, 32), "qwen3-235b-a22b": ("8xH100-SXM", "16x8xH100-SXM", 2, 32),
-    "gpt-oss-20b": ("1xH100-SXM", "8xH100-SXM", 1, 1), "gpt-oss-120b": ("1xH100-SXM", "4x8xH100-SXM", 1, 4),
-    "llama-4-scout": ("4xH100-SXM", "4x8xH100-SXM", 1, 4), "llama-4-maverick": ("8xH200-SXM", "16x8xH100-SXM", 4, 1),
-    "gemma-3-27b": ("1xH100-SXM", "8xH100-SXM", 2, 2), "mistral-7b": ("1xH100-SXM", "8xH100-SXM", 1, 1),
-    "qwen3-next-80b-a3b": ("4xH100-SXM", "4x8xH100-SXM", 2, 4),
+    "deepseek-v3": ("8xH200-SXM", 8, "32x8xH100-SXM", 2, 32, 4),
+    "deepseek-r1": ("8xH200-SXM", 8, "32x8xH100-SXM", 2, 32, 4),
+    "kimi-k2": ("2x8xH200-SXM", 8, "64x8xH100-SXM", 2, 32, 4),
+    "qwen3-235b-a22b": ("8xH100-SXM", 8, "16x8xH100-SXM", 2, 32, 1),
+    "gpt-oss-20b": ("1xH100-SXM", 1, "8xH100-SXM", 1, 1, 1),
+    "gpt-oss-120b": ("1xH100-SXM", 1, "4x8xH100-SXM", 1, 4, 8),
+    "llama-4-scout": ("4xH100-SXM", 4, "4x8xH100-SXM", 1, 4, 8),
+    "llama-4-maverick": ("8xH200-SXM", 8, "16x8xH100-SXM", 4, 1, 32),
+    "gemma-3-27b": ("1xH100-SXM", 1, "8xH100-SXM", 2, 2, 1),
+    "mistral-7b": ("1xH100-SXM", 1, "8xH100-SXM", 1, 1, 1),
+    "qwen3-next-80b-a3b": ("4xH100-SXM", 4, "4x8xH100-SXM", 2, 4, 1),
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_new_preset_estimates_and_plans_serve_and_train(name):
-    serve, train, tp, pp = CASES[name]
-    devices = int(serve.split("x")[-2])
-    decode = planner.estimate(name, serve, "decode", batch=8, input_len=2048, tp=devices)
+    serve, serve_tp, train, tp, pp, ep = CASES[name]
+    decode = planner.estimate(name, serve, "decode", batch=8, input_len=2048, tp=serve_tp)
     assert decode["fits"] and decode["tpot_s"] > 0 and decode["memory_breakdown_bytes"]["kv_cache"] > 0
-    served = planner.plan(name, serve, "chat")
-    trained = planner.plan(name, train, "train", batch=512, seq_len=4096, tp=tp, pp=pp)
+    served = planner.plan(name, serve, "chat", tp=serve_tp)
+    trained = planner.plan(name, train, "train", batch=512, seq_len=2048, tp=tp, pp=pp, ep=ep)
     assert served.verify() == [] and trained.verify() == []
     assert served.data["predicted"]["output_tokens_per_s"] > 0 and trained.data["predicted"]["tokens_per_s"] > 0
 
