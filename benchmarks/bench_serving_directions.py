@@ -40,8 +40,7 @@ from cost_models.serving.metrics import attainment, capacity_rate, goodput, meas
 from cost_models.serving.policies import Chunked, Disaggregated, Layered, PrefillFirst
 from cost_models.serving.workload import Workload, arrivals, read_trace, write_trace
 
-SHAREGPT = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / \
-    "sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
+SHAREGPT = Path(__file__).resolve().parent / "data" / "traces" / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
 N = 1500
 
 

@@ -8,6 +8,7 @@ True
 """
 
 from codegen.render import render_plan, write_plan_dir
+from ir.plan import load_plan
 
 
 def codegen(plan, out_dir):
@@ -18,11 +19,9 @@ def codegen(plan, out_dir):
     >>> [f.name for f in codegen(p, tempfile.mkdtemp()) if f.parent.name != "aot_runtime"]
     ['README.md', 'launch.sh', 'plan.json', 'run_plan.py']
     """
-    from planner.plan_file import load_plan
-
     if isinstance(plan, (str, bytes)) or hasattr(plan, "__fspath__"):
         plan = load_plan(plan)
-    data = plan.to_dict() if hasattr(plan, "to_dict") else plan
+    data = plan.to_dict() if hasattr(plan, "to_dict") else plan.to_json() if hasattr(plan, "to_json") else plan
     return write_plan_dir(data, out_dir)
 
 

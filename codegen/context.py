@@ -8,15 +8,11 @@ it: the runtime `PLAN` literal of run_plan.py, torchrun arguments, and serving-e
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
-import re
-from pathlib import Path
 
 from ir.errors import UserError
-from planner.plan_file import PLAN_FORMAT
+from ir.plan import PLAN_FORMAT
 
-_HUB_ID = re.compile(r"huggingface\.co/([\w.-]+/[\w.-]+)")
 OWN_DTYPE = {"fp8": "bf16"}  # the own runtime has no float8 GEMMs: it computes fp8 plans in bf16 (the README says so)
 
 
@@ -29,47 +25,30 @@ def plan_hash(plan: dict) -> str:
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def model_spec(ref: str) -> dict:
-    """How run_plan.py builds the model: a preset's or config.json's values, or a factory reference.
+def model_spec(source: dict) -> dict:
+    """How run_plan.py builds the model, from the plan's record of it (`inputs.model_source`, JSON form): a
+    preset's or config.json's values, or a factory reference (which only the generated program, run by the
+    user, imports; codegen never does).
 
-    >>> model_spec("tiny-llama")["architecture"]
+    >>> from planner.model_source import model_record
+    >>> model_spec(model_record("tiny-llama", {}))["architecture"]
     'LlamaForCausalLM'
     """
-    from planner.presets import get_preset
-
-    path = Path(ref)
-    if ref.endswith(".json") or path.is_dir() or path.is_file():
-        file = path / "config.json" if path.is_dir() else path
-        try:
-            values = json.loads(file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"cannot read the plan's model config {file}: {exc}; regenerate the plan") from None
-        archs = values.get("architectures") or []
-        if not archs:
-            raise UserError(f"{file}: no 'architectures' entry; add the transformers model class name")
-        return {"kind": "hf_config", "config_class": None, "architecture": archs[0], "values": values, "hub_id": None}
-    if ":" in ref:
-        module_name, _, attr = ref.partition(":")
-        try:
-            getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise UserError(f"cannot import the plan's model factory '{ref}': {exc}; put its module on PYTHONPATH") from None
-        return {"kind": "factory", "ref": ref, "hub_id": None}
-    preset = get_preset(ref)
-    hub = _HUB_ID.search(preset.source)
-    return {"kind": "hf_config", "config_class": preset.config_class, "architecture": preset.architecture,
-            "values": dict(preset.values), "hub_id": hub.group(1) if hub else None}
+    if source["kind"] == "module":
+        return {"kind": "factory", "ref": source["ref"], "hub_id": None}
+    if not source.get("architecture"):
+        raise UserError(f"the plan's model config {source['ref']!r} has no 'architectures' entry; add the "
+                        f"transformers model class name to its config.json and re-run `planner plan`")
+    return {"kind": "hf_config", "config_class": source.get("config_class"), "architecture": source["architecture"],
+            "values": dict(source["values"]), "hub_id": source.get("hub_id")}
 
 
-def _config_numbers(spec: dict) -> dict:
-    """hidden size, heads, kv heads, blocks and vocabulary of the model."""
+def _config_numbers(spec: dict, summary: dict) -> dict:
+    """hidden size, heads, kv heads, blocks and vocabulary of the model (a factory's from the plan's summary)."""
     if spec["kind"] == "factory":
-        from planner.model_source import resolve
-
-        cfg = resolve(spec["ref"]).config
-        values = {"hidden_size": cfg.get("hidden_size"), "num_attention_heads": cfg.get("num_heads"),
-                  "num_key_value_heads": cfg.get("num_kv_heads"), "num_hidden_layers": cfg.get("num_layers"),
-                  "vocab_size": cfg.get("vocab_size")}
+        values = {"hidden_size": summary.get("hidden_size"), "num_attention_heads": summary.get("num_heads"),
+                  "num_key_value_heads": summary.get("num_kv_heads"), "num_hidden_layers": summary.get("num_layers"),
+                  "vocab_size": summary.get("vocab_size")}
     else:
         values = spec["values"]
     heads = values.get("num_attention_heads")
@@ -204,8 +183,8 @@ def build_context(plan: dict) -> dict:
     """
     check_format(plan)
     inputs, decision = plan["inputs"], plan["decision"]
-    spec = model_spec(inputs["model"])
-    numbers = _config_numbers(spec)
+    spec = model_spec(inputs["model_source"])
+    numbers = _config_numbers(spec, inputs["model_source"]["summary"])
     stages = _stages(decision, numbers["num_blocks"])
     train = decision.get("kind") == "train"
     workload = inputs.get("workload", {})

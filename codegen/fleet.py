@@ -36,7 +36,7 @@ def fleet_context(plan: dict) -> dict:
     instances = decision.get("instances")
     if not isinstance(instances, list) or not instances:
         raise UserError("fleet plan has no instances; re-run `planner plan` with the list of GPU types and --rate")
-    spec = model_spec(inputs["model"])
+    spec = model_spec(inputs["model_source"])
     budget = _budget(decision.get("policy", ""))
     dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(inputs.get("dtype"), "auto")
     slices = int((plan.get("profile") or {}).get("slices") or 10)

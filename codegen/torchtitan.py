@@ -82,7 +82,9 @@ class TitanJob:
 def find_flavor(spec: dict) -> Flavor | None:
     """The torchtitan flavor whose architecture and dimensions the model's config has, if any.
 
-    >>> find_flavor(model_spec("llama-3-8b")).config, find_flavor(model_spec("tiny-llama"))
+    >>> from planner.model_source import model_record
+    >>> spec = lambda name: model_spec(model_record(name, {}))
+    >>> find_flavor(spec("llama-3-8b")).config, find_flavor(spec("tiny-llama"))
     ('llama3_8b', None)
     """
     values = spec.get("values") or {}
@@ -181,7 +183,7 @@ def _schedule(decision: dict, pp: int) -> str:
 def torchtitan_job(plan: dict) -> tuple[TitanJob | None, str | None]:
     """(the job, None), or (None, why torchtitan cannot run this plan)."""
     decision, inputs = plan["decision"], plan["inputs"]
-    spec = model_spec(inputs["model"])
+    spec = model_spec(inputs["model_source"])
     stages = sorted(decision.get("stages") or [], key=lambda s: s["stage"])
     tps = [int(st["tp"]) for st in stages]
     reason = _reason_without_job(plan, spec, tps)

@@ -10,15 +10,23 @@ from cost_models.efficiency import Efficiency, default_efficiency
 from cost_models.memory import reserve_bytes
 from cost_models.parallel_config import KV_BYTES, Options
 from ir.graph import Graph, dtype_bytes
+from ir.kv_cache import kv_bytes_per_sequence, kv_bytes_per_token
 
 
-def layer_expert_bytes(graph: Graph, index: int) -> float:
-    """Captured bytes of all experts of one layer (whole model, unsharded); 0 for dense layers."""
+def layer_expert_bytes(graph: Graph, index: int, stored: bool = False) -> float:
+    """Bytes of all experts of one layer (whole model, unsharded); 0 for dense layers. Captured
+    bytes, or with `stored` as the checkpoint stores them (`ir.weight_formats`)."""
     layer = graph.layers[index]
     if not layer.is_moe:
         return 0.0
-    return float(sum(op.experts.expert_param_bytes * op.experts.num_experts
+    return float(sum((op.experts.stored_expert_bytes if stored and op.experts.stored_expert_bytes
+                      else op.experts.expert_param_bytes) * op.experts.num_experts
                      for op in graph.layer_ops(layer) if op.experts is not None))
+
+
+def has_published_formats(graph: Graph) -> bool:
+    """Whether some weights are stored narrower than captured (MXFP4 experts, fp8 blocks)."""
+    return any(layer.stored_param_bytes and layer.stored_param_bytes != layer.param_bytes for layer in graph.layers)
 
 
 @dataclass(frozen=True)
@@ -63,28 +71,37 @@ class Context:
         return layer_expert_bytes(self.graph, index)
 
     def layer_weight_bytes(self, index: int) -> float:
-        """Weight bytes of one layer on one rank: dense parts / tp, experts / `expert_shards`."""
+        """Weight bytes of one layer on one rank: dense parts / tp, experts / `expert_shards`; at
+        `--weight-dtype` when given, else as the checkpoint publishes them tensor by tensor (gpt-oss
+        MXFP4 experts, DeepSeek fp8 blocks; the captured dtype for models that publish none)."""
+        if self.options.weight_dtype is None and has_published_formats(self.graph):
+            expert = layer_expert_bytes(self.graph, index, stored=True)
+            dense = self.graph.layers[index].stored_param_bytes - expert
+            return dense / self.options.tp + expert / self.expert_shards
         expert = self.layer_expert_bytes(index)
         dense = self.graph.layers[index].param_bytes - expert
         return (dense / self.options.tp + expert / self.expert_shards) * self.weight_scale()
 
     def layer_params_per_rank(self, index: int) -> float:
         """Parameters of one layer held by one rank (same split as `layer_weight_bytes`)."""
-        return self.layer_weight_bytes(index) / self.weight_scale() / dtype_bytes(self.graph.dtype)
+        expert = self.layer_expert_bytes(index)
+        dense = self.graph.layers[index].param_bytes - expert
+        return (dense / self.options.tp + expert / self.expert_shards) / dtype_bytes(self.graph.dtype)
 
     def layer_expert_params_per_rank(self, index: int) -> float:
         """The expert part of `layer_params_per_rank` (reduced over `edp_group`, not `dp_group`)."""
         return self.layer_expert_bytes(index) / self.expert_shards / dtype_bytes(self.graph.dtype)
 
     def kv_bytes_per_token_per_rank(self) -> float:
-        """K and V of one token on one rank: kv heads split by tp (replicated past kv_heads)."""
-        kv_heads = self.graph.config.get("num_kv_heads") or 1
-        shards = min(self.options.tp, kv_heads)
-        total = 0.0
-        for op in self.graph.ops:
-            if op.attention is not None:
-                total += 2 * op.attention.kv_heads * op.attention.head_dim * self.kv_bytes
-        return total / shards
+        """Cache growth of one token on one rank, all layers, before any sliding window fills:
+        K and V heads split by tp (replicated past the kv heads), multi-latent caches replicated,
+        recurrent layers none (`ir.kv_cache`)."""
+        return kv_bytes_per_token(self.graph, self.kv_bytes, self.options.tp)
+
+    def kv_bytes_per_sequence_per_rank(self, tokens: int, layers: tuple[int, int] | None = None) -> float:
+        """Cache of one sequence of `tokens` tokens on one rank in layers [a, b): windows bound the
+        sliding-window and chunked layers, recurrent layers hold their constant state."""
+        return kv_bytes_per_sequence(self.graph, tokens, self.kv_bytes, self.options.tp, layers)
 
 
 def slowest_device(cluster):

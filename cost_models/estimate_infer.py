@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from cost_models.estimate_context import Context
 from cost_models.layer_times import LayerTime, layer_times
 from cost_models.stage_partition import split_layers
+from ir.kv_cache import layer_bytes_per_sequence
 from ir.phases import phase_shape
 
 
@@ -60,9 +61,7 @@ def inference_memory(ctx: Context, batch: int, tokens_per_sequence: int, prefill
     weights_by_layer = [ctx.layer_weight_bytes(i) for i in range(len(ctx.graph.layers))]
     stages = split_layers([1.0] * len(weights_by_layer), ctx.options.pp)  # by layer count for memory
     weights = max(sum(weights_by_layer[a:b]) for a, b in stages)
-    blocks = sum(1 for layer in ctx.graph.layers if layer.kind == "block")
-    blocks_per_stage = math.ceil(blocks / ctx.options.pp)
-    kv = ctx.kv_bytes_per_token_per_rank() * blocks_per_stage / max(blocks, 1) * batch * tokens_per_sequence
+    kv = kv_per_sequence(ctx, tokens_per_sequence) * batch
     hidden = hidden_size(ctx)
     ffn = int(ctx.graph.config.get("intermediate_size") or 4 * hidden)
     # live activations of the widest op of a prefill chunk (the MLP's up/gate outputs), sharded by tp
@@ -71,9 +70,25 @@ def inference_memory(ctx: Context, batch: int, tokens_per_sequence: int, prefill
 
 
 def kv_per_sequence(ctx: Context, tokens: int) -> float:
-    blocks = sum(1 for layer in ctx.graph.layers if layer.kind == "block")
-    per_stage = math.ceil(blocks / ctx.options.pp) / max(blocks, 1)
-    return ctx.kv_bytes_per_token_per_rank() * per_stage * tokens
+    """Cache bytes one sequence of `tokens` tokens holds on the fullest rank: blocks split evenly over
+    the pp stages (as vLLM splits them), each layer's cache exact for its kind (`ir.kv_cache`: at
+    most the window for sliding-window and chunked layers, a constant state for recurrent ones)."""
+    g = ctx.graph
+    blocks = [layer.index for layer in g.layers if layer.kind == "block"]
+    others = sum(layer_bytes_per_sequence(layer, tokens, ctx.kv_bytes, ctx.options.tp)
+                 for layer in g.layers if layer.kind != "block")
+    per_block = [layer_bytes_per_sequence(g.layers[i], tokens, ctx.kv_bytes, ctx.options.tp) for i in blocks]
+    if not per_block:
+        return others
+    return others + max(sum(per_block[a:b]) for a, b in split_layers([1.0] * len(per_block), ctx.options.pp))
+
+
+def kv_bytes_per_token_at(ctx: Context, tokens: int) -> float:
+    """Mean cache bytes per token of a `tokens`-token sequence on the fullest rank: the per-token
+    cost a token-counted KV pool pays (exactly the growth per token unless windows or states bound it)."""
+    if all(not c.window and not c.state_elements for layer in ctx.graph.layers for c in layer.caches):
+        return kv_per_sequence(ctx, 1)
+    return kv_per_sequence(ctx, tokens) / max(tokens, 1)
 
 
 def max_batch(ctx: Context, tokens_per_sequence: int, prefill_tokens: int) -> int:

@@ -27,7 +27,7 @@ from ir.phases import phase_costs
 _GATED = {"llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "qwen2_moe", "gemma", "gemma2", "olmo"}
 
 
-def _layer_step_times(ctx: Context, fwd) -> list[float]:
+def layer_step_times(ctx: Context, fwd) -> list[float]:
     recompute = ctx.options.recompute
     out = []
     for t in fwd.layer_times:
@@ -37,7 +37,7 @@ def _layer_step_times(ctx: Context, fwd) -> list[float]:
     return out
 
 
-def _activation_per_layer(ctx: Context, mbs: int, seq: int) -> float:
+def activation_per_layer(ctx: Context, mbs: int, seq: int) -> float:
     cfg, o = ctx.graph.config, ctx.options
     if not cfg.get("hidden_size") or not cfg.get("num_heads"):
         saved = phase_costs(ctx.graph, "train", batch=mbs, seq_len=seq).layers
@@ -97,14 +97,14 @@ def stage_memory(ctx: Context, stage: int, layers: tuple[int, int], mbs: int, se
     blocks = sum(1 for a, b in ranges for i in range(a, b) if ctx.graph.layers[i].kind == "block")
     state = state_bytes(ctx, *ranges_params(ctx, ranges))
     flight = in_flight(o.schedule, o.pp, stage, microbatches, o.virtual_stages)
-    acts = _activation_per_layer(ctx, mbs, seq) * blocks * flight
+    acts = activation_per_layer(ctx, mbs, seq) * blocks * flight
     if ranges[-1][1] == len(ctx.graph.layers):  # logits in bf16 plus float32 for the loss, vocab-parallel
         acts += mbs * seq * ctx.graph.config.get("vocab_size", 0) * 6 / o.tp
     return {"weights": state.weights, "gradients": state.gradients, "optimizer": state.optimizer,
             "activations": acts, "reserve": ctx.reserve}
 
 
-def _dp_comm(ctx: Context, dense_params: float, expert_params: float = 0.0) -> float:
+def dp_comm_s(ctx: Context, dense_params: float, expert_params: float = 0.0) -> float:
     """Gradient reduction (and ZeRO gathers) of one rank: dense over dp, experts over dp / ep."""
     return (_reduce_s(ctx, dense_params * 2, ctx.dp_group)
             + (_reduce_s(ctx, expert_params * 2, ctx.edp_group) if expert_params else 0.0))
@@ -147,7 +147,7 @@ def train_step(ctx: Context, stages=None, stage_ctxs: list[Context] | None = Non
     def times_of(c: Context):
         if id(c) not in per_ctx:
             fwd = forward_pass(c, "prefill", mbs, seq)
-            per_ctx[id(c)] = (fwd, _layer_step_times(c, fwd))
+            per_ctx[id(c)] = (fwd, layer_step_times(c, fwd))
         return per_ctx[id(c)]
 
     fwd, _ = times_of(ctx)
@@ -166,7 +166,7 @@ def train_step(ctx: Context, stages=None, stage_ctxs: list[Context] | None = Non
     worst = stage_times.index(slowest)
     wctx = stage_ctxs[worst]
     dense, expert = ranges_params(wctx, ranges[worst])
-    dp_comm = _dp_comm(wctx, dense, expert)
+    dp_comm = dp_comm_s(wctx, dense, expert)
     exposed_dp = max(dp_comm - slowest * 2 / 3, 0.0)  # overlapped with the last backward
     optimizer = optimizer_s(wctx, dense, expert)
     step = pipeline + exposed_dp + optimizer

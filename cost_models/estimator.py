@@ -16,6 +16,7 @@ from cost_models.estimate_serve import serve
 from cost_models.estimate_train import train_step
 from cost_models.parallel_config import Options, validate
 from cost_models.uncertainty import band_for
+from ir import kv_cache
 from ir.errors import UserError
 from ir.graph import Graph
 
@@ -125,9 +126,8 @@ def _serve(ctx: Context, out: dict) -> dict:
 
 
 def is_generative(graph: Graph) -> bool:
-    """Decoder models generate token by token (causal attention over a sequence)."""
-    return graph.token_kind == "sequence" and any(
-        op.attention is not None and op.attention.causal for op in graph.ops)
+    """Decoder models generate token by token: some layer keeps a cache (KV or recurrent state)."""
+    return kv_cache.is_generative(graph)
 
 
 def _serve_forward_only(ctx: Context, out: dict) -> dict:

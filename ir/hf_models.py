@@ -6,6 +6,7 @@ Also decides what a model consumes (token ids or pixels) and whether its attenti
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import json
 import logging
@@ -49,7 +50,36 @@ def load_config_file(path: str | Path):
     try:
         return transformers.AutoConfig.for_model(**data)
     except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{file}: transformers cannot read this config ({exc})") from None
+        config = _config_by_architecture(data)
+        if config is None:
+            raise UserError(f"{file}: transformers cannot read this config ({_first_line(exc)}); give a "
+                            f"config.json whose model_type or architectures transformers knows") from None
+        log.info("%s: model_type %r unknown to transformers; read as %s (its architectures entry)",
+                 file, data["model_type"], type(config).__name__)
+        return config
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:160]
+
+
+def _config_by_architecture(data: dict):
+    """A config of the class `architectures` names, for checkpoints whose own model_type needs remote
+    code (Kimi K2 publishes model_type 'kimi_k2' with architectures ['DeepseekV3ForCausalLM'])."""
+    import transformers
+
+    for name in data.get("architectures") or []:
+        cls = getattr(transformers, name, None) if isinstance(name, str) else None
+        config_class = getattr(cls, "config_class", None)
+        if config_class is None:
+            continue
+        values = {k: v for k, v in data.items() if k not in ("model_type", "auto_map")}
+        try:
+            return config_class(**values)
+        except (ValueError, KeyError, TypeError):
+            return None
+    return None
 
 
 def model_class(config):
@@ -69,8 +99,17 @@ def model_class(config):
 
 
 def build_on_meta(config, dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
-    """Instantiate the model of `config` on the meta device in `dtype`, in eval mode."""
+    """Instantiate the model of `config` on the meta device in `dtype`, in eval mode.
+
+    A config asking for flex attention is built with sdpa (or eager, where the model has no sdpa
+    path): flex attention does not run on meta tensors, and the attention it computes, with its
+    mask from the config, is the same (capture reads windows and sinks from the modules).
+    """
     cls = model_class(config)
+    if getattr(config, "_attn_implementation", None) == "flex_attention":
+        config = copy.deepcopy(config)
+        config._attn_implementation = "sdpa" if getattr(cls, "_supports_sdpa", False) else "eager"
+        log.info("%s: flex attention captured as %s on meta", cls.__name__, config._attn_implementation)
     with torch.device("meta"), default_dtype(dtype):
         model = cls(config)
     return model.eval()

@@ -6,16 +6,17 @@
 250432
 """
 
+from ir.plan import PLANNER_VERSION
 from planner.api import capture, estimate, inspect
-from planner.planning import plan
+from planner.plan_handle import PlanHandle, load_plan, plan
 
 
 def codegen(plan_or_path, out_dir):
     """Write the runnable launch directory of a plan (see `codegen.codegen`)."""
-    from codegen import codegen as _codegen  # imported late: codegen itself imports planner
+    from codegen import codegen as _codegen  # imports jinja2 and the runtime's templates only when asked
 
     return _codegen(plan_or_path, out_dir)
 
 
-__version__ = "0.1.0"
-__all__ = ["__version__", "capture", "codegen", "estimate", "inspect", "plan"]
+__version__ = PLANNER_VERSION
+__all__ = ["PlanHandle", "__version__", "capture", "codegen", "estimate", "inspect", "load_plan", "plan"]

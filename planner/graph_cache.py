@@ -1,6 +1,7 @@
 """On-disk cache of captured graphs, so repeated commands and sweeps never re-capture.
 
-Key: a hash of the planner, torch and transformers versions, the model's identity (preset values
+Key: a hash of the graph format (`ir.serialize.GRAPH_FORMAT`), the planner, torch and transformers
+versions, the model's identity (preset values
 or the config file's bytes), batch, sequence length and dtype. Factories and in-memory modules
 are never cached (their code can change without their name changing).
 
@@ -58,7 +59,9 @@ def model_identity(model) -> str | None:
 
 
 def cache_key(identity: str, batch: int, seq_len: int | None, dtype: str) -> str:
-    parts = [identity, str(batch), str(seq_len), dtype, _version("aot-planner"), _version("torch"),
+    from ir.serialize import GRAPH_FORMAT
+
+    parts = [identity, str(batch), str(seq_len), dtype, GRAPH_FORMAT, _version("aot-planner"), _version("torch"),
              _version("transformers")]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 

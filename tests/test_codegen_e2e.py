@@ -85,9 +85,10 @@ def _model(case: str) -> str:
 @pytest.fixture(scope="module")
 def references():
     from codegen.context import model_spec
+    from planner.model_source import model_record
 
     cache: dict = {}
-    return lambda name: cache.setdefault(name, _reference(model_spec(name)))
+    return lambda name: cache.setdefault(name, _reference(model_spec(model_record(name, {}))))
 
 
 def _dumps(folder) -> list[dict]:
@@ -154,8 +155,8 @@ from codegen.context import model_spec
 from codegen.runtime.model import build_model
 dist.init_process_group("gloo")
 plan, train = json.load(open(sys.argv[1])), sys.argv[2] == "train"
-ref = build_model(model_spec("tiny-llama"), torch.float32, "cpu", 0)
-model = build_model(model_spec("tiny-llama"), torch.float32, "cpu", 0)
+ref = build_model(model_spec(plan["inputs"]["model_source"]), torch.float32, "cpu", 0)
+model = build_model(model_spec(plan["inputs"]["model_source"]), torch.float32, "cpu", 0)
 tokens = torch.randint(0, 512, (4, 9), generator=torch.Generator().manual_seed(1))
 x, y = tokens[:, :-1], tokens[:, 1:]
 applied = apply_plan(plan, model, train=train)

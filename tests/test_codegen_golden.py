@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import planner
-import planner.cli.codegen_cmd  # noqa: F401  (registers `planner codegen` until planner/cli imports it)
+import planner.cli.codegen_cmd
 from codegen import render_plan
 from codegen.render import RUNTIME_DIR, runtime_hash
 from planner.cli import main as cli_main
@@ -197,12 +197,21 @@ def test_cli_rejects_a_plan_of_another_version(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "written by another planner version" in err[0]
 
 
-def test_cli_rejects_a_factory_that_does_not_import(tmp_path, capsys):
+def test_codegen_never_imports_a_factory_the_plan_names(tmp_path, capsys, monkeypatch):
+    """A plan naming Python code (module:function) is data: codegen renders a program that names the factory
+    (run by the user), and imports nothing itself."""
+    (tmp_path / "evil_models.py").write_text("import pathlib\npathlib.Path(__file__).with_name('PWNED').touch()\n"
+                                             "def make():\n    raise SystemExit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     plan = _plan("train_tp2")
-    plan["inputs"]["model"] = "no_such_package.models:make"
-    (tmp_path / "bad.json").write_text(json.dumps(plan))
-    code, err = _cli(capsys, "codegen", str(tmp_path / "bad.json"), "-o", str(tmp_path / "out"))
-    assert code == 2 and len(err) == 1 and "cannot import the plan's model factory" in err[0]
+    plan["inputs"]["model"] = "evil_models:make"
+    plan["inputs"]["model_source"] = {**plan["inputs"]["model_source"], "kind": "module", "ref": "evil_models:make",
+                                      "name": "evil_models:make", "config_class": None, "architecture": None,
+                                      "values": None, "sha256": None, "hub_id": None}
+    (tmp_path / "p.json").write_text(json.dumps(plan))
+    code, _err = _cli(capsys, "codegen", str(tmp_path / "p.json"), "-o", str(tmp_path / "out"))
+    assert code == 0 and not (tmp_path / "PWNED").exists()
+    assert "evil_models:make" in (tmp_path / "out" / "run_plan.py").read_text()
 
 
 def test_cli_rejects_tp_that_splits_no_kv_heads(tmp_path, capsys):
@@ -285,13 +294,15 @@ def test_malformed_fleet_plan_is_one_line_exit_2(instances, tmp_path, capsys):
     path = tmp_path / "fleet.json"
     path.write_text(json.dumps(plan))
     code, err = _cli(capsys, "codegen", str(path), "-o", str(tmp_path / "out"))
-    assert code == 2 and len(err) == 1 and "fleet plan" in err[0] and not (tmp_path / "out").exists()
+    assert code == 2 and len(err) == 1 and ("fleet plan" in err[0] or "decision.instances" in err[0])
+    assert not (tmp_path / "out").exists()
 
 
 def test_hostile_model_folder_names_never_execute(tmp_path):
     """A plan whose model is a config folder named `m$(touch PWNED)`: the emitted training scripts run (with
     PYTHON=true standing in for torchrun) without executing it; a newline in the name is refused in one line."""
     from ir.errors import UserError
+    from planner.model_source import model_record
     from planner.presets import get_preset
 
     folder = tmp_path / "m$(touch PWNED)"
@@ -300,6 +311,7 @@ def test_hostile_model_folder_names_never_execute(tmp_path):
     (folder / "config.json").write_text(json.dumps({**preset.values, "architectures": [preset.architecture]}))
     plan = _plan("train_llama3_8b_fp8")
     plan["inputs"]["model"] = str(folder)
+    plan["inputs"]["model_source"] = model_record(str(folder), plan["inputs"]["model_source"]["summary"])
     out = tmp_path / "out"
     files = render_plan(plan)
     assert {"launch.sh", "train_torchtitan.sh", "torchtitan_plan.py"} <= set(files)
@@ -312,5 +324,6 @@ def test_hostile_model_folder_names_never_execute(tmp_path):
     plan["inputs"]["model"] = str(tmp_path / "m\nrm -rf x")
     (tmp_path / "m\nrm -rf x").mkdir()
     (tmp_path / "m\nrm -rf x" / "config.json").write_text((folder / "config.json").read_text())
+    plan["inputs"]["model_source"] = model_record(plan["inputs"]["model"], plan["inputs"]["model_source"]["summary"])
     with pytest.raises(UserError, match="control character"):
         render_plan(plan)

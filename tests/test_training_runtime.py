@@ -22,6 +22,7 @@ from codegen import codegen
 from codegen.context import build_context, model_spec
 from codegen.runtime.data import TokenSource
 from codegen.runtime.model import build_model
+from planner.model_source import model_record
 
 DATA = Path(__file__).parent / "data"
 BATCH, SEQ = 8, 32
@@ -83,7 +84,7 @@ CHECKPOINT_CASES = {  # name: (model, fixed degrees)
 @pytest.mark.parametrize("case", sorted(CHECKPOINT_CASES))
 def test_checkpoint_from_save_pretrained_gives_the_models_logits(case, tmp_path):
     model_name, fixed = CHECKPOINT_CASES[case]
-    model = build_model(model_spec(model_name), torch.float32, "cpu", seed=7)  # not the program's --seed 0
+    model = build_model(model_spec(model_record(model_name, {})), torch.float32, "cpu", seed=7)  # not --seed 0
     model.to(torch.bfloat16).save_pretrained(tmp_path / "hf")  # bf16 on disk, read into fp32 shards
     model.float()
     plan = planner.plan(model_name, "2xcpu", "train", batch=4, seq_len=8, **fixed).to_dict()

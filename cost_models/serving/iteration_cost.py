@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cost_models.estimate_context import Context
-from cost_models.estimate_infer import hidden_size, inference_memory, kv_per_sequence
+from cost_models.estimate_infer import hidden_size, inference_memory, kv_bytes_per_token_at
 from cost_models.layer_times import layer_times
 from ir.phases import expected_experts_touched, phase_shape
 
@@ -78,10 +78,8 @@ class IterationCost:
         self._tables(ctx)
         self._attention_coefficients(ctx)
         self.moe = _moe_info(ctx)
-        self.kv_bytes_per_token = kv_per_sequence(ctx, 1)
-        memory = inference_memory(ctx, 0, 1, max_tokens)
-        free = ctx.capacity_bytes - memory["weights"] - memory["activations"] - memory["reserve"]
-        self.kv_capacity_tokens = int(max(free, 0) // max(self.kv_bytes_per_token, 1e-9))
+        self.kv_bytes_per_token = kv_bytes_per_token_at(ctx, typical_sequence_tokens(ctx))
+        self.kv_capacity_tokens = kv_capacity_tokens(ctx, max_tokens)
         self.tdp_w = ctx.device.tdp_w or 0.0
         self.idle_w = ctx.device.idle_w if ctx.device.idle_w is not None else 0.15 * self.tdp_w
 
@@ -111,11 +109,10 @@ class IterationCost:
 
     def _attention_coefficients(self, ctx: Context) -> None:
         tp = ctx.options.tp
-        kv_heads = ctx.graph.config.get("num_kv_heads") or 1
         attn = [op.attention for op in ctx.graph.ops if op.attention is not None]
         self.attention_layers = len(attn)
         self.flops_per_pair = sum(2 * a.heads * (a.head_dim + a.value_dim) for a in attn) / tp
-        kv_all = sum(2 * a.kv_heads * a.head_dim * ctx.kv_bytes for a in attn) / min(tp, kv_heads)
+        kv_all = ctx.kv_bytes_per_token_per_rank()  # K/V (or latent) each cached token adds, one rank
         self.peak = ctx.device.peak_flops_for("bf16" if ctx.cfg.dtype == "fp8" else ctx.cfg.dtype)
         self.bandwidth = ctx.device.memory_bandwidth_bytes_per_s * ctx.eff.memory
         self.kv_read_per_token_s = kv_all / self.bandwidth  # all attention layers, one rank
@@ -198,8 +195,20 @@ def _moe_info(ctx: Context) -> MoeInfo:
     return MoeInfo(len({i for _, i in specs}), e.num_experts, e.top_k, per_layer * ctx.weight_scale() / shard)
 
 
+def typical_sequence_tokens(ctx: Context) -> int:
+    """The sequence length the instance is sized for: prompt + output of its options."""
+    return (ctx.options.input_len or ctx.graph.seq_len) + ctx.options.output_len
+
+
 def kv_capacity_tokens(ctx: Context, max_tokens: int) -> int:
-    """Tokens of KV cache one instance holds next to weights, activations and the reserve."""
+    """Tokens of KV cache one instance holds next to weights, activations and the reserve.
+
+    Sequences of the typical length (`typical_sequence_tokens`) are what the pool is counted in:
+    sliding-window layers hold at most their window of each, recurrent layers a constant state per
+    sequence, so a token costs the mean bytes per token of such a sequence (`kv_bytes_per_token_at`;
+    for full and grouped-query attention simply the K/V of one token).
+    """
     memory = inference_memory(ctx, 0, 1, max_tokens)
     free = ctx.capacity_bytes - memory["weights"] - memory["activations"] - memory["reserve"]
-    return int(max(free, 0) // max(kv_per_sequence(ctx, 1), 1e-9)) if not math.isnan(free) else 0
+    per_token = kv_bytes_per_token_at(ctx, typical_sequence_tokens(ctx))
+    return int(max(free, 0) // max(per_token, 1e-9)) if not math.isnan(free) else 0

@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from cost_models.serving.rate_search import highest_rate
 from cost_models.serving.simulator import SimResult
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def summarize(r: SimResult, slo: dict | None = None) -> dict:
 
 def goodput(run, slo: dict, rate_hi: float, rate_lo: float | None = None, steps: int = 10,
             tolerance: float = 0.02) -> tuple[float, SimResult | None]:
-    """Highest rate (req/s) with attainment >= 90%, by log-scale bisection; `run(rate)` -> SimResult.
+    """Highest rate (req/s) with attainment >= 90% (`rate_search.highest_rate`); `run(rate)` -> SimResult.
 
     Returns (rate, the result at that rate); (0.0, None) when even `rate_lo` misses.
 
@@ -159,29 +160,15 @@ def goodput(run, slo: dict, rate_hi: float, rate_lo: float | None = None, steps:
     >>> round(goodput(run, {"ttft": 1.0}, rate_hi=8.0)[0], 1)
     3.0
     """
-    lo = rate_lo or rate_hi / 64
-    r_lo = run(lo)
-    if attainment(r_lo, slo) < ATTAINMENT:
-        return 0.0, None
-    hi = rate_hi
-    for _ in range(4):  # widen the bracket if even the top rate meets the SLO
-        r_hi = run(hi)
-        if attainment(r_hi, slo) < ATTAINMENT:
-            break
-        lo, r_lo, hi = hi, r_hi, hi * 4
-    else:
-        return lo, r_lo
-    for _ in range(steps):
-        if hi / lo < 1 + tolerance:
-            break
-        mid = math.sqrt(lo * hi)
-        r_mid = run(mid)
-        if attainment(r_mid, slo) >= ATTAINMENT:
-            lo, r_lo = mid, r_mid
-        else:
-            hi = mid
-    log.debug("goodput %.3f req/s (bracket %.3f-%.3f)", lo, lo, hi)
-    return lo, r_lo
+    results: dict[float, SimResult] = {}
+
+    def ok(rate: float) -> bool:
+        results[rate] = run(rate)
+        return attainment(results[rate], slo) >= ATTAINMENT
+
+    rate = highest_rate(ok, rate_lo or rate_hi / 64, rate_hi, widen=4, factor=4.0, steps=steps, tolerance=tolerance)
+    log.debug("goodput %.3f req/s", rate)
+    return (rate, results[rate]) if rate else (0.0, None)
 
 
 def capacity_rate(cost, mean_prompt: float, mean_output: float) -> float:

@@ -208,3 +208,27 @@ def fixed(n: int, prompt: int, output: int, rate: float, cv: float = 1.0, seed: 
     """
     return Workload(arrivals(n, rate, cv, seed), np.full(n, prompt, np.int64), np.full(n, max(output, 1), np.int64),
                     f"fixed-{prompt}-{output}").with_rate(rate)
+
+
+def trace_lengths(path: str | Path) -> tuple[int, int]:
+    """Mean prompt and output lengths of a trace CSV (what inference plans take as the workload's shape);
+    a bad row names its line."""
+    file = Path(path)
+    try:
+        rows = list(csv.DictReader(file.open(newline="")))
+    except OSError as exc:
+        raise UserError(f"cannot read trace {file}: {exc.strerror}") from None
+    if not rows or not {"num_prefill_tokens", "num_decode_tokens"} <= set(rows[0]):
+        raise UserError(f"{file}: a trace needs columns num_prefill_tokens,num_decode_tokens")
+    inputs, outputs = [], []
+    for line, row in enumerate(rows, start=2):
+        try:
+            p, d = int(float(row["num_prefill_tokens"])), int(float(row["num_decode_tokens"]))
+        except (TypeError, ValueError):
+            raise UserError(f"{file}:{line}: num_prefill_tokens and num_decode_tokens must be numbers, "
+                            f"got {row.get('num_prefill_tokens')!r}, {row.get('num_decode_tokens')!r}") from None
+        if p < 1 or d < 0:
+            raise UserError(f"{file}:{line}: token counts must be positive, got {p}, {d}")
+        inputs.append(p)
+        outputs.append(d)
+    return round(sum(inputs) / len(inputs)), max(round(sum(outputs) / len(outputs)), 1)

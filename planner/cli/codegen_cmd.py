@@ -18,7 +18,7 @@ def codegen_command(plan_file: str, out_dir: str, as_json: bool) -> None:
     Example: planner codegen plan.json -o out/ && out/launch.sh --mode train
     """
     from codegen import codegen
-    from planner.plan_file import load_plan
+    from planner.plan_handle import load_plan
 
     written = codegen(load_plan(plan_file), out_dir)
     if as_json:

@@ -61,14 +61,16 @@ def _print(r: dict) -> None:
 @click.option("--weight-dtype", type=click.Choice(["bf16", "fp16", "fp8", "int8", "int4", "fp32"]), default=None)
 @click.option("--kv-dtype", type=click.Choice(["bf16", "fp16", "fp8", "int8", "fp32"]), default=None)
 @click.option("--qps", type=float, default=None, help="Serve: Poisson arrival rate (requests/s).")
+@click.option("--trust-model-code", is_flag=True,
+              help="Allow MODEL to be Python code (pkg.module:factory), which is imported and run.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def estimate_command(model, cluster, phase, as_json, **options):
+def estimate_command(model, cluster, phase, as_json, trust_model_code, **options):
     """Predict one configuration of MODEL on a cluster: time, throughput, memory, energy."""
     import planner
 
     input_len = options.get("input_len")
     result = planner.estimate(model, cluster, phase, seq_len=input_len if input_len and input_len <= 8192 else None,
-                              **options)
+                              trust_model_code=trust_model_code, **options)
     if as_json:
         emit_json(result)
     else:

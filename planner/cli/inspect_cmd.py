@@ -70,11 +70,15 @@ def _list_presets() -> None:
 @click.option("--all-layers", is_flag=True, help="One row per layer (default folds identical runs).")
 @click.option("--ops", "show_ops", is_flag=True, help="Print the graph's ops (repeated blocks folded).")
 @click.option("--list", "list_presets", is_flag=True, help="List the model presets and exit.")
+@click.option("--trust-model-code", is_flag=True,
+              help="Allow MODEL to be Python code (pkg.module:factory), which is imported and run.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def inspect_command(model, batch, seq_len, phase, context_len, dtype, all_layers, show_ops, list_presets, as_json):
+def inspect_command(model, batch, seq_len, phase, context_len, dtype, all_layers, show_ops, list_presets, as_json,
+                    trust_model_code):
     """Per-layer table of MODEL: parameters, FLOPs, activation bytes, KV bytes per token.
 
-    MODEL is a preset name, a Hugging Face config.json (or its folder) or pkg.module:factory.
+    MODEL is a preset name, a Hugging Face config.json (or its folder) or pkg.module:factory
+    (with --trust-model-code).
     """
     import planner
 
@@ -88,7 +92,7 @@ def inspect_command(model, batch, seq_len, phase, context_len, dtype, all_layers
     if not model:
         raise click.UsageError("missing MODEL (a preset name, config.json path or pkg.module:factory)")
     report = planner.inspect(model, batch=batch, seq_len=seq_len, phase=phase,
-                             context_len=context_len, dtype=dtype)
+                             context_len=context_len, dtype=dtype, trust_model_code=trust_model_code)
     if as_json:
         emit_json(report)
         return
@@ -96,4 +100,5 @@ def inspect_command(model, batch, seq_len, phase, context_len, dtype, all_layers
     if show_ops:
         from ir.printer import format_graph
 
-        click.echo(format_graph(planner.capture(model, batch=batch, seq_len=seq_len, dtype=dtype)))
+        click.echo(format_graph(planner.capture(model, batch=batch, seq_len=seq_len, dtype=dtype,
+                                                trust_model_code=trust_model_code)))

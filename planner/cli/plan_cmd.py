@@ -59,35 +59,49 @@ def parse_slo(text: str | None) -> dict:
 @click.option("--warm-start", "warm_start", default=None,
               help="A previous plan (JSON) of this model to start the search from: re-targeting to a new batch, "
                    "length, rate or cluster evaluates its layout first.")
+@click.option("--trust-model-code", is_flag=True,
+              help="Allow MODEL to be Python code (pkg.module:factory), which is imported and run.")
+@click.option("--keep-interrupted", is_flag=True,
+              help="If the search is interrupted (Ctrl-C), still write the best plan found so far (marked interrupted).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON on stdout.")
-def plan_command(model, cluster, workload, objective, slo, as_json, output, report_dir, warm_start, **options):
+def plan_command(model, cluster, workload, objective, slo, as_json, output, report_dir, warm_start, keep_interrupted,
+                 **options):
     """Choose parallelism, layer grouping and placement for MODEL, and write the plan."""
     from planner.cli.output import working
-    from planner.planning import plan
+    from planner.plan_handle import plan
 
     if options["rate"] is not None and not options["rate"] > 0:
         raise UserError(f"--rate must be positive, got {options['rate']}")
     previous = None
     if warm_start:
-        from planner.plan_file import load_plan
+        from planner.plan_handle import load_plan
 
         previous = load_plan(warm_start)
     with working(f"planning {model} ({workload})"):
         result = plan(model, cluster, workload, objective=objective, slo=parse_slo(slo), warm_start=previous, **options)
+    interrupted = result.solver.status == "interrupted"
+    if interrupted and not keep_interrupted:
+        click.echo("error: search interrupted: the best plan so far was not written (pass --keep-interrupted to "
+                   "write it, marked interrupted)", err=True)
+        raise click.exceptions.Exit(130)
     if output:
         result.save(output)
     if report_dir:
         from planner.report import write_report
 
-        write_report(result.to_dict(), report_dir)
+        write_report(result.plan, report_dir)
     if as_json:
         emit_json(result.to_dict())
+        if interrupted:
+            raise click.exceptions.Exit(130)
         return
     click.echo(result.explain(), nl=False)
     if result.search_time_s is not None:
         click.echo(f"searched in {result.search_time_s:.2f} s")
     if output:
         click.echo(f"wrote {output}")
+    if interrupted:
+        raise click.exceptions.Exit(130)
 
 
 @cli.command("explain")
@@ -95,7 +109,7 @@ def plan_command(model, cluster, workload, objective, slo, as_json, output, repo
 @click.option("--plot", "plot_path", default=None, help="Write the per-device memory bars as a PNG figure.")
 def explain_command(plan_file, plot_path):
     """Explain a plan: why it was chosen, per-stage time and memory, runners-up, schedule."""
-    from planner.plan_file import load_plan
+    from planner.plan_handle import load_plan
 
     plan = load_plan(plan_file)
     text = plan.explain()
@@ -108,12 +122,14 @@ def explain_command(plan_file, plot_path):
 
 @cli.command("verify")
 @click.argument("plan_file")
+@click.option("--trust-model-code", is_flag=True,
+              help="Allow rebuilding a model the plan names as Python code (pkg.module:factory): imports and runs it.")
 @click.option("--json", "as_json", is_flag=True)
-def verify_command(plan_file, as_json):
+def verify_command(plan_file, as_json, trust_model_code):
     """Recompute a plan from its inputs and check it; exit 1 when it does not hold."""
-    from planner.plan_file import load_plan
+    from planner.plan_handle import load_plan
 
-    problems = load_plan(plan_file).verify()
+    problems = load_plan(plan_file).verify(trust_model_code=trust_model_code)
     if as_json:
         emit_json({"ok": not problems, "problems": problems})
     else:
@@ -131,7 +147,7 @@ def verify_command(plan_file, as_json):
 def diff_command(plan_a, plan_b, as_json):
     """What changed between two plans and what it does to the predictions."""
     from planner.plan_diff import diff_plans, format_diff
-    from planner.plan_file import load_plan
+    from planner.plan_handle import load_plan
 
     d = diff_plans(load_plan(plan_a).to_dict(), load_plan(plan_b).to_dict())
     if as_json:

@@ -45,8 +45,11 @@ def _csv(records: list[dict]) -> str:
 @click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True, help="Parallel processes.")
 @click.option("--csv", "csv_path", default=None, help="Write the records as CSV.")
 @click.option("--plot", "plot_path", default=None, help="Write a figure (PNG).")
+@click.option("--trust-model-code", is_flag=True,
+              help="Allow MODEL to be Python code (pkg.module:factory), which is imported and run.")
 @click.option("--json", "as_json", is_flag=True)
-def whatif_command(model, clusters, workload, vary_items, slo, objective, mode, jobs, csv_path, plot_path, as_json):
+def whatif_command(model, clusters, workload, vary_items, slo, objective, mode, jobs, csv_path, plot_path, as_json,
+                   trust_model_code):
     """Plan MODEL over several clusters and workload settings and compare the answers."""
     from rich.progress import Progress
 
@@ -59,14 +62,14 @@ def whatif_command(model, clusters, workload, vary_items, slo, objective, mode, 
     with Progress(transient=True, disable=as_json or total < 4 or quiet(), console=progress_console()) as bar:
         task = bar.add_task("sweeping", total=total)
         records = what_if(model, clusters, workload=workload, vary=vary, slo=parse_slo(slo), objective=objective,
-                          mode=mode, jobs=jobs, progress=lambda: bar.advance(task))
+                          mode=mode, jobs=jobs, progress=lambda: bar.advance(task), trust_model_code=trust_model_code)
     figure = _figure(records, model, workload) if plot_path else None  # fails before anything is written
     if csv_path:
         write_atomic(csv_path, _csv(records))
     if figure is not None:
-        from planner.plots import _save
+        from planner.plots import save_figure
 
-        _save(figure, plot_path)
+        save_figure(figure, plot_path)
     if as_json:
         emit_json({"model": model, "workload": workload, "records": records})
         return

@@ -1,4 +1,4 @@
-"""Fleet plans: the cheapest mix of GPU types (and tp per type) that serves a request rate within the
+"""Fleet strategy: the cheapest mix of GPU types (and tp per type) that serves a request rate within the
 SLOs (`planner plan MODEL --cluster "H100-SXM,A100-SXM-80GB,L4" --workload chat --rate 20 --objective cost`).
 
 Method (Melange, Griggs et al. 2024, with this project's simulator in place of measurements):
@@ -6,7 +6,7 @@ Method (Melange, Griggs et al. 2024, with this project's simulator in place of m
    to a power of two (up to 4 buckets); a bucket's rate is its share of the requests times --rate.
 2. Profile: per configuration (GPU type, tp) and bucket, the highest rate of that bucket's requests one
    instance serves with >= 90% SLO attainment (log-scale bisection below the offline throughput bound,
-   30 s of arrivals per point as in `planner.plan_serving`, fixed seed), with FLEET_POLICY. Cached per run.
+   30 s of arrivals per point as in `passes.serving_search`, fixed seed), with FLEET_POLICY. Cached per run.
 3. Solve: `passes.serving_fleet` (CP-SAT, integer instance counts and load slices, minimum $/h).
 An item `N x TYPE` in the list caps the GPUs of that type (the rate no such fleet can serve is an error
 naming the limit); a bare TYPE is unlimited. Prices are the device specs' `price_per_hour`.
@@ -15,7 +15,6 @@ naming the limit); a bare TYPE is unlimited. Prices are the device specs' `price
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
@@ -24,12 +23,14 @@ from cost_models.hardware import get_device
 from cost_models.serving.deployment import CostCache, Deployment, simulate
 from cost_models.serving.metrics import ATTAINMENT, attainment, capacity_rate
 from cost_models.serving.policies import Chunked
+from cost_models.serving.rate_search import highest_rate
 from cost_models.serving.workload import Workload, arrivals, context_filter, make_workload
 from ir.errors import UserError
 from passes.parallel_layouts import TP_DEGREES, tp_ok
+from passes.serving_candidates import BOUND_SLACK
 from passes.serving_fleet import FleetConfig, FleetInstance, restrict, single_config, solve_fleet
-from planner.plan_file import PLAN_FORMAT, Plan, fingerprint
-from planner.plan_serving import _BOUND_SLACK, _requests_at
+from passes.serving_search import requests_at
+from passes.strategy import CaptureShape, Outcome, Problem, Request
 
 FLEET_POLICY = Chunked(2048)  # chunked prefill at vLLM V1's default online-serving budget (2048 tokens)
 FLEET_POOL = 4000  # requests drawn from the workload to define the buckets and their shares
@@ -113,21 +114,10 @@ class FleetProfiler:
 
         def ok(rate: float) -> bool:
             self.simulations += 1
-            w = _bucket_workload(pool, index, _requests_at(rate)).with_rate(rate)
+            w = _bucket_workload(pool, index, requests_at(rate)).with_rate(rate)
             return attainment(simulate(costs, Deployment(FLEET_POLICY, tp=tp), w), self.slo) >= ATTAINMENT
 
-        lo, hi = bound / 64, bound * _BOUND_SLACK
-        if not ok(lo):
-            rate = 0.0
-        elif ok(hi):
-            rate = hi
-        else:
-            for _ in range(_STEPS):
-                if hi / lo < 1 + _TOLERANCE:
-                    break
-                mid = math.sqrt(lo * hi)
-                lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-            rate = lo
+        rate = highest_rate(ok, bound / 64, bound * BOUND_SLACK, widen=1, steps=_STEPS, tolerance=_TOLERANCE)
         self._cap[device, tp, key] = rate
         return rate
 
@@ -186,41 +176,66 @@ def _infeasible(inst: FleetInstance, buckets, slo: dict, rate: float) -> str:
             f"{'; '.join(most)}; lower --rate or allow more GPUs (a bare TYPE is unlimited)")
 
 
-def fleet_instance(model_ref: str, spec: str, workload: str, rate: float, slo: dict, dtype: str = "bf16"):
-    """Profile every configuration and return (graph, FleetInstance, configs, buckets, profiler); the
+def fleet_instance(graph, spec: str, workload: str, rate: float, slo: dict, dtype: str = "bf16"):
+    """Profile every configuration for `graph` and return (FleetInstance, configs, buckets, profiler); the
     capacities do not depend on `rate` (only the bucket rates do), so one profile serves many rates."""
-    import planner
-
     names, limits = parse_fleet_spec(spec)
-    capture_dtype = "bf16" if dtype == "fp8" else dtype
-    positions = planner.capture(model_ref, dtype=capture_dtype).config.get("max_position_embeddings")
-    graph = planner.capture(model_ref, seq_len=min(2048, positions or 2048), dtype=capture_dtype)
-    context, _ = context_filter(workload, positions)  # requests the model can take
+    context, _ = context_filter(workload, graph.config.get("max_position_embeddings"))  # requests the model takes
     pool = make_workload(workload, FLEET_POOL, 1.0, seed=FLEET_SEED, max_total=context)
     buckets = _buckets(pool)
     profiler = FleetProfiler(graph, slo, dtype)
     inst, configs = _instance(graph, names, limits, buckets, pool, rate, profiler)
-    return graph, inst, configs, buckets, profiler
+    return inst, configs, buckets, profiler
 
 
-def plan_fleet(model_ref: str, spec: str, workload: str, *, rate, slo: dict, dtype: str,
-               objective: str | None) -> Plan:
-    """The cheapest fleet plan (see the module docstring). Needs a serving workload and --rate."""
-    if objective not in (None, "cost"):
-        raise UserError(f"a list of GPU types (--cluster {spec!r}) plans a fleet for --objective cost; "
-                        f"got --objective {objective}")
-    if rate is None:
-        raise UserError("a fleet plan needs the request rate to serve: add --rate REQUESTS_PER_S")
-    started = time.perf_counter()
-    effective = {**DEFAULT_SLO, **{k: v for k, v in (slo or {}).items() if v}}
-    graph, inst, configs, buckets, profiler = fleet_instance(model_ref, spec, workload, rate, effective, dtype)
-    sol = solve_fleet(inst, FleetConfig())
-    if sol.counts is None:
-        raise UserError(_infeasible(inst, buckets, effective, rate))
-    inputs = {"model": model_ref, "cluster": spec, "workload": {"kind": workload, "rate": rate}, "objective": "cost",
-              "slo": slo, "dtype": dtype, "planner_version": "0.1.0"}
-    data = _document(inputs, graph, inst, configs, buckets, sol, effective, profiler)
-    return Plan(data, search_time_s=time.perf_counter() - started)
+class FleetStrategy:
+    """A comma-separated `--cluster`: a list of GPU types to buy from, for a serving workload at `--rate`."""
+
+    name = "fleet"
+
+    def capture_shape(self, request: Request) -> CaptureShape:
+        # the model's default sequence (min(2048, its positions)): profiles price whole requests per iteration
+        return CaptureShape(None, "bf16" if request.dtype == "fp8" else request.dtype)
+
+    def prepare(self, request: Request, graph) -> Problem:
+        if request.workload in ("train", "prefill", "decode") or any(request.fixed.get(k) for k in ("tp", "pp", "dp", "ep")):
+            raise UserError(f"a list of GPU types (--cluster {request.cluster_spec!r}) plans a serving fleet: use a "
+                            "serving --workload (chat, summarize, code or a trace .csv) with --rate, without "
+                            "--tp/--pp/--dp/--ep")
+        if request.objective not in (None, "cost"):
+            raise UserError(f"a list of GPU types (--cluster {request.cluster_spec!r}) plans a fleet for --objective "
+                            f"cost; got --objective {request.objective}")
+        if request.rate is None:
+            raise UserError("a fleet plan needs the request rate to serve: add --rate REQUESTS_PER_S")
+        parse_fleet_spec(request.cluster_spec)  # a bad list is refused before any profiling
+        effective = {**DEFAULT_SLO, **{k: v for k, v in (request.slo or {}).items() if v}}
+        inputs = {"workload": {"kind": request.workload, "rate": request.rate}, "objective": "cost",
+                  "slo": request.slo, "dtype": request.dtype}
+        return Problem(request, None, "cost", inputs, {"slo": effective})
+
+    def costs(self, graph, problem: Problem):
+        return None  # each (GPU type, tp) configuration's tables are built by its profiler (FleetProfiler.cost)
+
+    def propose(self, graph, problem: Problem, costs) -> list:
+        return []  # configurations are chosen while profiling (fleet_instance): those that hold a median request
+
+    def search(self, graph, problem: Problem, costs, candidates: list) -> Outcome:
+        request, slo = problem.request, problem.shape["slo"]
+        inst, configs, buckets, profiler = fleet_instance(graph, request.cluster_spec, request.workload, request.rate,
+                                                          slo, request.dtype)
+        sol = solve_fleet(inst, FleetConfig())
+        if sol.counts is None:
+            raise UserError(_infeasible(inst, buckets, slo, request.rate))
+        return _outcome(graph, request, inst, configs, buckets, sol, slo, profiler)
+
+    def memory_map(self, graph, problem: Problem, plan_json: dict) -> None:
+        return None  # instances are whole serving engines; their memory is the engines' own
+
+    def evaluate(self, graph, cluster, plan_json: dict) -> dict:
+        return plan_json["predicted"]  # the profile is not re-simulated; `check` re-solves against it
+
+    def check(self, graph, cluster, plan_json: dict) -> list[str]:
+        return verify_fleet(plan_json)
 
 
 def single_type_fleets(inst: FleetInstance) -> dict[str, int | None]:
@@ -228,7 +243,7 @@ def single_type_fleets(inst: FleetInstance) -> dict[str, int | None]:
     return {g: solve_fleet(restrict(inst, g), FleetConfig()).cost_milli for g in dict.fromkeys(inst.gpu_type)}
 
 
-def _document(inputs, graph, inst: FleetInstance, configs, buckets, sol, slo, profiler) -> dict:
+def _outcome(graph, request: Request, inst: FleetInstance, configs, buckets, sol, slo, profiler) -> Outcome:
     singles = single_config(inst)
     per_type = single_type_fleets(inst)
     feasible = {g: v for g, v in per_type.items() if v is not None}
@@ -249,29 +264,25 @@ def _document(inputs, graph, inst: FleetInstance, configs, buckets, sol, slo, pr
                  "single_type_dollars_per_hour": {g: (v / 1000 if v is not None else None) for g, v in per_type.items()},
                  "cheapest_single_type": best_type,
                  "saving_vs_single_type": 1 - sol.cost_milli / feasible[best_type] if best_type else None}
-    return {
-        "format": PLAN_FORMAT, "inputs": inputs, "fingerprint": fingerprint(inputs), "model_name": graph.model,
-        "cluster_description": f"fleet of {', '.join(dict.fromkeys(inst.gpu_type))}",
-        "decision": {"kind": "fleet", "instances": rows, "policy": FLEET_POLICY.describe(), "slo": slo},
-        "predicted": predicted,
-        "profile": {"buckets": [{"name": _bucket_name(b), "prompt_tokens": b["prompt_tokens"],
-                                 "output_tokens": b["output_tokens"], "share": b["share"], "rate_rps": r}
-                                for b, r in zip(buckets, inst.bucket_rate)],
-                    "capacity_rps": {name: list(row) for name, row in zip(inst.configs, inst.capacity)},
-                    "price_milli_per_hour": dict(zip(inst.configs, inst.price_milli)),
-                    "gpu_limits": dict(inst.gpu_limit), "slices": inst.slices,
-                    "seed": FLEET_SEED, "simulations": profiler.simulations, **_context_record(inputs, graph)},
-        "solver": {"search": "cp-sat over instance counts and load slices (passes.serving_fleet)",
-                   "status": sol.status, "solver": sol.solver, "objective_milli_per_hour": sol.cost_milli,
-                   "bound_milli_per_hour": sol.bound_milli, "gap": sol.gap, "candidates_evaluated": len(configs),
-                   "candidates_pruned": 0},
-        "binding_constraints": _binding(inst, sol, buckets),
-    }
+    profile = {"buckets": [{"name": _bucket_name(b), "prompt_tokens": b["prompt_tokens"],
+                            "output_tokens": b["output_tokens"], "share": b["share"], "rate_rps": r}
+                           for b, r in zip(buckets, inst.bucket_rate)],
+               "capacity_rps": {name: list(row) for name, row in zip(inst.configs, inst.capacity)},
+               "price_milli_per_hour": dict(zip(inst.configs, inst.price_milli)),
+               "gpu_limits": dict(inst.gpu_limit), "slices": inst.slices,
+               "seed": FLEET_SEED, "simulations": profiler.simulations, **_context_record(request.workload, graph)}
+    solver = {"search": "cp-sat over instance counts and load slices (passes.serving_fleet)",
+              "status": sol.status, "solver": sol.solver, "objective_milli_per_hour": sol.cost_milli,
+              "bound_milli_per_hour": sol.bound_milli, "gap": sol.gap, "candidates_evaluated": len(configs),
+              "candidates_pruned": 0}
+    return Outcome({"kind": "fleet", "instances": rows, "policy": FLEET_POLICY.describe(), "slo": slo}, predicted,
+                   solver, _binding(inst, sol, buckets), profile=profile,
+                   cluster_description=f"fleet of {', '.join(dict.fromkeys(inst.gpu_type))}")
 
 
-def _context_record(inputs: dict, graph) -> dict:
+def _context_record(workload: str, graph) -> dict:
     """The model's context and the share of the workload's requests left out for exceeding it (if any can)."""
-    context, over = context_filter(inputs["workload"]["kind"], graph.config.get("max_position_embeddings"))
+    context, over = context_filter(workload, graph.config.get("max_position_embeddings"))
     return {"context_tokens": context, "requests_over_context": round(over, 4)} if context else {}
 
 
@@ -286,29 +297,6 @@ def _binding(inst: FleetInstance, sol, buckets) -> list[str]:
         used = sum(n * k for n, k, t in zip(sol.counts, inst.gpus, inst.gpu_type) if t == g)
         out.append(f"{g}: {used} of {limit} GPUs available")
     return out
-
-
-def explain_fleet(plan: dict) -> str:
-    """The fleet plan in words: instances bought, their load, cost against single-type fleets, the solver."""
-    d, p, prof, s = plan["decision"], plan["predicted"], plan["profile"], plan["solver"]
-    lines = [f"fleet plan for {plan['model_name']} from {plan['inputs']['cluster']}",
-             f"workload: {plan['inputs']['workload']}  objective: cost  SLO: ttft={d['slo']['ttft']} s, "
-             f"tpot={d['slo']['tpot']} s  policy per instance: {d['policy']}"]
-    for row in d["instances"]:
-        lines.append(f"  {row['instances']} x {row['config']}  ${row['dollars_per_hour']:.3f}/h  slices "
-                     + ", ".join(f"{k}: {v}/{prof['slices']}" for k, v in row["slices"].items()))
-    singles = ", ".join(f"{g} ${v:.3f}/h" if v is not None else f"{g} cannot" for g, v in
-                        p["single_type_dollars_per_hour"].items())
-    saving = p.get("saving_vs_single_type")
-    lines.append(f"cost: ${p['dollars_per_hour']:.3f}/h for {p['rate_rps']:.4g} req/s on {p['gpus']} GPUs; single-type "
-                 f"fleets: {singles}" + (f" (saves {saving:.1%})" if saving is not None else ""))
-    gap = f", gap {s['gap']:.4f}" if isinstance(s.get("gap"), float) else ""
-    lines.append(f"solver: {s['search']}, status {s['status']}{gap}, {s['candidates_evaluated']} configurations, "
-                 f"{prof['simulations']} simulations to profile")
-    lines.append("buckets (share, req/s): " + "; ".join(f"{b['name']} {b['share']:.0%} {b['rate_rps']:.3g}"
-                                                     for b in prof["buckets"]))
-    lines += [f"binding: {line}" for line in plan.get("binding_constraints", [])]
-    return "\n".join(lines) + "\n"
 
 
 def verify_fleet(plan: dict) -> list[str]:

@@ -1,5 +1,5 @@
 """Predictions of a recorded serving decision: rebuild its workload and deployment from the plan's
-`serving` section and simulate them (what `planner.plan_serving` records, and what verify recomputes).
+`serving` section and simulate them (what `passes.serving_strategy` records, and what verify recomputes).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from cost_models.serving.workload import fixed as fixed_workload
 from cost_models.serving.workload import make_workload
 from ir.errors import UserError
 
-_POLICY_NAMES = {PrefillFirst: "prefill_first", Chunked: "chunked", Layered: "layered", Disaggregated: "disaggregated"}
+POLICY_NAMES = {PrefillFirst: "prefill_first", Chunked: "chunked", Layered: "layered", Disaggregated: "disaggregated"}
 
 
-def _base_workload(source: str, n: int, seed: int, context: int | None = None):
+def base_workload(source: str, n: int, seed: int, context: int | None = None):
     """`n` requests of `source` at 1 req/s, none longer than `context` tokens; `.with_rate(r)` gives rate r
     (the same computation in plan and verify)."""
     if source.startswith("fixed:"):
@@ -27,7 +27,7 @@ def _base_workload(source: str, n: int, seed: int, context: int | None = None):
     return make_workload(source, n, 1.0, seed=seed, max_total=context)
 
 
-def _policy_of(s: dict):
+def policy_of(s: dict):
     name = s.get("policy")
     if name == "prefill_first":
         return PrefillFirst()
@@ -43,8 +43,8 @@ def _policy_of(s: dict):
                     f"disaggregated")
 
 
-def _deployment_of(decision: dict) -> Deployment:
-    policy = _policy_of(decision["serving"])
+def deployment_of(decision: dict) -> Deployment:
+    policy = policy_of(decision["serving"])
     if isinstance(policy, Disaggregated):
         return Deployment(policy)
     return Deployment(policy, tp=decision["tp"], pp=decision["pp"], replicas=decision["dp"])
@@ -55,8 +55,8 @@ def evaluate_serving(graph, cluster, decision: dict, dtype: str, costs=None, eng
     throughput, energy and SLO attainment from one simulation of the deployment at `serving.rate_rps`."""
     s = decision["serving"]
     costs = costs or costs_for(graph, cluster, dtype, engine_profile)
-    d = _deployment_of(decision)
-    w = _base_workload(s["workload"], s["requests"], s["seed"], s.get("context_tokens")).with_rate(s["rate_rps"])
+    d = deployment_of(decision)
+    w = base_workload(s["workload"], s["requests"], s["seed"], s.get("context_tokens")).with_rate(s["rate_rps"])
     res = simulate(costs, d, w)
     m = summarize(res, s.get("slo") or {})
     options = Options(tp=decision["tp"], pp=decision["pp"], dp=decision["dp"], batch=decision["batch"],
