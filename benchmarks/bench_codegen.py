@@ -1,8 +1,9 @@
 """Generated run_plan.py vs a hand-written torch.distributed program of the same plan, on CPU (gloo).
 
-Plan: tiny-llama training with tp=2 on 2xcpu (2 ranks). Both programs build the same seeded fp32 model,
-shard it with DTensor `parallelize_module` (q/k/v, gate/up column-wise; o/down row-wise; lm_head
-column-wise gathered) and run AdamW steps on the same synthetic batch, with the same torch thread count
+Plan: tiny-llama training with tp=2 on 2xcpu (2 ranks), sequence parallelism off (the hand-written
+program is plain Megatron TP). Both programs build the same seeded fp32 model, shard it with DTensor
+`parallelize_module` (q/k/v, gate/up column-wise; o/down row-wise; lm_head column-wise gathered) and
+run AdamW steps on the same synthetic batch, with the same torch thread count
 per rank (OMP_NUM_THREADS, default 1: 2 ranks x 1 thread fill 2 cores). Start-up, imports and model
 building are never timed.
 
@@ -210,7 +211,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank (OMP_NUM_THREADS), both programs")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-codegen-"))
-    plan = planner.plan("tiny-llama", "2xcpu", "train", batch=args.batch, seq_len=args.seq_len, tp=2)
+    # sequence parallelism off: the hand-written program is plain Megatron TP (the same collectives)
+    plan = planner.plan("tiny-llama", "2xcpu", "train", batch=args.batch, seq_len=args.seq_len, tp=2,
+                        sequence_parallel=False)
     codegen(plan, folder)
     (folder / "hand_written.py").write_text(HAND_WRITTEN)
     (folder / "interleaved.py").write_text(INTERLEAVED)

@@ -109,14 +109,16 @@ def grad_norm(model: nn.Module, rank) -> torch.Tensor:
 
 def clip_gradients(model: nn.Module, rank, max_norm: float) -> float:
     """Scale all gradients so their global norm is at most `max_norm` (0: no clipping); returns the norm."""
+    from torch.distributed.tensor import DTensor
+
     norm = grad_norm(model, rank)
     if max_norm > 0:
         coef = float(max_norm / (norm + 1e-6))
         if coef < 1.0:
             with torch.no_grad():
                 for p in model.parameters():
-                    if p.grad is not None:
-                        p.grad.mul_(coef)
+                    if p.grad is not None:  # the local shard in place: no DTensor dispatch per tensor
+                        (p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad).mul_(coef)
     return float(norm)
 
 
