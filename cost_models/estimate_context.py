@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from cost_models.communication import Group, group_of
 from cost_models.compute import WEIGHT_BYTES, ExecConfig
 from cost_models.efficiency import Efficiency, default_efficiency
-from cost_models.memory import reserve_bytes
+from cost_models.memory import device_margin
 from cost_models.parallel_config import KV_BYTES, Options
 from ir.graph import Graph, dtype_bytes
 from ir.kv_cache import kv_bytes_per_sequence, kv_bytes_per_token
@@ -54,8 +55,30 @@ class Context:
         return float(self.device.memory_bytes)
 
     @property
+    def communicators(self) -> int:
+        """Communication groups of more than one rank this rank is in (each holds NCCL buffers)."""
+        o = self.options
+        return sum(1 for size in (o.tp, o.dp, o.pp, o.ep) if size and size > 1)
+
+    def margin_items(self) -> dict[str, float]:
+        return dict(self._margin)
+
+    @functools.cached_property
+    def _margin(self) -> dict[str, float]:
+        """The named memory margin of one rank (`cost_models.memory`): runtime and NCCL buffers, and for
+        training layouts (ep_over_dp) the fp32 gradient accumulation, ZeRO-3 prefetch buffers, backward
+        workspace and allocator fragmentation of the layout (`estimate_train.training_margin_items`)."""
+        if self.options.ep_over_dp:
+            from cost_models.estimate_train import training_margin_items
+
+            return training_margin_items(self)
+        return device_margin(self.device.kind, self.communicators)
+
+    @property
     def reserve(self) -> float:
-        return reserve_bytes(self.capacity_bytes, self.device.kind)
+        """Bytes of a rank's memory margin: the sum of `margin_items` (every memory breakdown's "reserve",
+        and what the planner's search keeps free)."""
+        return sum(self.margin_items().values())
 
     def weight_scale(self) -> float:
         """Bytes per parameter of the weight dtype over the captured dtype's."""
@@ -104,6 +127,14 @@ class Context:
         return kv_bytes_per_sequence(self.graph, tokens, self.kv_bytes, self.options.tp, layers)
 
 
+def allreduce_impl(options: Options) -> str:
+    """The tensor-parallel all-reduce of a run: as given, else NCCL for training (ep_over_dp marks
+    training layouts) and the engines' custom kernel for inference."""
+    if options.collectives != "auto":
+        return options.collectives
+    return "nccl" if options.ep_over_dp else "custom"
+
+
 def slowest_device(cluster):
     """The device the estimate assumes: the weakest one (lowest bf16/fp32 peak) of the cluster."""
     return min((node.device for node in cluster.nodes),
@@ -119,7 +150,8 @@ def make_context(graph: Graph, cluster, options: Options, device=None) -> Contex
                      execution="eager" if device.kind == "cpu" else "fused",
                      sequence_parallel=options.sequence_parallel,
                      streaming_weights=eff.streaming_above_bytes is not None
-                     and weights_per_device > eff.streaming_above_bytes)
+                     and weights_per_device > eff.streaming_above_bytes,
+                     allreduce=allreduce_impl(options), attention=options.attention)
     node = next((n for n in cluster.nodes if n.device == device), cluster.nodes[0])
     inside = options.tp * options.pp <= node.devices_per_node
     dp_group = group_of(cluster, options.dp, options.tp * options.pp)

@@ -49,6 +49,8 @@ class TrainPredictions(Record):
     dollars_per_million_tokens: float | None
     memory_breakdown_bytes: Mapping[str, int]
     uncertainty: Uncertainty | Absent = ABSENT
+    # what the memory "reserve" holds, by name (runtime, NCCL buffers, fp32 gradient accumulation, ...)
+    memory_margin_bytes: Mapping[str, int] | Absent = ABSENT
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class InferencePredictions(Record):
     devices: int | Absent = ABSENT
     dollars_per_hour: float | Absent | None = ABSENT
     stages: tuple[tuple[int, int], ...] | Absent = ABSENT
+    memory_margin_bytes: Mapping[str, int] | Absent = ABSENT  # the reserve by name (runtime, NCCL, logits, ...)
+    queue_growth: float | Absent = ABSENT  # serving: seconds of extra wait per second of arrivals (0: stable)
+    saturation_rps: float | Absent = ABSENT  # serving: requests/s the deployment completes when saturated
     microbatches: int | Absent = ABSENT
     requests_per_s: float | Absent = ABSENT
     achieved_requests_per_s: float | Absent = ABSENT

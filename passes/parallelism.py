@@ -19,6 +19,8 @@ from cost_models.estimate_infer import forward_pass, hidden_size
 from cost_models.estimate_train import (
     activation_per_layer,
     dp_comm_s,
+    exposed_gradient_reduction_s,
+    fp8_weight_cast_s,
     layer_step_times,
     optimizer_s,
     ranges_params,
@@ -142,8 +144,8 @@ def _extra_s(ev: _Evaluator, cand: TrainCandidate, ctxs, inst: GroupingInstance,
     worst = stage_s.index(max(stage_s))
     ctx, a, b = ctxs[worst], cuts[worst], cuts[worst + 1]
     dense, expert = stage_params(ctx, a, b)
-    exposed = max(dp_comm_s(ctx, dense, expert) - max(stage_s) * 2 / 3, 0.0)
-    return exposed + optimizer_s(ctx, dense, expert)
+    exposed = exposed_gradient_reduction_s(ctx, dp_comm_s(ctx, dense, expert), max(stage_s) * 2 / 3, dense + expert)
+    return exposed + optimizer_s(ctx, dense, expert) + fp8_weight_cast_s(ctx, dense, expert)
 
 
 def search_training(graph: Graph, cluster, *, batch: int, seq: int, dtype: str = "bf16",
@@ -288,8 +290,9 @@ def _interleaved(ev: _Evaluator, cand: TrainCandidate, v: int) -> TrainCandidate
     pipe = pipeline_time(stage_s, m, v)
     worst = stage_s.index(max(stage_s))
     dense, expert = ranges_params(ctx, ranks[worst])
-    exposed = max(dp_comm_s(ctx, dense, expert) - max(stage_s) * 2 / 3, 0.0)
-    return replace(made, cuts=cuts, objective_us=to_us(pipe + exposed + optimizer_s(ctx, dense, expert)),
+    exposed = exposed_gradient_reduction_s(ctx, dp_comm_s(ctx, dense, expert), max(stage_s) * 2 / 3, dense + expert)
+    extra = exposed + optimizer_s(ctx, dense, expert) + fp8_weight_cast_s(ctx, dense, expert)
+    return replace(made, cuts=cuts, objective_us=to_us(pipe + extra),
                    grouping_us=to_us(pipe), bound_us=None, status="equal chunks", solver="interleaved equal split")
 
 

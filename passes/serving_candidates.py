@@ -32,6 +32,7 @@ class ServingCandidate:
     def __init__(self, policy, tp: int, pp: int, gpus: int, bound: float):
         self.policy, self.tp, self.pp, self.gpus, self.bound = policy, tp, pp, gpus, bound
         self.goodput = 0.0
+        self.saturation = 0.0  # saturated service rate of one unit (req/s), measured by the search
 
     @property
     def disaggregated(self) -> bool:

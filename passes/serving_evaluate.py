@@ -8,8 +8,9 @@ import numpy as np
 
 from cost_models.estimator import estimate_graph
 from cost_models.parallel_config import Options
+from cost_models.serving.capacity import saturated_rate
 from cost_models.serving.deployment import Deployment, costs_for, simulate
-from cost_models.serving.metrics import summarize
+from cost_models.serving.metrics import queue_growth, summarize
 from cost_models.serving.policies import Chunked, Disaggregated, Layered, PrefillFirst
 from cost_models.serving.workload import fixed as fixed_workload
 from cost_models.serving.workload import make_workload
@@ -77,7 +78,8 @@ def evaluate_serving(graph, cluster, decision: dict, dtype: str, costs=None, eng
         step_time_s=m["tpot_p50"], energy_per_token_j=m["energy_per_token_j"], slo_attainment=m["attainment"],
         rate_rps=s["rate_rps"], gpus=d.gpus, preemptions=m["preemptions"], rejected=m["rejected"],
         utilization=m["utilization"], expert_bytes_per_prompt=m["expert_bytes_per_prompt"],
-        simulated_requests=len(w),
+        simulated_requests=len(w), queue_growth=queue_growth(res),
+        saturation_rps=saturated_rate(lambda rate: simulate(costs, d, w.with_rate(rate)), s["rate_rps"]),
     )
     if not done.any():
         r["fits"] = False

@@ -4,9 +4,9 @@ and bound from `passes.serving_search`; the chosen deployment is then settled (b
 decision's `serving` section, from which `passes.serving_evaluate` recomputes its predictions.
 
 Settling: the search rated one unit on its own request sample; the deployment (k units, on their own
-requests) must hold 90% attainment at what the plan reports. With a target rate, units are added while
-it misses; else the reported rate is lowered in steps of 5%. A deployment that still misses after
-`SETTLE_STEPS` is an error naming its attainment, not a plan.
+requests) must hold 90% attainment with a stable queue (`metrics.is_sustainable`) at what the plan reports.
+With a target rate, units are added while it misses; else the reported rate is lowered in steps of 5%. A
+deployment that still misses after `SETTLE_STEPS` is an error naming its attainment, not a plan.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import math
 
 from cost_models.estimator import estimate_graph, is_generative
 from cost_models.parallel_config import Options
+from cost_models.serving.capacity import MAX_UTILIZATION
 from cost_models.serving.deployment import costs_for
-from cost_models.serving.metrics import ATTAINMENT
+from cost_models.serving.metrics import ATTAINMENT, MAX_QUEUE_GROWTH
 from cost_models.serving.policies import Chunked, Layered, PrefillFirst
 from cost_models.serving.workload import context_filter
 from ir.errors import UserError
@@ -36,13 +37,14 @@ from passes.serving_search import (
     SERVE_REQUESTS,
     SERVE_REQUESTS_MAX,
     SERVE_SEED,
+    horizon_s,
     requests_at,
     search_serving,
     units_for,
 )
 from passes.strategy import CaptureShape, Outcome, Problem, Request
 
-FINAL_REQUESTS_MAX = 8000  # the chosen deployment: the per-unit count times the units, at most this
+FINAL_REQUESTS_MAX = 24000  # the chosen deployment: the per-unit count times the units, at most this
 DEFAULT_SLO = {"ttft": 5.0, "tpot": 0.25}  # used for an SLO key the user leaves out (documented in the plan)
 SETTLE_STEPS, SETTLE_FACTOR = 12, 0.95  # the chosen deployment re-checked on its own requests: steps of -5%
 
@@ -86,6 +88,13 @@ def serving_decision(graph, cluster, c: ServingCandidate, k: int, batch, input_l
                         "ranks": [list(range(offset + j * tp, offset + (j + 1) * tp)) for j in range(y)]}]}
 
 
+def _holds(predicted: dict) -> bool:
+    """A deployment holds at its rate: 90% attainment, a queue that does not grow, and the rate at most
+    MAX_UTILIZATION of the saturated service rate (steady state, `cost_models.serving.capacity`)."""
+    return (predicted["slo_attainment"] >= ATTAINMENT and predicted["queue_growth"] <= MAX_QUEUE_GROWTH
+            and predicted["rate_rps"] <= MAX_UTILIZATION * predicted["saturation_rps"] * (1 + 1e-9))
+
+
 def _binding(r: dict, slo: dict, c: ServingCandidate, k: int, cluster, rate) -> list[str]:
     out = [f"memory: {r['memory_per_device_bytes'] / 1e9:.1f} of {r['memory_capacity_bytes'] / 1e9:.1f} GB per device"]
     out.append(f"SLO ttft: mean {r['ttft_s']:.4f} s, p90 {r['ttft_p90_s']:.4f} s against {slo['ttft']} s")
@@ -125,6 +134,7 @@ class ServingStrategy:
     def propose(self, graph, problem: Problem, costs) -> list[ServingCandidate]:
         s = problem.shape
         w = base_workload(s["source"], SERVE_REQUESTS, SERVE_SEED, s["context"])
+        s["mean_output"] = float(w.output_tokens.mean())
         return serving_candidates(graph, problem.cluster, costs, problem.request.fixed, w)
 
     def search(self, graph, problem: Problem, costs, candidates: list[ServingCandidate]) -> Outcome:
@@ -137,12 +147,14 @@ class ServingStrategy:
             raise UserError(no_fit_message(graph, cluster, tried, s["batch"], s["input_len"], s["output_len"],
                                            request.dtype))
         warm = self._warm_unit(request)
-        best, search = search_serving(cluster, costs, s["source"], candidates, slo, rate, fixed, warm, s["context"])
+        horizon = horizon_s(slo, s["mean_output"])
+        best, search = search_serving(cluster, costs, s["source"], candidates, slo, rate, fixed, warm, s["context"],
+                                      horizon)
         if best is None:
             raise UserError(self._unmet(cluster, costs, s, candidates, search, rate, fixed))
 
         def settle(k: int, operating: float) -> tuple[dict, dict]:
-            requests = min(requests_at(operating / k) * k, FINAL_REQUESTS_MAX)
+            requests = min(requests_at(operating / k, horizon) * k, FINAL_REQUESTS_MAX)
             decision = serving_decision(graph, cluster, best, k, s["batch"], s["input_len"], s["output_len"],
                                         request.dtype)
             decision["serving"] = serving_section(best, k, s["source"], requests, operating, slo, cluster)
@@ -154,7 +166,7 @@ class ServingStrategy:
         operating = rate if rate is not None else best.goodput * k
         decision, predicted = settle(k, operating)
         for _ in range(SETTLE_STEPS):
-            if predicted["slo_attainment"] >= ATTAINMENT:
+            if _holds(predicted):
                 break
             if rate is None:
                 operating *= SETTLE_FACTOR
@@ -163,10 +175,13 @@ class ServingStrategy:
             else:
                 break
             decision, predicted = settle(k, operating)
-        if predicted["slo_attainment"] < ATTAINMENT:
+        if not _holds(predicted):
             raise UserError(f"the best deployment found ({best.describe()} x {k}) keeps only "
                             f"{predicted['slo_attainment']:.1%} of requests within the SLO ttft={slo['ttft']},"
-                            f"tpot={slo['tpot']} at {operating:.3g} req/s on its own requests (90% needed); "
+                            f"tpot={slo['tpot']} at {operating:.3g} req/s on its own requests (90% needed), its queue "
+                            f"growing {predicted['queue_growth']:.3f} s per s (at most {MAX_QUEUE_GROWTH}), at "
+                            f"{operating / max(predicted['saturation_rps'], 1e-12):.0%} of its saturated rate (at most "
+                            f"{MAX_UTILIZATION:.0%}); "
                             + ("lower --rate, relax the SLO or add devices" if rate is not None else
                                "relax the SLO or add devices"))
         goodput = operating / k if rate is None else best.goodput
@@ -205,7 +220,8 @@ class ServingStrategy:
             return (f"no serving plan meets the SLO ttft={slo['ttft']},tpot={slo['tpot']}: the best achievable on "
                     f"{cluster.describe()} is TTFT {ttft} s and TPOT {tpot} s (mean, light load); relax the SLO or "
                     f"add devices")
-        top, _ = search_serving(cluster, costs, s["source"], candidates, slo, None, fixed, context=s["context"])
+        top, _ = search_serving(cluster, costs, s["source"], candidates, slo, None, fixed, context=s["context"],
+                                horizon=horizon_s(slo, s["mean_output"]))
         total = top.goodput * units_for(top, cluster, fixed, None) if top else 0.0
         return (f"no deployment on {cluster.describe()} serves {rate} req/s under the SLO ttft={slo['ttft']},"
                 f"tpot={slo['tpot']}: the most is {total:.3g} req/s ({top.describe() if top else 'none'}); lower "

@@ -75,6 +75,7 @@ def evaluate_train(graph, cluster, decision: dict, batch: int, seq: int, dtype: 
         "bubble_fraction": r["bubble_fraction"], "dollars_per_hour": price or None,
         "dollars_per_million_tokens": price / 3600 / tokens_per_s * 1e6 if price else None,
         "memory_breakdown_bytes": {k: int(v) for k, v in r["memory"].items()},
+        "memory_margin_bytes": {k: int(v) for k, v in (r.get("memory_margin") or {}).items()},
         "uncertainty": band_for("train", ctxs[0].device.kind),
     }
 

@@ -50,6 +50,10 @@ def explain_plan(typed: Plan) -> str:
         parts = [f"{k} {p[k]:.4g}" for k in ("latency_s", "ttft_s", "tpot_s", "output_tokens_per_s", "tokens_per_s")
                  if p.get(k) is not None]
         lines.append("predicted: " + ", ".join(parts))
+    margin = p.get("memory_margin_bytes") or {}
+    if margin:
+        lines.append("memory kept free (per device): " + ", ".join(
+            f"{k.replace('_', ' ')} {v / 1e9:.2f} GB" for k, v in sorted(margin.items(), key=lambda kv: -kv[1]) if v))
     band = p.get("uncertainty") or {}
     if band.get("relative_error_80") is not None:
         lines.append(f"uncertainty: +-{band['relative_error_80']:.0%} at 80% coverage "

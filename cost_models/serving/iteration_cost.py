@@ -14,6 +14,9 @@ An iteration runs `tokens` new tokens through the layers. Its time is
   sequence's context (memory-bound), prefill chunks do q*c + q(q+1)/2 causal query-key pairs:
     time = max(pairs x flops_per_pair / (peak x e_attn), kv_tokens_read x kv_bytes_per_token / (bw x e_mem)),
   decode and prefill parts as separate kernels, plus one kernel overhead per attention layer.
+- every iteration also pays the engine's host time (scheduling, sampling, launch: `Efficiency.host_overhead`
+  of the run's `Options.runtime`); `request_overhead_s` is the front end's time per request, which belongs
+  on each request's first token.
 - pp > 1: stages run one after another for an iteration (no micro-batch interleaving across
   iterations; an assumption that under-rates pp for throughput), plus one activation send per
   stage boundary. Layered prefill runs one layer group's blocks at T + P tokens and the others at T.
@@ -112,11 +115,15 @@ class IterationCost:
         attn = [op.attention for op in ctx.graph.ops if op.attention is not None]
         self.attention_layers = len(attn)
         self.flops_per_pair = sum(2 * a.heads * (a.head_dim + a.value_dim) for a in attn) / tp
+        # query rows per attention tile in a decode step: the query heads sharing one K/V head (compute._query_rows)
+        self.decode_rows = max(attn[0].heads // max(attn[0].kv_heads, 1), 1) if attn else 1
         kv_all = ctx.kv_bytes_per_token_per_rank()  # K/V (or latent) each cached token adds, one rank
         self.peak = ctx.device.peak_flops_for("bf16" if ctx.cfg.dtype == "fp8" else ctx.cfg.dtype)
         self.bandwidth = ctx.device.memory_bandwidth_bytes_per_s * ctx.eff.memory
         self.kv_read_per_token_s = kv_all / self.bandwidth  # all attention layers, one rank
-        self.overhead_s = self.attention_layers * ctx.eff.kernel_overhead_s
+        # per iteration: one kernel per attention layer, and the engine's host work (schedule, sample, launch)
+        self.overhead_s = self.attention_layers * ctx.eff.kernel_overhead_s + ctx.eff.host_overhead(ctx.options.runtime)
+        self.request_overhead_s = ctx.eff.request_overhead_s  # front end, once per request (on its TTFT)
         self.eff = ctx.eff
 
     def lookup(self, table: list, tokens: int) -> float:
@@ -133,7 +140,7 @@ class IterationCost:
 
     def decode_attention_per_token(self, decodes: int) -> float:
         """Seconds per cached token read by decode attention (max of compute and memory roofline)."""
-        compute = self.flops_per_pair / (self.peak * max(self.eff.attention(1.0), 1e-6))
+        compute = self.flops_per_pair / (self.peak * max(self.eff.attention(float(self.decode_rows)), 1e-6))
         return max(compute, self.kv_read_per_token_s) if decodes else 0.0
 
     def prefill_attention(self, pairs: float, q_tokens: int, kv_read_tokens: float) -> float:

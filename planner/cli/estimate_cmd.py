@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cost_models.parallel_config import ATTENTION_KERNELS, COLLECTIVE_IMPLS, RUNTIMES
 from planner.cli import cli
 from planner.cli.output import console, emit_json, human, table
 
@@ -61,6 +62,12 @@ def _print(r: dict) -> None:
 @click.option("--weight-dtype", type=click.Choice(["bf16", "fp16", "fp8", "int8", "int4", "fp32"]), default=None)
 @click.option("--kv-dtype", type=click.Choice(["bf16", "fp16", "fp8", "int8", "fp32"]), default=None)
 @click.option("--qps", type=float, default=None, help="Serve: Poisson arrival rate (requests/s).")
+@click.option("--collectives", type=click.Choice(COLLECTIVE_IMPLS), default="auto", show_default=True,
+              help="All-reduce implementation: NCCL's own choice, or an inference engine's custom all-reduce.")
+@click.option("--attention", type=click.Choice(ATTENTION_KERNELS), default="flash", show_default=True,
+              help="Attention kernel: fused (flash) or unfused (the score matrix in memory, pre-FlashAttention).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="engine", show_default=True,
+              help="Host side: a Python-scheduled engine, a C++ engine (TensorRT-LLM) or a compiled program.")
 @click.option("--trust-model-code", is_flag=True,
               help="Allow MODEL to be Python code (pkg.module:factory), which is imported and run.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
