@@ -216,6 +216,9 @@ def build_context(plan: dict) -> dict:
         raise UserError(f"stages of different tp {tps} run their own pipeline schedule, which has no expert "
                         f"parallelism or virtual stages; re-plan with --ep 1 and --schedule 1f1b")
     _check_ep(runtime, spec)
+    if int(decision.get("cp", 1)) > 1:
+        raise UserError(f"the plan uses context parallelism cp={decision['cp']}, which the runtime package does not "
+                        f"implement; train_torchtitan.sh runs it where torchtitan has the model, else re-plan without cp")
     return {
         "header": plan_header(plan),
         "runtime": runtime, "launch": launch_geometry(inputs.get("cluster", "1xcpu"), runtime["world_size"]),

@@ -327,3 +327,14 @@ def test_hostile_model_folder_names_never_execute(tmp_path):
     plan["inputs"]["model_source"] = model_record(plan["inputs"]["model"], plan["inputs"]["model_source"]["summary"])
     with pytest.raises(UserError, match="control character"):
         render_plan(plan)
+
+
+def test_context_parallel_plans_are_refused_by_the_runtime_package():
+    """The runtime package has no context parallelism: it says so in one line (torchtitan's job would carry it)."""
+    from codegen.context import build_context
+    from ir.errors import UserError
+
+    plan = _plan("train_tp2")
+    plan["decision"]["cp"] = 2
+    with pytest.raises(UserError, match="context parallelism cp=2"):
+        build_context(plan)

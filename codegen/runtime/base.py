@@ -63,3 +63,9 @@ def expand_plan(plan: dict) -> dict:
     """The PLAN of a run_plan.py with every stage's ranks in full (`expand_ranks`)."""
     stages = [{**stage, "ranks": expand_ranks(stage["ranks"])} for stage in plan["stages"]]
     return {**plan, "stages": stages}
+
+
+def is_sharded(placement) -> bool:
+    """Whether a DTensor placement splits the tensor over its mesh dimension (Shard, and FSDP's strided
+    shards on top of tensor parallelism, which `is_shard()` does not count)."""
+    return not (placement.is_replicate() or placement.is_partial())

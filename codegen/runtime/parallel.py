@@ -145,15 +145,20 @@ def uses_ddp(mesh, zero_stage: int) -> bool:
 
 
 def shard_blocks(part: nn.Module, dp_mesh, reshard: bool, policy, before_block=None) -> nn.Module:
-    """FSDP2 `fully_shard` on every decoder block, then on the rest of the stage (embedding, norm, head):
-    each block's parameters are gathered only while it runs (ZeRO-3 memory with reshard, the plan's
-    per-layer gathering). `before_block(layer)` shards a block's sub-modules first (experts)."""
+    """FSDP2 `fully_shard` on every decoder block, on the embedding and on the head (final norm + lm_head),
+    then on the stage: each unit's parameters are gathered only while it runs (with reshard, the plan's
+    per-layer ZeRO-3 gathering; torchtitan's units). `before_block(layer)` shards a block's parts first
+    (experts). The head's unit stays gathered after forward: its backward comes next."""
     from torch.distributed.fsdp import fully_shard
 
+    if getattr(part, "embed_tokens", None) is not None:
+        fully_shard(part.embed_tokens, mesh=dp_mesh, reshard_after_forward=reshard, mp_policy=policy)
     for layer in part.layers.values():
         if before_block is not None:
             before_block(layer)
         fully_shard(layer, mesh=dp_mesh, reshard_after_forward=reshard, mp_policy=policy)
+    if getattr(part, "lm_head", None) is not None:
+        fully_shard([part.norm, part.lm_head], mesh=dp_mesh, reshard_after_forward=False, mp_policy=policy)
     return fully_shard(part, mesh=dp_mesh, reshard_after_forward=reshard, mp_policy=policy)
 
 
@@ -180,10 +185,10 @@ def wrap_ddp(model: nn.Module, mesh, zero_stage: int) -> nn.Module:
     if not uses_ddp(mesh, zero_stage):
         return model
     if isinstance(model, ChunkedStage):  # each virtual stage is its own PipelineStage: wrap each
-        model.chunks = nn.ModuleList(DistributedDataParallel(c, process_group=mesh["dp"].get_group())
-                                     for c in model.chunks)
+        model.chunks = nn.ModuleList(wrap_ddp(c, mesh, zero_stage) for c in model.chunks)
         return model
-    return DistributedDataParallel(model, process_group=mesh["dp"].get_group())
+    # gradients as views of the reduction buckets: no second copy of them (ZeRO-0 keeps one, as planned)
+    return DistributedDataParallel(model, process_group=mesh["dp"].get_group(), gradient_as_bucket_view=True)
 
 
 def schedule_class(name: str, microbatches: int, stages: int):

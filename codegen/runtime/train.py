@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .base import lm_loss, split_rows
+from .base import is_sharded, lm_loss, split_rows
 from .checkpoint import resume, save
 from .ep import ExpertShard
 from .hetero import hetero_forward_backward
@@ -60,20 +60,21 @@ def forward_backward(plan: dict, rank, model: nn.Module, x: torch.Tensor, y: tor
     if rank.hetero:
         return hetero_forward_backward(plan, rank, model, x, y, lm_loss)
     m = plan["microbatches"]
-    with precision(rank):
-        if rank.schedule is None:
-            losses = []
-            for i, (xs, ys) in enumerate(zip(x.chunk(m), y.chunk(m))):
-                sync = contextlib.nullcontext()
-                if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce on the last microbatch only
-                    model.set_requires_gradient_sync(i == m - 1)
-                elif hasattr(model, "no_sync") and i < m - 1:  # DDP
-                    sync = model.no_sync()
-                with sync:
+    if rank.schedule is None:
+        losses = []
+        for i, (xs, ys) in enumerate(zip(x.chunk(m), y.chunk(m))):
+            sync = contextlib.nullcontext()
+            if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce on the last microbatch only
+                model.set_requires_gradient_sync(i == m - 1)
+            elif hasattr(model, "no_sync") and i < m - 1:  # DDP
+                sync = model.no_sync()
+            with sync:
+                with precision(rank):  # autocast's weight copies are dropped before backward
                     loss = lm_loss(model(xs), ys)
-                    (loss / m).backward()
-                losses.append(loss.detach())
-            return torch.stack(losses).mean()
+                (loss / m).backward()
+            losses.append(loss.detach())
+        return torch.stack(losses).mean()
+    with precision(rank):
         if rank.s == 0:
             rank.schedule.step(x)
         elif rank.s == rank.pp - 1:
@@ -98,23 +99,26 @@ def grad_norm(model: nn.Module, rank) -> torch.Tensor:
             continue
         shards = 1
         if isinstance(g, DTensor):
-            shards = math.prod(g.device_mesh.size(i) for i, pl in enumerate(g.placements) if pl.is_shard())
+            shards = math.prod(g.device_mesh.size(i) for i, pl in enumerate(g.placements) if is_sharded(pl))
             g = g.to_local()
-        total += g.double().pow(2).sum() * (shards * slices.get(id(p), 1) / rank.holders)
+        local = torch.linalg.vector_norm(g).double()  # no copy of the gradient
+        total += local * local * (shards * slices.get(id(p), 1) / rank.holders)
     dist.all_reduce(total)
     return total.sqrt()
 
 
 def clip_gradients(model: nn.Module, rank, max_norm: float) -> float:
     """Scale all gradients so their global norm is at most `max_norm` (0: no clipping); returns the norm."""
+    from torch.distributed.tensor import DTensor
+
     norm = grad_norm(model, rank)
     if max_norm > 0:
         coef = float(max_norm / (norm + 1e-6))
         if coef < 1.0:
             with torch.no_grad():
                 for p in model.parameters():
-                    if p.grad is not None:
-                        p.grad.mul_(coef)
+                    if p.grad is not None:  # the local shard in place: no DTensor dispatch per tensor
+                        (p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad).mul_(coef)
     return float(norm)
 
 

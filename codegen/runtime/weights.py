@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .base import PlanError, hf_name, stage_param_name
+from .base import PlanError, hf_name, is_sharded, stage_param_name
 from .ep import ExpertShard
 from .model import build_model, reset_rotary
 
@@ -73,7 +73,7 @@ def _shard_coordinate(param: torch.Tensor) -> tuple[int, ...]:
     if not isinstance(param, DTensor):
         return ()
     coord = param.device_mesh.get_coordinate() or []
-    return tuple(int(c) if place.is_shard() else -1 for c, place in zip(coord, param.placements))
+    return tuple(int(c) if is_sharded(place) else -1 for c, place in zip(coord, param.placements))
 
 
 def init_local(model: nn.Module, spec: dict, seed: int) -> None:
