@@ -89,9 +89,10 @@ def validate(graph: Graph, cluster, phase: str, o: Options) -> Options:
     if dp * o.tp * o.pp > devices:
         raise UserError(f"dp={dp} x tp={o.tp} x pp={o.pp} = {dp * o.tp * o.pp} devices; cluster "
                         f"{cluster.name} has {devices}")
-    over_dp = phase == "train"
+    # training takes ep ranks from the dp replicas; serving does for wide expert parallelism (ep_over_dp given)
+    over_dp = phase == "train" or (o.ep_over_dp and o.ep > 1)
     if o.ep > 1 and over_dp and dp % o.ep:
-        raise UserError(f"ep={o.ep} must divide dp={dp} (training takes expert-parallel ranks from the "
+        raise UserError(f"ep={o.ep} must divide dp={dp} (expert-parallel ranks are taken from the "
                         f"data-parallel replicas); use an ep dividing {dp}")
     if o.ep > 1 and (dp * o.tp) % o.ep:
         raise UserError(f"ep={o.ep} must divide dp x tp = {dp * o.tp} (experts are spread over data/tensor ranks)")

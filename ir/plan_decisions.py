@@ -96,6 +96,8 @@ class ServingSection(Record):
     max_num_batched_tokens: int | Absent = ABSENT
     context_tokens: int | Absent = ABSENT
     requests_over_context: float | Absent = ABSENT
+    # wide expert parallelism: attention groups of tp ranks per instance, experts over all of them (ep = tp x this)
+    expert_parallel_groups: int | Absent = ABSENT
 
 
 @dataclass(frozen=True)

@@ -197,8 +197,10 @@ def _infer_map(plan: dict, graph, cluster) -> dict:
         layer = _layer_arena(graph, tokens, tp, static["workspace"] + static["fragmentation"], f"stage{s}/layer_forward")
         if layer:
             arenas.append(layer)
+    groups = int((decision.get("serving") or {}).get("expert_parallel_groups") or 1)  # wide expert parallelism
     options = Options(tp=tp, pp=pp, dp=dp, batch=decision["batch"], input_len=decision["input_len"],
-                      output_len=decision["output_len"], dtype=inputs.get("dtype", "bf16"))
+                      output_len=decision["output_len"], dtype=inputs.get("dtype", "bf16"), ep=groups,
+                      ep_over_dp=groups > 1)
     ctx = make_context(graph, cluster, options)
     per_token = kv_bytes_per_token_at(ctx, decision["input_len"] + decision["output_len"])
     free = ctx.capacity_bytes - br.get("weights", 0) - br.get("activations", 0) - br.get("reserve", 0)

@@ -44,11 +44,17 @@ def policy_of(s: dict):
                     f"disaggregated")
 
 
+def expert_parallel_groups(decision: dict) -> int:
+    """Attention groups per wide expert-parallel instance (1: none; `cost_models.serving.expert_parallel`)."""
+    return int((decision.get("serving") or {}).get("expert_parallel_groups") or 1)
+
+
 def deployment_of(decision: dict) -> Deployment:
     policy = policy_of(decision["serving"])
     if isinstance(policy, Disaggregated):
         return Deployment(policy)
-    return Deployment(policy, tp=decision["tp"], pp=decision["pp"], replicas=decision["dp"])
+    groups = expert_parallel_groups(decision)
+    return Deployment(policy, tp=decision["tp"], pp=decision["pp"], replicas=decision["dp"] // groups, ep_dp=groups)
 
 
 def evaluate_serving(graph, cluster, decision: dict, dtype: str, costs=None, engine_profile: str | None = None) -> dict:
@@ -60,8 +66,10 @@ def evaluate_serving(graph, cluster, decision: dict, dtype: str, costs=None, eng
     w = base_workload(s["workload"], s["requests"], s["seed"], s.get("context_tokens")).with_rate(s["rate_rps"])
     res = simulate(costs, d, w)
     m = summarize(res, s.get("slo") or {})
+    groups = expert_parallel_groups(decision)
     options = Options(tp=decision["tp"], pp=decision["pp"], dp=decision["dp"], batch=decision["batch"],
-                      input_len=decision["input_len"], output_len=decision["output_len"], dtype=dtype)
+                      input_len=decision["input_len"], output_len=decision["output_len"], dtype=dtype,
+                      ep=groups, ep_over_dp=groups > 1)
     r = estimate_graph(graph, cluster, "serve", options)
     done = np.isfinite(res.finish_s)
     span = m["makespan_s"]

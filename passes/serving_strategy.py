@@ -61,6 +61,8 @@ def serving_section(c: ServingCandidate, k: int, source: str, requests: int, rat
         section["layer_groups_rule"] = "per batch from the prefill tokens: <=512 1, <=1024 2, <=2048 4, <=4096 8, else 16"
     if isinstance(p, PrefillFirst):
         section["max_num_batched_tokens"] = p.max_batched_tokens
+    if c.ep_dp > 1:
+        section["expert_parallel_groups"] = c.ep_dp
     if c.disaggregated:
         x, ptp = k * p.prefill_instances, p.prefill_tp
         section["disaggregated"] = {
@@ -74,9 +76,13 @@ def serving_section(c: ServingCandidate, k: int, source: str, requests: int, rat
 def serving_decision(graph, cluster, c: ServingCandidate, k: int, batch, input_len, output_len, dtype) -> dict:
     """The inference decision of k units of `c` (decode instances' ranks, for a disaggregated unit)."""
     if not c.disaggregated:
-        options = Options(tp=c.tp, pp=c.pp, dp=k, batch=batch, input_len=input_len, output_len=output_len, dtype=dtype)
+        dp = k * c.ep_dp  # a wide expert-parallel unit is ep_dp attention groups of tp ranks
+        options = Options(tp=c.tp, pp=c.pp, dp=dp, batch=batch, input_len=input_len, output_len=output_len,
+                          dtype=dtype, ep=c.ep_dp, ep_over_dp=c.ep_dp > 1)
         stages = [tuple(s) for s in estimate_graph(graph, cluster, "serve", options)["stages"]]
-        return inference_decision(graph, cluster, "serve", c.tp, c.pp, k, batch, input_len, output_len, stages)
+        decision = inference_decision(graph, cluster, "serve", c.tp, c.pp, dp, batch, input_len, output_len, stages)
+        decision["ep"] = c.ep
+        return decision
     p = c.policy
     y, tp = k * p.decode_instances, p.decode_tp
     offset = -(-k * p.prefill_instances * p.prefill_tp // tp) * tp
@@ -237,4 +243,17 @@ class ServingStrategy:
         return evaluate_estimate(graph, cluster, decision, inputs["dtype"], inputs["workload"].get("rate"))
 
     def check(self, graph, cluster, plan_json: dict) -> list[str]:
-        return []
+        """Wide expert parallelism: ep = tp x the attention groups, dividing the experts; whole instances."""
+        d = plan_json["decision"]
+        groups = int((d.get("serving") or {}).get("expert_parallel_groups") or 1)
+        if d.get("ep", 1) == 1 and groups == 1:
+            return []
+        experts = graph.config.get("num_experts") or 0
+        problems = []
+        if d["ep"] != d["tp"] * groups:
+            problems.append(f"ep={d['ep']} is not tp={d['tp']} x {groups} expert-parallel attention groups")
+        if not experts or experts % d["ep"]:
+            problems.append(f"ep={d['ep']} does not divide the {experts} experts of the model")
+        if d["dp"] % groups:
+            problems.append(f"dp={d['dp']} attention groups do not form whole instances of {groups}")
+        return problems

@@ -107,13 +107,13 @@ def test_zero3_keeps_prefetch_buffers():
 @pytest.mark.slow
 def test_estimate_and_plan_agree_on_memory_for_the_same_layout():
     plan = planner.plan("llama-2-7b", "8xH100-SXM", "train", batch=64, seq_len=2048, pp=1)
-    d = plan.decision
+    d = plan.to_dict()["decision"]
     stage = d["stages"][0]
     r = planner.estimate("llama-2-7b", "8xH100-SXM", "train", tp=stage["tp"], pp=1, dp=d["dp"], batch=64,
                          input_len=2048, microbatch_size=d["microbatch_size"], recompute=d["recompute"],
                          zero_stage=d["zero_stage"], sequence_parallel=bool(d.get("sequence_parallel")),
                          ep=int(d.get("ep", 1)))
-    assert r["memory_per_device_bytes"] == plan.predicted["memory_per_device_bytes"]
+    assert r["memory_per_device_bytes"] == plan.predicted.memory_per_device_bytes
     assert r["memory_per_device_bytes"] <= 80e9
 
 

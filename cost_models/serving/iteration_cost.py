@@ -92,7 +92,7 @@ class IterationCost:
         hidden = hidden_size(ctx)
         for t in _GRID:
             times = layer_times(g, phase_shape(g, "prefill", 1, t), ctx.device, ctx.eff, ctx.cfg, ctx.kv_bytes,
-                                ctx.tp_group, ctx.ep_group)
+                                ctx.tp_group, ctx.ep_group, ep_tokens=o.ep if o.ep_over_dp else 1)
             linear = [lt.gemm_s + lt.other_s + lt.comm_s for lt in times]
             kinds = [layer.kind for layer in g.layers]
             p2p = (o.pp - 1) * (ctx.pp_link_latency_s + t * hidden * 2 / (ctx.pp_link_bandwidth * ctx.eff.comm))
@@ -197,8 +197,7 @@ def _moe_info(ctx: Context) -> MoeInfo:
         return MoeInfo(0, 0, 0, 0.0)
     e = specs[0][0]
     per_layer = sum(s.expert_param_bytes for s, i in specs if i == specs[0][1])  # all expert GEMMs of one layer
-    o = ctx.options
-    shard = max(o.ep, o.tp)
+    shard = ctx.expert_shards
     return MoeInfo(len({i for _, i in specs}), e.num_experts, e.top_k, per_layer * ctx.weight_scale() / shard)
 
 
