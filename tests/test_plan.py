@@ -70,15 +70,15 @@ def _corruptions(plan: dict):
     yield "wrong device", edit(lambda p: p[d]["stages"][0].__setitem__("device", "L4")), \
         "stage 0 says L4 but rank 0 is a A100-SXM-80GB"
     yield "predicted time", edit(lambda p: p["predicted"].__setitem__("step_time_s", p["predicted"]["step_time_s"] * 0.5)), \
-        "predicted step_time_s"
+        "predicted.step_time_s"
     yield "predicted memory", edit(lambda p: p["predicted"].__setitem__("memory_per_device_bytes", 1)), \
-        "predicted memory_per_device_bytes 1 disagrees"
+        "predicted.memory_per_device_bytes 1 disagrees"
     yield "inputs edited", edit(lambda p: p["inputs"]["workload"].__setitem__("batch", 128)), \
         "fingerprint does not match the plan's inputs"
     yield "format", edit(lambda p: p.__setitem__("format", "aot-planner.plan/0")), "plan format 'aot-planner.plan/0'"
     yield "bigger microbatches", edit(lambda p: (p[d].__setitem__("microbatch_size", 8 * p[d]["microbatch_size"]),
                                                  p[d].__setitem__("microbatches", p[d]["microbatches"] // 8))), \
-        "predicted step_time_s"
+        "predicted.step_time_s"
     yield "bad recompute", edit(lambda p: p[d].__setitem__("recompute", "sometimes")), \
         "decision.recompute: expected one of 'none', 'selective', 'full', got 'sometimes'"
 
