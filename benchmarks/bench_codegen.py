@@ -34,7 +34,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import planner
-from codegen import codegen
 
 HAND_WRITTEN = '''
 import json, sys, time
@@ -214,7 +213,7 @@ def main() -> None:
     # sequence parallelism off: the hand-written program is plain Megatron TP (the same collectives)
     plan = planner.plan("tiny-llama", "2xcpu", "train", batch=args.batch, seq_len=args.seq_len, tp=2,
                         sequence_parallel=False)
-    codegen(plan, folder)
+    planner.codegen(plan, folder)  # verified, then rendered
     (folder / "hand_written.py").write_text(HAND_WRITTEN)
     (folder / "interleaved.py").write_text(INTERLEAVED)
     print(f"plan: tiny-llama train tp=2 on 2xcpu (gloo), fp32, batch {args.batch} x seq {args.seq_len}; "

@@ -217,7 +217,7 @@ def train_layer_seconds(row: dict, params: Params, metric: str) -> float:
 # --- LLMCompass per-op rows: GPT-3 175B layer ops on one rank ------------------------------------
 def layer_op_seconds(row: dict, params: Params) -> float | None:
     """Per-rank time of one named op of a GPT-3 layer (prefill or one decode step); None: unknown op."""
-    pre = get_preset("gpt-3").values
+    pre = get_preset("opt-175b").values  # GPT-3 175B's shape (96 layers, 96 heads, d_model 12288)
     h, heads, tp = pre["hidden_size"], pre["num_attention_heads"], int(row["tp"])
     b, decode = int(row["batch"]), row["kind"].endswith("decode")
     q_len, kv_len = (1, int(row["input_len"])) if decode else (int(row["input_len"]),) * 2

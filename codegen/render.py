@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import pprint
 import shlex
 from pathlib import Path
@@ -202,21 +201,45 @@ def _torchtitan_files(env: jinja2.Environment, plan: dict, job, program_error: s
     return files
 
 
-def write_plan_dir(plan: dict, out_dir: str | Path) -> list[Path]:
-    """Render `plan` and write its files atomically into `out_dir` (created if missing)."""
+UNVERIFIED = ("NOT VERIFIED: generated with --skip-verify (Python: verify=False); this plan's claims were not "
+              "checked. Run `planner verify plan.json` before trusting it.")
+
+
+def mark_unverified(files: dict[str, str]) -> dict[str, str]:
+    """Every generated file but plan.json and the runtime package says it was rendered from an unverified plan:
+    a comment line after a script's `#!` line (or first), a note on top of a Markdown file.
+
+    >>> mark_unverified({"a.sh": "#!/bin/sh\\necho\\n", "plan.json": "{}"})["a.sh"].splitlines()[1][:16]
+    '# NOT VERIFIED: '
+    """
+    out = {}
+    for name, text in files.items():
+        if name.endswith(".md"):
+            text = f"> **{UNVERIFIED}**\n\n{text}"
+        elif name.endswith((".sh", ".py")) and "/" not in name:  # the runtime package stays byte for byte
+            head, sep, rest = text.partition("\n") if text.startswith("#!") else ("", "", text)
+            text = f"{head}{sep}# {UNVERIFIED}\n{rest}"
+        out[name] = text
+    return out
+
+
+def write_plan_dir(plan: dict, out_dir: str | Path, unverified: bool = False) -> list[Path]:
+    """Render `plan` and write its files atomically into `out_dir` (created if missing); `unverified`: the
+    files say the plan was not verified (`mark_unverified`). Rendering fails before anything is written."""
     folder = Path(out_dir)
+    if not str(out_dir).strip():
+        raise UserError("the output folder name is empty; give a folder with -o")
     if folder.exists() and not folder.is_dir():
         raise UserError(f"cannot write into {folder}: it is a file; give a folder with -o")
     files = render_plan(plan)
+    if unverified:
+        files = mark_unverified(files)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create {folder}: {exc.strerror}") from None
     written = []
-    for name, text in files.items():
+    for name, text in files.items():  # scripts are executable (mode set before the file appears)
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        path = write_atomic(folder / name, text)
-        if name.endswith(".sh"):  # launch.sh, train_torchtitan.sh and every engine launch script
-            os.chmod(path, 0o755)
-        written.append(path)
+        written.append(write_atomic(folder / name, text, executable=name.endswith(".sh")))
     return written

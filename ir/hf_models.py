@@ -8,12 +8,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-import json
 import logging
 from pathlib import Path
 
 import torch
 
+from ir.config_checks import read_config_json
 from ir.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -41,15 +41,10 @@ def load_config_file(path: str | Path):
         file = file / "config.json"
     if not file.is_file():
         raise UserError(f"config file not found: {file} (give a config.json or a folder holding one)")
-    try:
-        data = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{file}: not valid JSON ({exc}); give a Hugging Face config.json") from None
-    if not isinstance(data, dict) or "model_type" not in data:
-        raise UserError(f"{file}: no 'model_type' key; give a Hugging Face config.json")
+    data = read_config_json(file)  # bounded read, JSON, the config schema (ir.config_checks)
     try:
         return transformers.AutoConfig.for_model(**data)
-    except (ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # the user's config: any refusal of transformers is theirs to fix
         config = _config_by_architecture(data)
         if config is None:
             raise UserError(f"{file}: transformers cannot read this config ({_first_line(exc)}); give a "
@@ -77,7 +72,7 @@ def _config_by_architecture(data: dict):
         values = {k: v for k, v in data.items() if k not in ("model_type", "auto_map")}
         try:
             return config_class(**values)
-        except (ValueError, KeyError, TypeError):
+        except Exception:  # transformers' validation errors are not all ValueErrors
             return None
     return None
 
@@ -87,8 +82,8 @@ def model_class(config):
     import transformers
 
     for name in getattr(config, "architectures", None) or []:
-        cls = getattr(transformers, name, None)
-        if cls is not None:
+        cls = getattr(transformers, name, None) if isinstance(name, str) else None
+        if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):  # a model class, nothing else
             return cls
     for auto in (transformers.AutoModelForCausalLM, transformers.AutoModelForImageClassification,
                  transformers.AutoModel):

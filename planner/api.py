@@ -56,8 +56,9 @@ def capture_recorded(record: dict, *, seq_len: int | None = None, dtype: str = "
                      trust_model_code: bool = False) -> Graph:
     """Capture the model a plan records (`ir.plan.ModelSource`, JSON form) from the values it holds, never
     from the file or code it names (a module reference runs only with `trust_model_code`)."""
-    from planner.model_source import from_record, record_identity
+    from planner.model_source import check_record, from_record, record_identity
 
+    check_record(record)  # before a cached graph is used for it
     identity = record_identity(record)
     key = ("record", identity, seq_len, dtype) if identity else None
     if key is not None and key in _CACHE:

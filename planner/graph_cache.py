@@ -46,6 +46,9 @@ def model_identity(model) -> str | None:
     if path.is_dir():
         path = path / "config.json"
     if path.is_file():
+        from ir.config_checks import read_config_json
+
+        read_config_json(path)  # the config's schema holds before any graph cached for it is used
         return "config:" + hashlib.sha256(path.read_bytes()).hexdigest()
     if ":" in ref or ref.endswith(".json"):
         return None

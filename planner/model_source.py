@@ -12,11 +12,13 @@ import hashlib
 import importlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ir.config_checks import check_config_values
 from ir.errors import UserError
 from ir.hf_models import (
     DTYPES,
@@ -100,7 +102,13 @@ def _check_shape(batch: int, seq_len: int | None, limit: int | None, name: str) 
 
 def from_hf_config(config, name: str, batch: int, seq_len: int | None, dtype: str) -> ModelSource:
     """A ModelSource for a transformers config, built on meta."""
-    module = build_on_meta(config, DTYPES[dtype])
+    try:
+        module = build_on_meta(config, DTYPES[dtype])
+    except UserError:
+        raise
+    except Exception as exc:  # the config is the user's: transformers refusing to build it is theirs
+        raise UserError(f"transformers cannot build {name} from its config ({type(exc).__name__}: {exc}); check the "
+                        f"config's sizes") from None
     limit = getattr(config, "max_position_embeddings", None)
     if is_vision(config):
         seq_len = None
@@ -224,6 +232,29 @@ def record_identity(record: dict) -> str | None:
     return None
 
 
+def check_record(record: dict):
+    """UserError unless a plan's model record can be rebuilt safely: a preset names a transformers config class
+    and its values are sizes within bounds; a config's values meet the config schema (`ir.config_checks`).
+    Returns the preset's config class (None otherwise)."""
+    import transformers
+
+    where = f"the plan's model {record['name']!r}"
+    if record["kind"] == "module":
+        return None
+    if not isinstance(record["values"], Mapping):
+        raise UserError(f"{where} records no config values; re-run `planner plan`")
+    if record["kind"] == "config":
+        check_config_values(dict(record["values"]), where)
+        return None
+    config_class = getattr(transformers, record["config_class"] or "", None)
+    if not (isinstance(config_class, type) and issubclass(config_class, transformers.PretrainedConfig)):
+        raise UserError(f"{where} names {record['config_class']!r}, which is not a transformers config class; "
+                        f"re-run `planner plan`")
+    # a preset's values are those its class takes; its class defaults are intended
+    check_config_values({**dict(record["values"]), "model_type": config_class.model_type}, where, require=False)
+    return config_class
+
+
 def from_record(record: dict, *, batch: int = 1, seq_len: int | None = None, dtype: str = "bf16",
                 trust_model_code: bool = False) -> ModelSource:
     """Rebuild a recorded model (see `model_record`) on meta from the values the plan holds; a module reference
@@ -237,13 +268,14 @@ def from_record(record: dict, *, batch: int = 1, seq_len: int | None = None, dty
             raise UserError(code_refusal(record["ref"]))
         return _from_factory(record["ref"], batch, seq_len, dtype)
     values = dict(record["values"])
+    config_class = check_record(record)
     try:
         if record["kind"] == "preset":
-            config = getattr(transformers, record["config_class"])(**values)
+            config = config_class(**values)
             config.architectures = [record["architecture"]]
         else:
             config = transformers.AutoConfig.for_model(**values)
-    except (AttributeError, ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # values read from a plan file: any refusal is the file's
         raise UserError(f"the plan's model {record['name']!r} cannot be rebuilt from its recorded config ({exc}); "
                         f"re-run `planner plan`") from None
     return from_hf_config(config, record["name"], batch, seq_len, dtype)

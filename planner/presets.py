@@ -238,11 +238,18 @@ _TODAY = [
 ]
 PRESETS.update({p.name: p for p in _TODAY})
 
-ALIASES = {"llama-3-70b": "llama-3.1-70b", "llama3-8b": "llama-3-8b", "mixtral": "mixtral-8x7b",
-           "bert-base-uncased": "bert-base", "vit-base-patch16-224": "vit-b-16",
-           "gpt-3": "opt-175b", "qwen3-moe": "qwen3-30b-a3b", "gpt-oss": "gpt-oss-120b",
+# Other spellings of the same model (same published config).
+ALIASES = {"llama3-8b": "llama-3-8b", "bert-base-uncased": "bert-base", "vit-base-patch16-224": "vit-b-16",
            "kimi-k2-instruct": "kimi-k2", "mistral-7b-v0.1": "mistral-7b", "qwen3-next": "qwen3-next-80b-a3b",
            "llama-4-scout-17b-16e": "llama-4-scout", "llama-4-maverick-17b-128e": "llama-4-maverick"}
+# Names of a different or ambiguous model: refused with a suggestion, never silently planned as another model.
+NOT_ALIASES = {
+    "llama-3-70b": ("llama-3.1-70b", "Llama 3 70B (8K context) is not Llama 3.1 70B (128K context)"),
+    "gpt-3": ("opt-175b", "GPT-3 has no public config; OPT-175B has its shape but is another model"),
+    "mixtral": ("mixtral-8x7b", "Mixtral names several models (8x7B, 8x22B)"),
+    "qwen3-moe": ("qwen3-30b-a3b", "Qwen3 MoE names several models (30B-A3B, 235B-A22B)"),
+    "gpt-oss": ("gpt-oss-120b", "gpt-oss names two models (20B, 120B)"),
+}
 
 
 def get_preset(name: str) -> Preset:
@@ -255,6 +262,10 @@ def get_preset(name: str) -> Preset:
     key = ALIASES.get(key, key)
     if key in PRESETS:
         return PRESETS[key]
+    if key in NOT_ALIASES:
+        other, why = NOT_ALIASES[key]
+        raise UserError(f"'{name}' is not a preset ({why}); did you mean {other}? Give that name, or the model's "
+                        f"config.json")
     close = difflib.get_close_matches(key, list(PRESETS) + list(ALIASES), n=3, cutoff=0.4)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UserError(f"unknown model '{name}'{hint} (`planner inspect --list` shows all presets; "

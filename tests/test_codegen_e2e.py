@@ -109,7 +109,9 @@ def test_generated_program_matches_single_process(case, references, tmp_path):
         decision = plan["decision"]
         decision["microbatches"] = microbatches
         decision["microbatch_size"] = BATCH // decision["dp"] // microbatches
-    codegen(plan, tmp_path / "gen")
+    # deliberately unverified: the case may override recomputation and microbatching, which the plan's
+    # predictions no longer match; what is tested is that the program computes what one process does
+    codegen(plan, tmp_path / "gen", verify=False)
     world = build_context(plan)["runtime"]["world_size"]
     proc = _launch(tmp_path / "gen", world, "--mode", "both", "--batch", str(BATCH), "--seq-len", str(SEQ),
                    "--new-tokens", str(NEW), "--optimizer", "sgd", "--lr", str(LR), "--max-norm", "0",
@@ -138,8 +140,8 @@ def test_generated_program_matches_single_process(case, references, tmp_path):
 
 @pytest.mark.slow
 def test_world_size_mismatch_is_one_line_exit_2(tmp_path):
-    plan = planner.plan("tiny-llama", "2xcpu", "train", batch=BATCH, seq_len=SEQ, tp=2).to_dict()
-    codegen(plan, tmp_path)
+    plan = planner.plan("tiny-llama", "2xcpu", "train", batch=BATCH, seq_len=SEQ, tp=2)
+    planner.codegen(plan, tmp_path)
     proc = subprocess.run([sys.executable, "run_plan.py", "--mode", "infer"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "WORLD_SIZE": "3"})
     assert proc.returncode == 2
