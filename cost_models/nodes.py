@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from cost_models.hardware import DeviceSpec, get_device, load_yaml, parse_quantity, unit_kind
+from cost_models.hardware import DeviceSpec, get_device, load_yaml, parse_quantity, require_positive, unit_kind
 from ir.errors import UserError
 
 NODES_FILE = Path(__file__).parent / "hardware" / "nodes.yaml"
@@ -220,6 +220,7 @@ def _link_from(value: object, links: Mapping[str, LinkSpec], where: str) -> Link
         raise UserError(f"{where}: unknown link key(s) {', '.join(sorted(set(value) - _LINK_KEYS))}")
     numbers = {k: parse_quantity(v, unit_kind(k), f"{where}.{k}") for k, v in value.items()
                if k not in ("name", "source", "kind") and v is not None}
+    require_positive({k: v for k, v in numbers.items() if k.endswith("bytes_per_s")}, where)
     kind = value.get("kind")
     if kind is not None and kind not in LINK_CLASSES:
         raise UserError(f"{where}.kind: {kind!r} is not a link class; use one of {', '.join(LINK_CLASSES)}")
@@ -231,9 +232,11 @@ def _tier_from(value: object, where: str) -> MemoryTier:
     needed = {"name", "capacity_bytes", "bandwidth_bytes_per_s"}
     if not isinstance(value, Mapping) or not needed <= set(value):
         raise UserError(f"{where}: a tier needs name, capacity_bytes and bandwidth_bytes_per_s")
-    return MemoryTier(str(value["name"]), int(parse_quantity(value["capacity_bytes"], "bytes", where)),
+    tier = MemoryTier(str(value["name"]), int(parse_quantity(value["capacity_bytes"], "bytes", where)),
                       parse_quantity(value["bandwidth_bytes_per_s"], "bytes/s", where),
                       str(value.get("source", f"given in {where}")))
+    require_positive({"capacity_bytes": tier.capacity_bytes, "bandwidth_bytes_per_s": tier.bandwidth_bytes_per_s}, where)
+    return tier
 
 
 def positive_int(value: object, key: str, where: str) -> int:

@@ -151,11 +151,14 @@ def estimate(model, cluster=None, phase: str = "decode", *, seq_len: int | None 
     from cost_models.cluster import parse_cluster
     from cost_models.estimator import estimate_graph
     from cost_models.parallel_config import Options
+    from planner.input_bounds import COUNT_LIMITS, check_counts, check_numbers
 
     known = set(Options.__dataclass_fields__)
     unknown = sorted(set(options) - known)
     if unknown:
         raise UserError(f"unknown estimate option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    check_counts(seq_len=seq_len, **{k: v for k, v in options.items() if k in COUNT_LIMITS})
+    check_numbers(qps=options.get("qps"))
     cluster_spec = parse_cluster(cluster)
     input_len = options.get("input_len")
     graph_dtype = "bf16" if dtype == "fp8" else dtype

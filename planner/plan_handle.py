@@ -18,6 +18,7 @@ from ir.plan import load_plan as read_plan_file
 from ir.records import present, to_json
 from planner import pipeline
 from planner.explain import explain_plan
+from planner.input_bounds import check_counts, check_numbers, check_slo
 from planner.verify import verify_plan
 
 RETARGET_KEYS = ("batch", "cluster", "dp", "dtype", "ep", "input_len", "objective", "output_len", "pp", "rate",
@@ -135,10 +136,12 @@ def plan(model, cluster=None, workload: str = "chat", *, objective: str | None =
     that prices every iteration instead of the cost model, e.g. "vllm-0.2-a100-80gb"; or one per kind of
     deployment, "colocated=vllm-0.2-a100-80gb,disaggregated=distserve-a100-80gb" (a kind left out: the cost model).
     """
+    # sizes, counts, rates and the SLO within bounds before any work (planner.input_bounds)
+    check_counts(batch=batch, seq_len=seq_len, input_len=input_len, output_len=output_len, tp=tp, pp=pp, dp=dp, ep=ep,
+                 virtual_stages=virtual_stages)
+    check_numbers(rate=rate)
+    check_slo(slo)
     fixed = {k: v for k, v in (("tp", tp), ("pp", pp), ("dp", dp), ("ep", ep)) if v is not None}
-    for name, value in fixed.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise UserError(f"--{name} must be a positive integer, got {value!r}")
     if workload == "train":
         fixed.update(_fixed_pipeline(schedule, virtual_stages, sequence_parallel))
     warm = warm_start.plan if isinstance(warm_start, PlanHandle) else warm_start

@@ -41,7 +41,7 @@ def parse_vary(items: list[str]) -> dict[str, list]:
             parsed = [VARY_KEYS[key](v) for v in values.split(",") if v.strip()]
         except ValueError:
             raise UserError(f"--vary {item!r}: values must be {VARY_KEYS[key].__name__}s separated by commas") from None
-        if not parsed or any(v <= 0 for v in parsed):
+        if not parsed or not all(0 < v < float("inf") for v in parsed):  # nan and inf are not values to sweep
             raise UserError(f"--vary {item!r}: give positive values, e.g. {key}=1,2,4")
         out[key] = parsed
     return out

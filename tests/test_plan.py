@@ -123,7 +123,11 @@ def test_cli_plan_explain_verify(tmp_path, capsys):
     data = json.loads(out.read_text())
     data["predicted"]["step_time_s"] *= 2
     out.write_text(json.dumps(data))
-    assert main(["verify", str(out)]) == 1
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 2  # problems on stdout, one line on stderr
+    captured = capsys.readouterr()
+    assert "problem: predicted.step_time_s" in captured.out
+    assert len(captured.err.strip().splitlines()) == 1 and "does not verify" in captured.err
 
 
 @pytest.mark.parametrize(("argv", "needle"), [

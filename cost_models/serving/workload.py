@@ -16,6 +16,7 @@ generators). Everything is deterministic for a seed (numpy PCG64).
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,10 @@ def write_trace(path: str | Path, w: Workload) -> None:
     Path(path).write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n" + rows)
 
 
+TRACE_MAX_ROWS = 1_000_000  # input bounds of a trace file: requests, and tokens per request
+TRACE_MAX_TOKENS = 2**24
+
+
 def read_trace(path: str | Path) -> Workload:
     """Load a trace CSV; rows without `arrived_at` get arrival 0 (pair them with `arrivals`).
 
@@ -104,7 +109,12 @@ def read_trace(path: str | Path) -> Workload:
                             f"(and optionally arrived_at), got {','.join(header)!r}")
         ip, io = header.index("num_prefill_tokens"), header.index("num_decode_tokens")
         ia = header.index("arrived_at") if "arrived_at" in header else None
-        rows = [(line, row) for line, row in enumerate(reader, start=2) if row]
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            if row:
+                rows.append((line, row))
+            if len(rows) > TRACE_MAX_ROWS:
+                raise UserError(f"{file}: more than {TRACE_MAX_ROWS:,} requests; sample the trace")
     if not rows:
         raise UserError(f"{file}: the trace has no requests")
     arrival, prompt, output = np.zeros(len(rows)), np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
@@ -112,9 +122,11 @@ def read_trace(path: str | Path) -> Workload:
         try:
             a = float(row[ia]) if ia is not None else 0.0
             p, d = int(float(row[ip])), int(float(row[io]))
-        except (IndexError, ValueError):
+        except (IndexError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
             raise UserError(f"{file}:{line}: expected numbers in arrived_at, num_prefill_tokens, num_decode_tokens, "
                             f"got {','.join(row)!r}") from None
+        if max(p, d) > TRACE_MAX_TOKENS:
+            raise UserError(f"{file}:{line}: token counts above {TRACE_MAX_TOKENS:,} are no request, got {','.join(row)!r}")
         if p < 1 or d < 0 or not math.isfinite(a) or a < 0:
             raise UserError(f"{file}:{line}: token counts must be positive and arrival times >= 0, got {','.join(row)!r}")
         arrival[k], prompt[k], output[k] = a, p, max(d, 1)
@@ -215,7 +227,8 @@ def trace_lengths(path: str | Path) -> tuple[int, int]:
     a bad row names its line."""
     file = Path(path)
     try:
-        rows = list(csv.DictReader(file.open(newline="")))
+        with file.open(newline="") as handle:
+            rows = list(itertools.islice(csv.DictReader(handle), TRACE_MAX_ROWS + 1))
     except OSError as exc:
         raise UserError(f"cannot read trace {file}: {exc.strerror}") from None
     if not rows or not {"num_prefill_tokens", "num_decode_tokens"} <= set(rows[0]):
@@ -224,9 +237,12 @@ def trace_lengths(path: str | Path) -> tuple[int, int]:
     for line, row in enumerate(rows, start=2):
         try:
             p, d = int(float(row["num_prefill_tokens"])), int(float(row["num_decode_tokens"]))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
             raise UserError(f"{file}:{line}: num_prefill_tokens and num_decode_tokens must be numbers, "
                             f"got {row.get('num_prefill_tokens')!r}, {row.get('num_decode_tokens')!r}") from None
+        if max(p, d) > TRACE_MAX_TOKENS or line > TRACE_MAX_ROWS + 1:
+            raise UserError(f"{file}:{line}: more than {TRACE_MAX_ROWS:,} requests or {TRACE_MAX_TOKENS:,} tokens in "
+                            f"one; sample the trace")
         if p < 1 or d < 0:
             raise UserError(f"{file}:{line}: token counts must be positive, got {p}, {d}")
         inputs.append(p)

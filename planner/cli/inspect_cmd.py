@@ -6,6 +6,7 @@ import click
 
 from planner.cli import cli
 from planner.cli.output import console, emit_json, human, table
+from planner.input_bounds import MAX_BATCH, MAX_TOKENS, Count
 from planner.presets import PRESETS
 
 
@@ -62,10 +63,12 @@ def _list_presets() -> None:
 
 @cli.command("inspect")
 @click.argument("model", required=False)
-@click.option("--batch", type=int, default=1, show_default=True, help="Sequences (or images) per batch.")
-@click.option("--seq-len", type=int, default=None, help="Tokens per sequence [default: min(2048, max positions)].")
+@click.option("--batch", type=Count(MAX_BATCH), default=1, show_default=True, help="Sequences (or images) per batch.")
+@click.option("--seq-len", type=Count(MAX_TOKENS), default=None,
+              help="Tokens per sequence [default: min(2048, max positions)].")
 @click.option("--phase", type=click.Choice(["prefill", "decode", "train"]), default="prefill", show_default=True)
-@click.option("--context-len", type=int, default=None, help="Decode: tokens in the KV cache [default: seq-len].")
+@click.option("--context-len", type=Count(MAX_TOKENS), default=None,
+              help="Decode: tokens in the KV cache [default: seq-len].")
 @click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True)
 @click.option("--all-layers", is_flag=True, help="One row per layer (default folds identical runs).")
 @click.option("--ops", "show_ops", is_flag=True, help="Print the graph's ops (repeated blocks folded).")
