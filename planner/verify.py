@@ -145,11 +145,24 @@ def _fit(fresh: dict) -> list[str]:
 
 
 def _text_problems(data: dict) -> list[str]:
-    """Words a plan carries into explanations and generated files are single lines."""
-    texts = [("binding_constraints", t) for t in data["binding_constraints"]]
-    texts += [(f"alternatives[{i}].layout", a["layout"]) for i, a in enumerate(data.get("alternatives") or [])]
-    return [f"{where} holds a control character" for where, text in texts
-            if any(ord(ch) < 32 or ord(ch) == 127 for ch in text)]
+    """Words a plan carries into explanations and generated files are single lines: no string anywhere in the
+    plan holds a control character (newline, escape, NUL)."""
+    return [f"{where} holds a control character" for where in control_characters(data)]
+
+
+def control_characters(value, where: str = "") -> list[str]:
+    """Paths (as `differences` names them) of the strings in `value` that hold a control character.
+
+    >>> control_characters({"a": ["ok", "no\\nway"]})
+    ['a[1]']
+    """
+    if isinstance(value, str):
+        return [where or "the value"] if any(ord(ch) < 32 or ord(ch) == 127 for ch in value) else []
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in control_characters(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in control_characters(v, f"{where}[{i}]")]
+    return []
 
 
 __all__ = ["ATTAINMENT", "DERIVED", "differences", "question", "verify_plan"]

@@ -13,9 +13,10 @@ import hashlib
 import json
 import math
 
+from ir.errors import UserError
 from ir.plan import PLANNER_VERSION
 from passes.memory_mapping import memory_map_for_plan, verify_memory_map
-from planner.presets import PRESETS
+from planner.presets import PRESETS, get_preset
 
 REL_TOL = 1e-6  # recomputed numbers agree to this relative tolerance (the same code on the same inputs)
 
@@ -110,6 +111,12 @@ def _preset_problems(source: dict) -> list[str]:
     preset = PRESETS.get(source["name"])
     if preset is None:
         return [f"inputs.model_source.name {source['name']!r} is not a preset of this planner"]
+    try:
+        named = get_preset(source["ref"]).name
+    except UserError:
+        named = None
+    if named != preset.name:
+        return [f"inputs.model_source.ref {source['ref']!r} does not name preset {preset.name}"]
     problems = differences(source["values"], jsonable(preset.values), "inputs.model_source.values",
                            f"preset {preset.name}'s")
     for key, value in (("config_class", preset.config_class), ("architecture", preset.architecture)):

@@ -145,7 +145,7 @@ KINDS = [  # (plan, what is tampered, edit, the reason verify must give; None: v
     (T, "memory map total", scale("memory_map.devices[1].total_bytes", 0.5), "stage 1 (cpu): regions end at"),
     (T, "memory map dropped", lambda p: p.pop("memory_map"), "memory_map is missing"),
     (T, "binding constraint with a newline", put("binding_constraints[0]", "fine\ntouch PWNED"),
-     "binding_constraints holds a control character"),
+     "binding_constraints[0] holds a control character"),
     (T, "binding constraint reworded", put("binding_constraints[0]", "memory: nothing binds"), None),
     (D, "TPOT halved", scale("predicted.tpot_s", 0.5), "predicted.tpot_s"),
     (D, "max batch", scale("predicted.max_batch", 3), "predicted.max_batch"),

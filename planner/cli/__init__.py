@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     _register()
-    if any("\x00" in arg for arg in argv):  # no shell can pass one; a caller in Python can
-        return _fail("an argument holds a NUL character; remove it", 2)
+    odd = next((arg for arg in argv if any(ord(ch) < 32 or ord(ch) == 127 for ch in arg)), None)
+    if odd is not None:  # a newline in a model or file name would reach plans and generated scripts
+        return _fail(f"argument {odd[:60]!r} holds a control character (newline, tab, escape, NUL); rename or retype it", 2)
     try:
         code = cli.main(args=argv, prog_name="planner", standalone_mode=False)
         if isinstance(code, int):  # click returns the code of an Exit raised by a command
