@@ -173,7 +173,7 @@ def _activation(values: Mapping, where: str) -> None:
     from transformers.activations import ACT2FN
 
     for key in ACTIVATIONS:
-        if key in values and values[key] is not None and values[key] not in ACT2FN:
+        if key in values and values[key] is not None and (not isinstance(values[key], str) or values[key] not in ACT2FN):
             shown = values[key] if isinstance(values[key], str) else repr(values[key])
             raise UserError(f"{where}: unknown activation {key}={shown!r}; transformers knows "
                             f"{', '.join(sorted(ACT2FN))}")

@@ -34,6 +34,7 @@ from ir.records import ABSENT, Absent, JsonValue, Record, convert
 
 PLAN_FORMAT = "aot-planner.plan/2"  # 2: inputs record how to rebuild the model (`ModelSource`)
 PLANNER_VERSION = "0.1.0"
+MAX_PLAN_BYTES = 256 * 2**20  # input bound on reading a plan file (plans are kilobytes to a few megabytes)
 Dtype = Literal["bf16", "fp16", "fp8", "fp32"]
 
 
@@ -184,8 +185,14 @@ def plan_from_json(data) -> Plan:
 def load_plan(path: str | Path) -> Plan:
     """Read and check a plan file; UserError (one line, the way out) when it is not one of this version."""
     file = Path(path)
+    if file.exists() and not file.is_dir() and not file.is_file():  # a device or pipe: /dev/zero never ends
+        raise UserError(f"{file} is not a regular file; give the plan's .json file")
     try:
-        text = file.read_text(encoding="utf-8")
+        with open(file, "rb") as fh:
+            raw = fh.read(MAX_PLAN_BYTES + 1)
+        if len(raw) > MAX_PLAN_BYTES:
+            raise UserError(f"{file} is over {MAX_PLAN_BYTES // 2**20} MB, which no plan is; give the plan's .json file")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"plan file not found: {file}") from None
     except IsADirectoryError:
@@ -194,8 +201,8 @@ def load_plan(path: str | Path) -> Plan:
         raise UserError(f"cannot read plan {file}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         data = json.loads(text, parse_constant=_no_constant)
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise UserError(f"{file}: not a JSON plan ({exc})") from None
+    except (json.JSONDecodeError, ValueError, RecursionError) as exc:
+        raise UserError(f"{file}: not a JSON plan ({type(exc).__name__}: {str(exc)[:200]})") from None
     try:
         return Plan.from_json(data)
     except UserError as exc:

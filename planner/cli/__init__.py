@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # the file system refused a path the user gave: too long, no permission, no space
+        if debug:
+            raise
+        where = f" ({exc.filename[:80]!s})" if getattr(exc, "filename", None) else ""
+        return _fail(f"cannot use a path{where}: {exc.strerror or exc}; check the file names and permissions", 2)
     except Exception as exc:  # a bug: one line unless --debug
         if debug:
             raise

@@ -105,6 +105,8 @@ def check_cluster_text(spec: str | None) -> None:
 
     if spec is None or spec.lower().endswith((".yaml", ".yml")) or os.sep in spec:
         return
+    from cost_models.cluster import MAX_DEVICES
+
     if re.search(r"\d{10,}", spec):
-        raise UserError(f"cannot read cluster {spec[:60]!r}: a count of ten or more digits is far above the devices "
-                        f"the planner accepts")
+        raise UserError(f"cannot read cluster {spec[:60]!r}: a count of ten or more digits is far above the "
+                        f"{MAX_DEVICES:,} devices the planner accepts")
