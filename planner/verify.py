@@ -41,7 +41,6 @@ from planner.verify_fleet import fleet_problems
 from planner.verify_serving import estimate_problems, serving_problems
 
 ATTAINMENT = 0.9  # a serving plan's share of requests meeting the SLO at its reported rate (goodput's definition)
-DERIVED = ("goodput_rps", "goodput_per_gpu", "gpus_used")  # serving numbers `evaluate` leaves to the search
 
 
 def question(plan: Plan, trust_model_code: bool) -> Request:
@@ -165,4 +164,4 @@ def control_characters(value, where: str = "") -> list[str]:
     return []
 
 
-__all__ = ["ATTAINMENT", "DERIVED", "differences", "question", "verify_plan"]
+__all__ = ["ATTAINMENT", "control_characters", "differences", "question", "verify_plan"]
