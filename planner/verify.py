@@ -94,12 +94,13 @@ def _claims(plan: Plan, trust_model_code: bool) -> list[str]:
     problems += _text_problems(data)
     if plan.kind == "fleet":
         return problems + model_problems_fleet(data, graph) + fleet_problems(graph, data, problem)
-    problems += model_problems(data, graph) + cluster_problems(data, cluster) + pinned_problems(data)
+    problems += model_problems(data, graph) + cluster_problems(data, cluster)
+    pinned = pinned_problems(data)                                        # reported with whatever else is found
     problems += structure_problems(data, graph, cluster)
     problems += strategy.check(graph, cluster, data) if not problems else []
     if problems:
-        return problems
-    return _predictions(strategy, graph, cluster, data, problem)
+        return problems + pinned
+    return _predictions(strategy, graph, cluster, data, problem) + pinned
 
 
 def model_problems_fleet(data: dict, graph) -> list[str]:
