@@ -7,6 +7,10 @@ model (tp and heads, pp and blocks).
 
 from __future__ import annotations
 
+from cost_models.cluster import MAX_DEVICES
+from passes.serving_strategy import FINAL_REQUESTS_MAX
+from planner.input_bounds import COUNT_LIMITS, MAX_RATE, MAX_VIRTUAL_STAGES
+
 
 def structure_problems(plan: dict, graph, cluster) -> list[str]:
     """Problems of the plan's (JSON form) stages and degrees against `graph` and `cluster`; empty when they hold."""
@@ -20,6 +24,33 @@ def structure_problems(plan: dict, graph, cluster) -> list[str]:
     problems += _layer_cover(d, stages, len(graph.layers))
     problems += _ranks(d, stages, cluster)
     return problems + _degrees(d, graph)
+
+
+def bound_problems(plan: dict) -> list[str]:
+    """Sizes and counts within the planner's input bounds (`planner.input_bounds`), so that nothing a plan file
+    says can make verification run without end: the workload, the decision's degrees and microbatching, the
+    number of stages and ranks, a serving section's simulated requests."""
+    w, d, problems = plan["inputs"]["workload"], plan["decision"], []
+    for key in ("batch", "seq_len", "input_len", "output_len"):
+        if isinstance(w.get(key), int) and not 0 <= w[key] <= COUNT_LIMITS[key]:
+            problems.append(f"inputs.workload.{key} {w[key]:,} is outside [0, {COUNT_LIMITS[key]:,}]")
+    if isinstance(w.get("rate"), (int, float)) and not 0 < w["rate"] <= MAX_RATE:
+        problems.append(f"inputs.workload.rate {w['rate']} is outside (0, {MAX_RATE:g}]")
+    limits = {"dp": MAX_DEVICES, "pp": MAX_DEVICES, "ep": MAX_DEVICES, "batch": COUNT_LIMITS["batch"],
+              "microbatch_size": COUNT_LIMITS["batch"], "microbatches": COUNT_LIMITS["batch"],
+              "virtual_stages": MAX_VIRTUAL_STAGES, "input_len": COUNT_LIMITS["input_len"],
+              "output_len": COUNT_LIMITS["output_len"]}
+    problems += [f"decision.{k} {d[k]:,} is above {limit:,}" for k, limit in limits.items()
+                 if isinstance(d.get(k), int) and d[k] > limit]
+    tps = d.get("tp") if isinstance(d.get("tp"), (list, tuple)) else [d.get("tp")]
+    stages = d.get("stages") or []
+    if any(isinstance(t, int) and t > MAX_DEVICES for t in tps) or len(stages) > MAX_DEVICES or \
+            any(s.get("tp", 1) > MAX_DEVICES or len(s.get("ranks", [])) > MAX_DEVICES for s in stages):
+        problems.append(f"decision has more than {MAX_DEVICES:,} ranks, stages or tp")
+    serving = d.get("serving") if isinstance(d.get("serving"), dict) else {}
+    if isinstance(serving.get("requests"), int) and not 0 < serving["requests"] <= FINAL_REQUESTS_MAX:
+        problems.append(f"decision.serving.requests {serving['requests']:,} is outside (0, {FINAL_REQUESTS_MAX:,}]")
+    return problems
 
 
 def _positive(d: dict) -> list[str]:

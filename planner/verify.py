@@ -24,7 +24,7 @@ from passes.strategies import strategy_of_plan
 from passes.strategy import Request
 from planner.model_source import code_refusal
 from planner.pipeline import graph_for
-from planner.plan_checks import structure_problems
+from planner.plan_checks import bound_problems, structure_problems
 from planner.verify_claims import (
     cluster_problems,
     differences,
@@ -78,6 +78,9 @@ def verify_plan(plan: Plan | dict, *, trust_model_code: bool = False) -> list[st
     if plan.fingerprint != fingerprint(plan.inputs):
         problems.append("fingerprint does not match the plan's inputs (edited after planning?)")
     problems += version_problems(plan)
+    bounds = bound_problems(plan.to_json())                          # nothing below may run without end
+    if bounds:
+        return problems + bounds
     try:
         return problems + _claims(plan, trust_model_code)
     except UserError as exc:  # the recorded question cannot be asked again: bad model values, cluster, workload
@@ -115,6 +118,8 @@ def _predictions(strategy, graph, cluster, data: dict, problem) -> list[str]:
             return ["decision.serving records engine settings only (a plan written before the serving simulator "
                     "recorded its deployment); re-run `planner plan`"]
         report, derived = serving_problems(graph, cluster, data, problem)
+        if any(p.startswith("decision") for p in report):  # not the planner's deployment: nothing to simulate
+            return report
     elif decision["kind"] == "inference":
         report = estimate_problems(graph, cluster, data, problem)
     else:

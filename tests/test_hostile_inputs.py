@@ -305,6 +305,8 @@ PLAN_EDITS = {  # name: (path into the plan, value)
     "workload command": (("inputs", "workload", "kind"), f"$({PWN}).csv"),
     "batch 10^12": (("inputs", "workload", "batch"), 10**12),
     "microbatches 10^12": (("decision", "microbatches"), 10**12),
+    "batch and microbatch size 10^12": (("inputs", "workload"), {"kind": "train", "batch": 10**12, "seq_len": 32}),
+    "rate 1e300": (("inputs", "workload"), {"kind": "train", "batch": 8, "seq_len": 32, "rate": 1e300}),
     "stage tp huge": (("decision", "stages", 0, "tp"), 10**9),
     "rank huge": (("decision", "stages", 0, "ranks", 0, 0), 2**62),
     "stages many": (("decision", "stages"), [{"stage": i} for i in range(10_000)]),
