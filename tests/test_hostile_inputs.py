@@ -122,8 +122,11 @@ FILES = {  # name in the scratch folder -> text
 }
 
 
-def _cases() -> list[tuple[str, list[str], str | None]]:
-    """(name, argv with {root} for the scratch folder, the reason that must be named or None)."""
+PLAN_DECODE = ["plan", "tiny-llama", "--cluster", "2xcpu", "--workload", "decode", "--input-len", "64"]
+
+
+def _model_cases() -> list[tuple[str, list[str], str | None]]:
+    """Model references and config files: (name, argv with {root} for the scratch folder, reason or None)."""
     cases = []
     models = ["", " ", f"{CANARY}:make", f"{CANARY}.sub:make", "os:system", "sys:exit", "subprocess:run",
               "builtins:eval", "importlib:import_module", f"{CANARY}", "../../etc/passwd", "/dev/zero", "/dev/null",
@@ -146,6 +149,11 @@ def _cases() -> list[tuple[str, list[str], str | None]]:
         cases.append((f"config {name}", ["inspect", f"{{root}}/cfg/{name}"], named.get(name)))
         cases.append((f"plan config {name}", ["plan", f"{{root}}/cfg/{name}", "--cluster", "2xcpu", "--workload",
                                                "decode", "--input-len", "64", "-o", "{root}/out.json"], named.get(name)))
+    return cases
+
+
+def _cluster_cases() -> list[tuple[str, list[str], str | None]]:
+    cases = []
     clusters = ["", "0xH100-SXM", "-1xH100-SXM", "99999999999999999999xH100-SXM", "65537xH100-SXM",
                 "9" * 5000 + "xL4", "1x", "x", "2x9xH100-SXM", "nosuchgpu", "4xcpu+", "+", "8xH100-SXM,", ",",
                 "H100-SXM,H100-SXM", "0xL4,H100-SXM", f"$({PWN})", "../../etc/passwd.yaml", "/dev/zero",
@@ -159,7 +167,12 @@ def _cases() -> list[tuple[str, list[str], str | None]]:
                       reason))
     cases.append(("cluster 10^20 devices", ["estimate", "tiny-llama", "--cluster", "99999999999999999999xH100-SXM"],
                   "65,536"))
-    base = ["plan", "tiny-llama", "--cluster", "2xcpu", "--workload", "decode", "--input-len", "64"]
+    return cases
+
+
+def _plan_flag_cases() -> list[tuple[str, list[str], str | None]]:
+    cases = []
+    base = PLAN_DECODE
     numbers = [("--batch", ["0", "-1", "1000000000000", "1e3", "nan", "", "0x10", "65537"]),
                ("--seq-len", ["0", "33554432", "-5"]), ("--input-len", ["0", "-64", "99999999999999999999"]),
                ("--output-len", ["0", "-1", "nan"]), ("--rate", ["0", "-1", "nan", "inf", "1e309", "1/0", "1e9"]),
@@ -179,6 +192,11 @@ def _cases() -> list[tuple[str, list[str], str | None]]:
              ("--output-len", "0"): "0 is not between 1", ("--slo", "ttft=inf"): "--slo ttft must be a positive finite"}
     for (flag, value), reason in issue.items():
         cases.append((f"issue {flag} {value}", [*base, flag, value], reason))
+    return cases
+
+
+def _other_cases() -> list[tuple[str, list[str], str | None]]:
+    cases = []
     estimate = ["estimate", "tiny-llama", "--cluster", "2xcpu"]
     for flag, value in (("--qps", "nan"), ("--qps", "-3"), ("--microbatch-size", "0"), ("--zero-stage", "7"),
                         ("--batch", "99999999"), ("--input-len", "0"), ("--tp", "3"), ("--phase", "serve"),
@@ -196,8 +214,8 @@ def _cases() -> list[tuple[str, list[str], str | None]]:
         cases.append((f"whatif {flag} {value}", [*whatif, flag, value], None))
     for i, path in enumerate(["", "{root}/nope/p.json", "{root}/outdir", "{root}/link.json", "/dev/null",
                               "/sys/never.json", "{root}/a_file/p.json"]):
-        cases.append((f"plan -o {i}", [*base, "-o", path], "" if i == 0 else None))
-    cases.append(("issue -o ''", [*base, "-o", ""], "-o names no file"))
+        cases.append((f"plan -o {i}", [*PLAN_DECODE, "-o", path], "" if i == 0 else None))
+    cases.append(("issue -o ''", [*PLAN_DECODE, "-o", ""], "-o names no file"))
     cases.append(("issue report /sys", ["plan", "tiny-llama", "--cluster", "2xcpu", "--workload", "train", "--batch",
                                         "8", "--seq-len", "32", "-o", "{root}/p_report.json", "--report", "/sys/rep"],
                   "report"))
@@ -209,6 +227,13 @@ def _cases() -> list[tuple[str, list[str], str | None]]:
                         ("-o", "{root}/outdir")):
         cases.append((f"memory pack {flag} {value}", ["memory", "pack", "{root}/buffers/neg.csv", flag, value], None))
     return cases
+
+
+
+
+def _cases() -> list[tuple[str, list[str], str | None]]:
+    """(name, argv with {root} for the scratch folder, the reason that must be named or None)."""
+    return _model_cases() + _cluster_cases() + _plan_flag_cases() + _other_cases()
 
 
 CASES = _cases()
