@@ -18,7 +18,7 @@ def codegen(plan_or_path, out_dir, verify: bool = True, trust_model_code: bool =
 
     >>> import planner, tempfile
     >>> p = planner.plan("tiny-llama", "2xcpu", "train", batch=4, seq_len=16, tp=2)
-    >>> [f.name for f in planner.codegen(p, tempfile.mkdtemp())]
+    >>> [f.name for f in planner.codegen(p, tempfile.mkdtemp()) if f.parent.name != "aot_runtime"]
     ['README.md', 'launch.sh', 'plan.json', 'run_plan.py']
     """
     from codegen import codegen as _codegen  # imports jinja2 and the runtime's templates only when asked

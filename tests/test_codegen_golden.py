@@ -319,7 +319,7 @@ def test_hostile_model_folder_names_never_execute(tmp_path):
     out = tmp_path / "out"
     files = render_plan(plan)
     assert {"launch.sh", "train_torchtitan.sh", "torchtitan_plan.py"} <= set(files)
-    planner.codegen(plan, out)
+    planner.codegen(plan, out, verify=False)  # deliberately: a fixture (frozen predictions) with its model edited
     for script in ("launch.sh", "train_torchtitan.sh"):
         proc = subprocess.run(["bash", str(out / script)], cwd=tmp_path, capture_output=True, text=True,
                               env={**os.environ, "PYTHON": "true"}, timeout=60)

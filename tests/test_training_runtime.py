@@ -49,7 +49,7 @@ def _dumps(folder: Path) -> list[dict]:
 def test_trains_on_a_text_file_saves_and_resumes_exactly(tmp_path):
     plan = planner.plan("tiny-llama", "2xcpu", "train", batch=BATCH, seq_len=SEQ, dp=2).to_dict()
     plan["decision"]["zero_stage"] = 3  # FSDP2 per block, resharded after forward
-    codegen(plan, tmp_path / "gen")
+    codegen(plan, tmp_path / "gen", verify=False)  # deliberately: the edited decision no longer matches its predictions
     shutil.copytree(DATA, tmp_path / "data")
     common = ["--mode", "train", "--steps", "50", "--data", "data/tiny_corpus.txt", "--tokenizer",
               "data/tiny_tokenizer.json", "--lr", "3e-3", "--warmup-steps", "5", "--log-every", "5"]
@@ -91,7 +91,7 @@ def test_checkpoint_from_save_pretrained_gives_the_models_logits(case, tmp_path)
     plan["decision"]["zero_stage"] = 3 if case == "dp2" else plan["decision"]["zero_stage"]
     if plan["decision"]["pp"] > 1:
         plan["decision"].update(microbatches=2, microbatch_size=2)
-    codegen(plan, tmp_path / "gen")
+    codegen(plan, tmp_path / "gen", verify=False)  # deliberately: the edited decision no longer matches its predictions
     proc = _launch(tmp_path, tmp_path / "gen", "--mode", "both", "--checkpoint", "hf", "--batch", "4", "--seq-len",
                    "8", "--new-tokens", "1", "--optimizer", "sgd", "--lr", "0", "--dump", "dump")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -113,7 +113,7 @@ def test_checkpoint_from_save_pretrained_gives_the_models_logits(case, tmp_path)
 
 def test_missing_checkpoint_folder_is_one_line(tmp_path):
     plan = planner.plan("tiny-llama", "1xcpu", "train", batch=2, seq_len=8).to_dict()
-    codegen(plan, tmp_path / "gen")
+    planner.codegen(plan, tmp_path / "gen")
     proc = subprocess.run([sys.executable, str(tmp_path / "gen" / "run_plan.py"), "--checkpoint", "nowhere"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0",
