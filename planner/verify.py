@@ -38,7 +38,7 @@ from planner.verify_claims import (
     version_problems,
 )
 from planner.verify_fleet import fleet_problems
-from planner.verify_serving import estimate_problems, serving_problems
+from planner.verify_serving import estimate_problems, holds_problems, serving_problems
 
 ATTAINMENT = 0.9  # a serving plan's share of requests meeting the SLO at its reported rate (goodput's definition)
 
@@ -131,6 +131,8 @@ def _predictions(strategy, graph, cluster, data: dict, problem) -> list[str]:
     except ValueError:
         return ["the cost model gives a non-finite prediction for this decision", *report]
     problems = differences(data["predicted"], fresh, "predicted") + _fit(fresh)
+    if decision["kind"] == "inference" and decision["phase"] == "serve":
+        problems += holds_problems(fresh)
     attained = data["predicted"].get("slo_attainment")
     if attained is not None and attained < ATTAINMENT:
         problems.append(f"SLO attainment {attained:.1%} is below {ATTAINMENT:.0%}: the plan does not meet its SLO "

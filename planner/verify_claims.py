@@ -178,13 +178,10 @@ def solver_problems(solver: dict) -> list[str]:
 
 
 def train_report_problems(plan_json: dict) -> list[str]:
-    """A training plan's search objective is its predicted step; runners-up are slower by what they say; the
-    baselines' speedups are the ratios of throughputs."""
-    pred, solver, problems = plan_json["predicted"], plan_json["solver"], []
-    step_us = pred["step_time_s"] * 1e6  # the search's score: whole microseconds per stage, summed (0.5% slack)
-    if solver.get("step_objective_us") is not None and abs(solver["step_objective_us"] - step_us) > max(2.0, step_us * 5e-3):
-        problems.append(f"solver.step_objective_us {solver['step_objective_us']} is not the predicted step "
-                        f"{step_us:.0f} us")
+    """A training plan's runners-up are slower by what they say (and not faster than the plan, when it was
+    chosen for throughput); the baselines' speedups are the ratios of throughputs. (The search's own score,
+    `solver.step_objective_us`, ranks layouts before their final evaluation and is not a prediction.)"""
+    pred, problems = plan_json["predicted"], []
     w = plan_json["inputs"]["workload"]
     for i, alt in enumerate(plan_json.get("alternatives") or []):
         where = f"alternatives[{i}]"

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 
+from cost_models.serving.capacity import MAX_UTILIZATION
 from cost_models.serving.deployment import costs_for, simulate
-from cost_models.serving.metrics import ATTAINMENT, attainment
+from cost_models.serving.metrics import ATTAINMENT, MAX_QUEUE_GROWTH, attainment, is_sustainable
 from passes.inference_strategy import evaluate_estimate, inference_decision, inference_layouts
 from passes.serving_candidates import serving_candidates
 from passes.serving_evaluate import base_workload
-from passes.serving_search import SERVE_REQUESTS, SERVE_SEED, requests_at
+from passes.serving_search import SERVE_REQUESTS, SERVE_SEED, GoodputSearch, horizon_s, requests_at
 from passes.serving_strategy import FINAL_REQUESTS_MAX, serving_decision, serving_section
 from planner.verify_claims import differences, jsonable
 
@@ -62,6 +63,7 @@ def serving_problems(graph, cluster, plan_json: dict, problem) -> tuple[list[str
     request, shape = problem.request, problem.shape
     costs = costs_for(graph, cluster, request.dtype, request.engine_profile)
     sample = base_workload(shape["source"], SERVE_REQUESTS, SERVE_SEED, shape["context"])
+    horizon = horizon_s(shape["slo"], float(sample.output_tokens.mean()))  # seconds of arrivals a goodput is judged on
     candidates = serving_candidates(graph, cluster, costs, request.fixed, sample)
     problems = _search_report(plan_json["solver"], candidates)
     unit = next((c for c in candidates if c.describe() == s["unit"]), None)
@@ -75,13 +77,28 @@ def serving_problems(graph, cluster, plan_json: dict, problem) -> tuple[list[str
                            f"{cluster.num_devices} devices"], {}
     fresh = serving_decision(graph, cluster, unit, k, shape["batch"], shape["input_len"], shape["output_len"],
                              request.dtype)
-    requests = min(requests_at(rate / k) * k, FINAL_REQUESTS_MAX)
+    requests = min(requests_at(rate / k, horizon) * k, FINAL_REQUESTS_MAX)
     fresh["serving"] = serving_section(unit, k, shape["source"], requests, rate, shape["slo"], cluster)
     if shape["context"]:
         fresh["serving"].update(context_tokens=shape["context"], requests_over_context=round(shape["over"], 4))
     problems += differences(d, jsonable(fresh), "decision", "the deployment's")
-    derived, why = _goodput(plan_json, unit, k, costs, shape)
+    derived, why = _goodput(plan_json, unit, k, GoodputSearch(costs, shape["source"], shape["slo"], shape["context"],
+                                                              horizon))
     return problems + why, derived
+
+
+def holds_problems(fresh: dict) -> list[str]:
+    """A serving deployment holds at its rate (what the planner settles it to): 90% of requests within the SLO,
+    a queue that does not grow, and the rate at most MAX_UTILIZATION of the saturated service rate."""
+    problems = []
+    if fresh.get("queue_growth") is not None and fresh["queue_growth"] > MAX_QUEUE_GROWTH:
+        problems.append(f"the deployment's queue grows {fresh['queue_growth']:.3f} s per s at its reported rate (at most "
+                        f"{MAX_QUEUE_GROWTH}): not a steady state")
+    if fresh.get("saturation_rps") is not None and \
+            fresh["rate_rps"] > MAX_UTILIZATION * fresh["saturation_rps"] * (1 + 1e-9):
+        problems.append(f"the reported rate {fresh['rate_rps']:.4g} req/s is above {MAX_UTILIZATION:.0%} of the "
+                        f"deployment's saturated rate {fresh['saturation_rps']:.4g} req/s")
+    return problems
 
 
 def _search_report(solver: dict, candidates) -> list[str]:
@@ -99,9 +116,11 @@ def _search_report(solver: dict, candidates) -> list[str]:
     return problems
 
 
-def _goodput(plan_json: dict, unit, k: int, costs, shape) -> tuple[dict, list[str]]:
+def _goodput(plan_json: dict, unit, k: int, search: GoodputSearch) -> tuple[dict, list[str]]:
     """GPUs used and goodput: without a rate target the deployment's goodput is the rate it was simulated at
-    (re-simulated by `evaluate`); with one, the unit's goodput is re-simulated at what the plan claims."""
+    (re-simulated by `evaluate`); with one, the unit's goodput is re-checked as the search judged it: one unit at
+    that rate keeps 90% of its requests within the SLO with a stable queue, at most MAX_UTILIZATION of its
+    saturated service rate."""
     pred, rate = plan_json["predicted"], plan_json["inputs"]["workload"].get("rate")
     gpus = k * unit.gpus
     claimed = pred.get("goodput_rps")
@@ -111,13 +130,17 @@ def _goodput(plan_json: dict, unit, k: int, costs, shape) -> tuple[dict, list[st
         derived["goodput_per_gpu"] = goodput / gpus
     if rate is None or not isinstance(claimed, (int, float)):
         return derived, []
-    problems = []
     if claimed < rate * (1 - 1e-9):
-        problems.append(f"predicted.goodput_rps {claimed} is below the target rate {rate}")
-    per_unit = claimed / k
-    w = base_workload(shape["source"], requests_at(per_unit), SERVE_SEED, shape["context"]).with_rate(per_unit)
-    held = attainment(simulate(costs, unit.unit(), w), shape["slo"])
-    if held < ATTAINMENT:
-        problems.append(f"predicted.goodput_rps {claimed:.4g}: one unit ({unit.describe()}) at {per_unit:.4g} req/s "
-                        f"keeps only {held:.1%} of requests within the SLO ({ATTAINMENT:.0%} needed)")
-    return derived, problems
+        return derived, [f"predicted.goodput_rps {claimed} is below the target rate {rate}"]
+    per_unit, d = claimed / k, unit.unit()
+    where = f"predicted.goodput_rps {claimed:.4g}: one unit ({unit.describe()}) at {per_unit:.4g} req/s"
+    saturation = search.saturation(d, unit.bound)
+    if per_unit > MAX_UTILIZATION * saturation * (1 + 1e-9):
+        return derived, [f"{where} is above {MAX_UTILIZATION:.0%} of its saturated rate {saturation:.4g} req/s"]
+    w = base_workload(search.source, requests_at(per_unit, search.horizon), SERVE_SEED, search.context)
+    result = simulate(search.costs, d, w.with_rate(per_unit))
+    held = attainment(result, search.slo)
+    if held < ATTAINMENT or not is_sustainable(result):
+        return derived, [f"{where} keeps only {held:.1%} of requests within the SLO ({ATTAINMENT:.0%} needed) or "
+                         f"its queue grows"]
+    return derived, []
