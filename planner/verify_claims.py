@@ -138,10 +138,13 @@ def cluster_problems(plan_json: dict, cluster) -> list[str]:
 
 
 def pinned_problems(plan_json: dict) -> list[str]:
-    """Degrees and options the user pinned (`inputs.fixed`) are the decision's."""
+    """Degrees and options the user pinned (`inputs.fixed`) are the decision's (prefill and decode layouts have
+    no expert parallelism to pin)."""
     fixed, d = plan_json["inputs"].get("fixed") or {}, plan_json["decision"]
     problems = []
     for key, value in sorted(fixed.items()):
+        if key == "ep" and d["kind"] == "inference" and d.get("phase") != "serve":
+            continue
         if key == "tp" and d["kind"] == "train":
             have = sorted({s["tp"] for s in d["stages"]})
             if have != [value]:
