@@ -1,8 +1,9 @@
 """Generated run_plan.py vs a hand-written torch.distributed program of the same plan, on CPU (gloo).
 
-Plan: tiny-llama training with tp=2 on 2xcpu (2 ranks). Both programs build the same seeded fp32 model,
-shard it with DTensor `parallelize_module` (q/k/v, gate/up column-wise; o/down row-wise; lm_head
-column-wise gathered) and run AdamW steps on the same synthetic batch, with the same torch thread count
+Plan: tiny-llama training with tp=2 on 2xcpu (2 ranks), sequence parallelism off (the hand-written
+program is plain Megatron TP). Both programs build the same seeded fp32 model, shard it with DTensor
+`parallelize_module` (q/k/v, gate/up column-wise; o/down row-wise; lm_head column-wise gathered) and
+run AdamW steps on the same synthetic batch, with the same torch thread count
 per rank (OMP_NUM_THREADS, default 1: 2 ranks x 1 thread fill 2 cores). Start-up, imports and model
 building are never timed.
 
@@ -11,7 +12,8 @@ building are never timed.
 swapping which goes first every round; the ranks meet at a barrier before each timed step and a step
 counts as the slower rank's time. Load from other processes on a shared machine then hits both alike.
 --mode programs: each program as launched (a fresh torchrun each, ABBA order); the generated one reports
-its rank 0 median step time (codegen/runtime.py `run`), the hand-written one the same statistic.
+its rank 0 median step time (codegen/runtime/train.py `train`), the hand-written one the same statistic.
+The generated step also clips gradients to the global norm (one all-reduce more than the hand-written step).
 Prints every trial and the throughput ratio generated / hand-written (target >= 0.95): in interleaved
 mode the median over all rounds of the ratio of the two steps run back to back, with quartiles and spread.
 
@@ -32,7 +34,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import planner
-from codegen import codegen
 
 HAND_WRITTEN = '''
 import json, sys, time
@@ -85,34 +86,44 @@ if __name__ == "__main__":
         step()
         times.append(time.perf_counter() - start)
     if dist.get_rank() == 0:
-        timed = sorted(times[1:] or times)  # as codegen/runtime.py run(): the first step warms up, then the median
+        timed = sorted(times[1:] or times)  # as codegen/runtime/train.py: the first step warms up, then the median
         step_s = timed[len(timed) // 2]
         print(json.dumps({"train_step_s": step_s, "train_tokens_per_s": batch * seq / step_s,
                           "threads": torch.get_num_threads()}), flush=True)
     dist.destroy_process_group()
 '''
 
-# Both programs in the same two ranks, one step of each in turn: the generated program's own code
-# (run_plan.py loaded as a module; the calls mirror the train branch of codegen/runtime.py `run`) and the
+# Both programs in the same two ranks, one step of each in turn: the generated program's own code (its
+# aot_runtime package, as run_plan.py calls it: codegen/runtime/program.py `run` and train.py `train`) and the
 # hand-written step. Ranks meet at a barrier before each timed step; a step's time is the slower rank's.
 INTERLEAVED = '''
-import json, runpy, sys, time
+import json, sys, time
 import torch, torch.distributed as dist
 from hand_written import build
+from run_plan import PLAN
+from aot_runtime import base, data, parallel, program, train
 
 steps, warmup, batch, seq = (int(a) for a in sys.argv[1:5])
-gen = runpy.run_path("run_plan.py", run_name="run_plan")
-plan = gen["PLAN"]
-args = gen["parse_args"](plan, ["--mode", "train", "--batch", str(batch), "--seq-len", str(seq)])
-rank = gen["Rank"](plan, args)
-model = gen["make_stage"](plan, rank, args)
-x, y = gen["synthetic_batch"](plan, args, rank)
-model.train()
-gen["apply_recompute"](model, plan.get("recompute", "none"))
-model = gen["apply_dp"](model, rank.mesh, plan["zero_stage"], train=True)
-gen["make_schedule"](plan, rank, model)
-opt = (torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.SGD)(model.parameters(), lr=args.lr)
-step_of = {"generated": lambda: gen["train_step"](plan, rank, model, opt, x, y), "hand": build(batch, seq)}
+plan = base.expand_plan(PLAN)
+args = program.parse_args(plan, ["--mode", "train", "--batch", str(batch), "--seq-len", str(seq)])
+rank = program.Rank(plan, args.device, args.dtype)
+model = program.build_stage(plan, rank, args, train_mode=True)
+if rank.pp > 1:
+    rank.schedule = parallel.make_schedule(model, rank.s, rank.pp, plan["microbatches"], plan["schedule"],
+                                           rank.mesh["pp"].get_group(), rank.device, base.lm_loss)
+opt = train.make_optimizer(model, args.optimizer, args.lr, args.weight_decay)
+x, y = data.TokenSource(None, plan["vocab_size"], args.seed).batch(0, batch, seq)
+lo, hi = base.split_rows(batch, rank.dp, rank.d)
+
+
+def generated_step():  # the body of train.train's loop for one step
+    opt.zero_grad(set_to_none=True)
+    train.forward_backward(plan, rank, model, x[lo:hi], y[lo:hi])
+    train.clip_gradients(model, rank, args.max_norm)
+    opt.step()
+
+
+step_of = {"generated": generated_step, "hand": build(batch, seq)}
 times = {name: [] for name in step_of}
 for i in range(warmup + steps):
     for name in (("generated", "hand") if i % 2 == 0 else ("hand", "generated")):
@@ -199,8 +210,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank (OMP_NUM_THREADS), both programs")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-codegen-"))
-    plan = planner.plan("tiny-llama", "2xcpu", "train", batch=args.batch, seq_len=args.seq_len, tp=2)
-    codegen(plan, folder)
+    # sequence parallelism off: the hand-written program is plain Megatron TP (the same collectives)
+    plan = planner.plan("tiny-llama", "2xcpu", "train", batch=args.batch, seq_len=args.seq_len, tp=2,
+                        sequence_parallel=False)
+    planner.codegen(plan, folder)  # verified, then rendered
     (folder / "hand_written.py").write_text(HAND_WRITTEN)
     (folder / "interleaved.py").write_text(INTERLEAVED)
     print(f"plan: tiny-llama train tp=2 on 2xcpu (gloo), fp32, batch {args.batch} x seq {args.seq_len}; "

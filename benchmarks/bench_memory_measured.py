@@ -5,11 +5,15 @@ Measured: torch.profiler(profile_memory=True) records every CPU allocator event 
 plus the bytes alive before the step (parameters; for training also the Adam states, gradients being
 freed by zero_grad(set_to_none=True)). A warm-up step runs first so Adam's states exist.
 
-Predicted: the planner's formulas without the device reserve (the reserve models CUDA context and
-allocator slack, which the CPU allocator counters do not see): training = `stage_memory` (weights,
-gradients, Adam states: 16 B/param either way, since fp32 Adam keeps 4 + 4 + 8) + activations;
-inference (prefill with KV cache) = `inference_memory` weights + KV cache + activations. Activation
-formulas count 16-bit activations, so they are scaled by 4/2 for this fp32 run. Target: within 15%.
+Predicted: the planner's formulas and the margin items that are tensors the allocator holds, without
+the fixed reserve (runtime: CUDA context and library workspaces) and without allocator fragmentation
+(neither is visible to the CPU allocator's counters): training = `stage_memory_items` (weights,
+gradients, Adam states: 16 B/param either way, since fp32 Adam keeps 4 + 4 + 8) + activations + the
+backward workspace (one layer's activation gradients beside the saved activations); inference (prefill
+with KV cache) = `inference_memory` weights + KV cache + activations + the logits eager Hugging Face
+computes for every prompt token. Activation formulas count 16-bit activations, so they are scaled by
+4/2 for this fp32 run. Target (issues #14 and #18): predicted >= measured in every case, and not
+more than 1.6x (a formula that always over-reserves wastes the memory it claims to protect).
 
     python benchmarks/bench_memory_measured.py
 """
@@ -26,12 +30,13 @@ import torch
 import planner
 from cost_models.cluster import parse_cluster
 from cost_models.estimate_context import make_context
-from cost_models.estimate_infer import inference_memory
-from cost_models.estimate_train import stage_memory
+from cost_models.estimate_infer import inference_margin_items, inference_memory
+from cost_models.estimate_train import stage_memory_items
 from cost_models.parallel_config import Options
 from planner.presets import get_preset
 
 FP32_OVER_16BIT = 2.0
+MAX_OVER = 1.6
 CASES = (("train", 4, 128), ("train", 8, 256), ("prefill", 8, 256), ("prefill", 16, 512))
 
 
@@ -84,13 +89,16 @@ def measure(phase: str, batch: int, seq: int) -> int:
 
 def predict(phase: str, batch: int, seq: int) -> int:
     graph = planner.capture("tiny-llama", seq_len=seq, dtype="fp32")
-    options = Options(tp=1, pp=1, dp=1, batch=batch, input_len=seq, output_len=1, microbatch_size=batch, dtype="fp32")
+    options = Options(tp=1, pp=1, dp=1, batch=batch, input_len=seq, output_len=1, microbatch_size=batch, dtype="fp32",
+                      ep_over_dp=phase == "train")  # the training-layout marker: training margin items
     ctx = make_context(graph, parse_cluster("1xcpu"), options)
     if phase == "train":
-        mem = stage_memory(ctx, 0, (0, len(graph.layers)), batch, seq, 1)
-        return int(mem["weights"] + mem["gradients"] + mem["optimizer"] + mem["activations"] * FP32_OVER_16BIT)
+        mem, margin = stage_memory_items(ctx, 0, (0, len(graph.layers)), batch, seq, 1)
+        return int(mem["weights"] + mem["gradients"] + mem["optimizer"]
+                   + (mem["activations"] + margin["backward_workspace"]) * FP32_OVER_16BIT)
     mem = inference_memory(ctx, batch, seq, batch * seq)
-    return int(mem["weights"] + mem["kv_cache"] + mem["activations"] * FP32_OVER_16BIT)
+    logits = inference_margin_items(ctx, batch, batch * seq)["logits"]  # float32 already
+    return int(mem["weights"] + mem["kv_cache"] + mem["activations"] * FP32_OVER_16BIT + logits)
 
 
 def main() -> int:
@@ -100,9 +108,9 @@ def main() -> int:
     for phase, batch, seq in CASES:
         pred, meas = predict(phase, batch, seq), measure(phase, batch, seq)
         ratio = pred / meas
-        ok &= abs(ratio - 1) <= 0.15
+        ok &= 1.0 <= ratio <= MAX_OVER
         print(f"{f'tiny-llama {phase} b{batch} s{seq}':28} {pred / 1e6:13.2f} {meas / 1e6:12.2f} {ratio:10.3f}")
-    print("all within 15%:", "yes" if ok else "NO")
+    print(f"every case predicted >= measured and <= {MAX_OVER}x measured:", "yes" if ok else "NO")
     return 0 if ok else 1
 
 

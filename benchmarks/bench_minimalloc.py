@@ -29,7 +29,7 @@ from passes.buffer_packing import (
     verify_packing,
 )
 
-SUITE = Path("/work/shared/data/memory/minimalloc/challenging")
+SUITE = Path(__file__).resolve().parent / "data" / "minimalloc" / "challenging"
 
 
 def plain_cpsat(instance: PackingInstance, time_limit_s: float) -> tuple[bool, float]:

@@ -1,6 +1,9 @@
 """The published directions of issue 6, reproduced in simulation and printed as ratios (every baseline
 is simulated in the same run, same workload and seed):
 
+1a. Layered prefill in its paper's own setup (From Tokens to Layers, the authors' repository): qwen3-30b-a3b
+   on 2xH100-SXM, tp 2, their arXiv requests at 1.5 req/s (and 1.0, 2.0), chunked(512) against layered (16 groups,
+   8192 tokens), against the authors' measured means (benchmarks/data/README.md).
 1. Layered vs chunked prefill (From Tokens to Layers): qwen3-30b-a3b on 2xH100-SXM, tp 2, ShareGPT
    lengths, Poisson arrivals at several loads. One TBT SLO for both: layered prefill's p90 max TBT, and
    (policy-neutral) chunked(512)'s; chunked prefill takes the largest budget that meets it; compare TTFT
@@ -14,6 +17,8 @@ is simulated in the same run, same workload and seed):
    requests resampled with Poisson arrivals; best against best on our ShareGPT trace (prompt + output <=
    2048, OPT's context); and what `planner plan` picks by TPOT SLO when colocated and disaggregated
    deployments each run on their own engine (vLLM v0.2, DistServe).
+2b. Disaggregation for OPT-66B in DistServe's own ablation setting (ShareGPT, TTFT 0.4 s, TPOT 0.1 s): best
+   disaggregated placement against best colocated parallelism on one 8x A100 node, our cost model for both.
 3. Chunked vs prefill-first (Sarathi-Serve): llama-3.1-70b on 4xH100-SXM, tp 4, ShareGPT lengths,
    strict TBT SLO; capacity = goodput under (TTFT <= 2 s, max TBT <= SLO).
 
@@ -40,8 +45,14 @@ from cost_models.serving.metrics import attainment, capacity_rate, goodput, meas
 from cost_models.serving.policies import Chunked, Disaggregated, Layered, PrefillFirst
 from cost_models.serving.workload import Workload, arrivals, read_trace, write_trace
 
-SHAREGPT = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / \
-    "sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
+SHAREGPT = Path(__file__).resolve().parent / "data" / "traces" / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
+ARXIV = Path(__file__).resolve().parent / "data" / "arxiv_summarization_lengths.csv"
+# The layered-prefill authors' measured comparison (github.com/scale-snu/layered-prefill README, "VS. vLLM
+# (v0.10.2)"): Qwen3-30B-A3B, 2x H100 80GB, tp 2, max model length 16384, 100 arXiv prompts at 1.5 req/s;
+# vLLM chunked prefill (512 tokens per iteration, 256 sequences) against layered prefill (8192 tokens,
+# 16 layer groups). Mean TTFT / TPOT / end-to-end latency in ms.
+PAPER_MEASURED = {"chunked": (1018.75, 19.71, 4904.02), "layered": (712.84, 15.09, 3525.08)}
+PAPER_CLAIMS = "TTFT -70%, end-to-end latency -41%, energy per token -22% (best cases of the paper)"
 N = 1500
 
 
@@ -67,6 +78,46 @@ def _chunked_best(costs, wl: Workload, tbt: float) -> tuple[int, dict] | None:
         if attainment(r, {"tbt": tbt}) >= 0.9:
             best = (budget, summarize(r))
     return best
+
+
+def _arxiv(n: int, rate: float, seed: int, max_total: int = 16384) -> Workload:
+    """The paper's arXiv requests in file order (those within the 16384-token context), Poisson at `rate`."""
+    rows = np.loadtxt(ARXIV, delimiter=",", skiprows=1, dtype=np.int64)
+    rows = rows[rows.sum(axis=1) <= max_total][:n]
+    return Workload(arrivals(len(rows), rate, seed=seed), rows[:, 0], rows[:, 1], "arxiv")
+
+
+def _latency_summary(r) -> tuple[float, float, float, float]:
+    """Mean TTFT, TPOT, end-to-end latency (ms) and energy per prompt + output token (J) of a run."""
+    m = summarize(r)
+    w = r.workload
+    e2e = float(np.nanmean(r.finish_s - w.arrival_s))
+    energy = m["energy_per_token_j"] * float(w.output_tokens.sum()) / float(w.prompt_tokens.sum() + w.output_tokens.sum())
+    return m["ttft_mean"] * 1e3, m["tpot_mean"] * 1e3, e2e * 1e3, energy
+
+
+def layered_in_its_own_setup() -> None:
+    """The layered-prefill paper's own setup (module constants), against the authors' measurements."""
+    costs = CostCache(planner.capture("qwen3-30b-a3b", seq_len=2048), parse_cluster("2xH100-SXM"))
+    policies = {"chunked": Chunked(512, max_num_seqs=256), "layered": Layered(16, max_prefill_tokens=8192,
+                                                                             max_num_seqs=256)}
+    print(f"[1a] layered prefill in its paper's setup: qwen3-30b-a3b 2xH100 tp2, arXiv requests (<= 16384 tokens), "
+          f"chunked(512) vs layered(G=16, 8192 tokens); paper claims {PAPER_CLAIMS}")
+    for rate in (1.5, 1.0, 2.0):
+        runs = {name: [_latency_summary(simulate(costs, Deployment(pol, tp=2), _arxiv(100, rate, seed)))
+                       for seed in range(5)] for name, pol in policies.items()}
+        means = {name: np.mean(np.array(v), axis=0) for name, v in runs.items()}
+        c, lay = means["chunked"], means["layered"]
+        line = (f"    {rate:3.1f} req/s, 100 prompts, mean of 5 arrival seeds: simulated chunked TTFT {c[0]:7.1f} TPOT "
+                f"{c[1]:5.1f} E2E {c[2]:7.1f} ms, layered {lay[0]:7.1f} / {lay[1]:5.1f} / {lay[2]:7.1f} ms -> layered/chunked "
+                f"TTFT x{lay[0] / c[0]:.2f} TPOT x{lay[1] / c[1]:.2f} E2E x{lay[2] / c[2]:.2f} energy/token x{lay[3] / c[3]:.2f}")
+        print(line)
+        if rate == 1.5:
+            mc, ml = PAPER_MEASURED["chunked"], PAPER_MEASURED["layered"]
+            print(f"      measured (authors, vLLM v0.10.2 vs layered): chunked {mc[0]:.1f} / {mc[1]:.1f} / {mc[2]:.1f} ms, "
+                  f"layered {ml[0]:.1f} / {ml[1]:.1f} / {ml[2]:.1f} ms -> TTFT x{ml[0] / mc[0]:.2f} TPOT x{ml[1] / mc[1]:.2f} "
+                  f"E2E x{ml[2] / mc[2]:.2f}; simulated/measured: chunked TTFT {c[0] / mc[0]:.2f} TPOT {c[1] / mc[1]:.2f} "
+                  f"E2E {c[2] / mc[2]:.2f}, layered TTFT {lay[0] / ml[0]:.2f} TPOT {lay[1] / ml[1]:.2f} E2E {lay[2] / ml[2]:.2f}")
 
 
 def layered_vs_chunked() -> None:
@@ -343,6 +394,41 @@ def _diagnose(costs, d: Deployment, w: Workload, slo: dict, per_gpu: float) -> N
           f"{s['max_kv_blocks']}/{s['kv_capacity_blocks']} blocks")
 
 
+def disaggregation_opt66b() -> None:
+    """DistServe's own OPT-66B setting (the ablation of its artifact: ShareGPT, TTFT 0.4 s, TPOT 0.1 s), simulated
+    with our cost model for both kinds: best disaggregated placement against best colocated parallelism (DistServe
+    against vLLM++) on one 8x A100-SXM-80GB node, per-GPU goodput."""
+    costs = CostCache(planner.capture("opt-66b", seq_len=2048), parse_cluster("8xA100-SXM-80GB"))
+    slo = {"ttft": 0.4, "tpot": 0.1}
+    w = sharegpt(N, 1.0, max_total=2048)
+    coloc = {f"{8 // tp}x tp{tp} prefill-first": Deployment(VLLM_V02, tp=tp, replicas=8 // tp) for tp in (2, 4, 8)}
+    disagg = {d.describe(): Deployment(d) for d in (
+        Disaggregated(1, 1, prefill_tp=4, decode_tp=4), Disaggregated(1, 1, prefill_tp=2, decode_tp=4),
+        Disaggregated(2, 1, prefill_tp=2, decode_tp=4), Disaggregated(1, 2, prefill_tp=2, decode_tp=2),
+        Disaggregated(1, 1, prefill_tp=4, decode_tp=2), Disaggregated(2, 2, prefill_tp=2, decode_tp=2))}
+    cap = capacity_rate(costs.get(4, 1), float(w.prompt_tokens.mean()), float(w.output_tokens.mean()))
+    results = {}
+    for name, d in {**coloc, **disagg}.items():
+        try:
+            results[name] = _per_gpu_goodput(costs, d, w, slo, 4 * cap)
+        except Exception as exc:
+            print(f"    {name}: not runnable ({str(exc).splitlines()[0][:80]})")
+    best_c, best_d = max(coloc, key=lambda k: results.get(k, 0.0)), max(disagg, key=lambda k: results.get(k, 0.0))
+    print("[2b] opt-66b on 8xA100-SXM-80GB, DistServe's OPT-66B ShareGPT setting (TTFT 0.4 s, TPOT 0.1 s); per-GPU goodput "
+          "with our cost model for both kinds:")
+    for name in (*coloc, *disagg):
+        if name in results:
+            print(f"        {name:<44} {results[name]:.3f} req/s/GPU")
+    ratio = results[best_d] / results[best_c] if results.get(best_c) else float("inf")
+    print(f"    best disaggregated ({best_d}) / best colocated ({best_c}): x{ratio:.2f}. DistServe's own ablation at these "
+          "SLOs (above: attainment 98.3/89.7/81.3% against vLLM++'s 95.5/89.5/81.0% at the same per-GPU rates) puts\n"
+          "    disaggregation a few percent ahead of a colocated engine whose parallelism is searched too"
+          + (": reproduced." if ratio >= 0.95 else
+             ": not reproduced here; on one 8-GPU node a tp4 decode instance holds half the KV cache of the colocated\n"
+             "    tp8 instance while the prefill instance idles between prompts, and DistServe's searched placements "
+             "(pipeline stages across nodes) are not in this search."))
+
+
 def chunked_vs_prefill_first() -> None:
     costs = CostCache(planner.capture("llama-3.1-70b", seq_len=2048), parse_cluster("4xH100-SXM"))
     w = sharegpt(N, 1.0)
@@ -360,7 +446,8 @@ def chunked_vs_prefill_first() -> None:
 
 
 def main() -> None:
-    for fn in (layered_vs_chunked, disaggregation, chunked_vs_prefill_first):
+    for fn in (layered_in_its_own_setup, layered_vs_chunked, disaggregation, disaggregation_opt66b,
+               chunked_vs_prefill_first):
         t0 = time.perf_counter()
         fn()
         print(f"    ({time.perf_counter() - t0:.1f} s)")

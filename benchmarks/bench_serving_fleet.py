@@ -15,8 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import planner
+from passes.fleet_strategy import fleet_instance
 from passes.serving_fleet import FleetConfig, restrict, solve_fleet
-from planner.plan_fleet import fleet_instance
 
 MODEL, SPEC, WORKLOAD = "llama-3-8b", "H100-SXM,A100-SXM-80GB,L4", "chat"
 SLO = {"ttft": 0.5, "tpot": 0.1}
@@ -25,7 +26,7 @@ RATES = (5, 15, 30, 60, 120)
 
 def main() -> None:
     t0 = time.perf_counter()
-    _, inst, _, buckets, profiler = fleet_instance(MODEL, SPEC, WORKLOAD, 1.0, SLO)
+    inst, _, buckets, profiler = fleet_instance(planner.capture(MODEL), SPEC, WORKLOAD, 1.0, SLO)
     print(f"{MODEL} {WORKLOAD} SLO {SLO} on {SPEC}: profiled {len(inst.configs)} configurations x {len(buckets)} "
           f"buckets with {profiler.simulations} simulations in {time.perf_counter() - t0:.1f} s")
     for rate in RATES:

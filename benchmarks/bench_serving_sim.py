@@ -26,7 +26,7 @@ from cost_models.serving.policies import Chunked
 from cost_models.serving.simulator import simulate_instance
 from cost_models.serving.workload import read_trace
 
-TRACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / "splitwise_conv.csv"
+TRACE = Path(__file__).resolve().parent / "data" / "traces" / "splitwise_conv.csv"
 
 
 def main() -> None:

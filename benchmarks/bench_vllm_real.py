@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,7 @@ def table(rows: list[tuple[float, float, dict, dict, dict]]) -> bool:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a terminated run still stops its engine (VllmServer)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="2,4,9,12", help="scored request rates (req/s)")
     ap.add_argument("--seconds", type=float, default=40.0, help="trace length per scored rate")

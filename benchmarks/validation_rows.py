@@ -4,7 +4,7 @@ Each usable row of `published_measurements.csv` becomes a `Case`: what was measu
 the device, and a `predict(params)` closure that evaluates the same formulas the estimator uses:
 `cost_models.compute.op_time` for GEMMs, batched matmuls, norms, softmax and flash attention,
 `cost_models.layer_times.layer_times` on a captured layer for per-layer rows,
-`cost_models.estimate_train._layer_step_times` for training backward, and
+`cost_models.estimate_train.layer_step_times` for training backward, and
 `cost_models.communication.collective_time` on the cluster's `Group` for collectives.
 `Params` holds one `Efficiency` per device family plus link latencies, so that
 `benchmarks/bench_validation.py` can refit them. Shapes are parsed from the row's own columns
@@ -33,9 +33,8 @@ from ir.graph import AttentionSpec, OpNode, TensorSpec
 from ir.phases import OpWork, phase_shape
 from planner.presets import get_preset
 
-CSV_PATH = Path(os.environ.get("AOT_MEASUREMENTS_CSV", "/work/shared/data/calibration/published_measurements.csv"))
-if not CSV_PATH.exists():
-    CSV_PATH = Path(__file__).resolve().parents[1] / "shared/data/calibration/published_measurements.csv"
+CSV_PATH = Path(os.environ.get("AOT_MEASUREMENTS_CSV", "")) if os.environ.get("AOT_MEASUREMENTS_CSV") else \
+    Path(__file__).resolve().parent / "data" / "calibration" / "published_measurements.csv"
 FAMILIES = ("A100", "H100", "H200", "MI300X")
 _UNITS = {"ms": 1e-3, "us": 1e-6, "s": 1.0, "TFLOP/s": 1e12, "GB/s": 1e9}
 _LARGE_MESSAGE = 2**30  # bytes, for "large" / peak-bandwidth rows without a size
@@ -202,7 +201,7 @@ def block_time(hidden: int, heads: int, phase: str, batch: int, seq: int, contex
 
 
 def train_layer_seconds(row: dict, params: Params, metric: str) -> float:
-    from cost_models.estimate_train import _layer_step_times
+    from cost_models.estimate_train import layer_step_times
 
     hidden, heads = (int(x) for x in re.search(r"h=(\d+),\s*heads=(\d+)", row["model"]).groups())
     notes = row["notes"].lower()
@@ -212,13 +211,13 @@ def train_layer_seconds(row: dict, params: Params, metric: str) -> float:
     if metric == "layer_forward_time":
         return t.total_s
     ctx = SimpleNamespace(options=SimpleNamespace(recompute=recompute))
-    return _layer_step_times(ctx, SimpleNamespace(layer_times=[t]))[0] - t.total_s
+    return layer_step_times(ctx, SimpleNamespace(layer_times=[t]))[0] - t.total_s
 
 
 # --- LLMCompass per-op rows: GPT-3 175B layer ops on one rank ------------------------------------
 def layer_op_seconds(row: dict, params: Params) -> float | None:
     """Per-rank time of one named op of a GPT-3 layer (prefill or one decode step); None: unknown op."""
-    pre = get_preset("gpt-3").values
+    pre = get_preset("opt-175b").values  # GPT-3 175B's shape (96 layers, 96 heads, d_model 12288)
     h, heads, tp = pre["hidden_size"], pre["num_attention_heads"], int(row["tp"])
     b, decode = int(row["batch"]), row["kind"].endswith("decode")
     q_len, kv_len = (1, int(row["input_len"])) if decode else (int(row["input_len"]),) * 2

@@ -9,16 +9,13 @@ it: the runtime `PLAN` literal of run_plan.py, torchrun arguments, and serving-e
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
-import re
-from pathlib import Path
 
 from codegen.serving import serving_context
 from ir.errors import UserError
-from planner.plan_file import PLAN_FORMAT
+from ir.plan import PLAN_FORMAT
 
-_HUB_ID = re.compile(r"huggingface\.co/([\w.-]+/[\w.-]+)")
+OWN_DTYPE = {"fp8": "bf16"}  # the own runtime has no float8 GEMMs: it computes fp8 plans in bf16 (the README says so)
 
 
 def plan_hash(plan: dict) -> str:
@@ -30,47 +27,30 @@ def plan_hash(plan: dict) -> str:
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def model_spec(ref: str) -> dict:
-    """How run_plan.py builds the model: a preset's or config.json's values, or a factory reference.
+def model_spec(source: dict) -> dict:
+    """How run_plan.py builds the model, from the plan's record of it (`inputs.model_source`, JSON form): a
+    preset's or config.json's values, or a factory reference (which only the generated program, run by the
+    user, imports; codegen never does).
 
-    >>> model_spec("tiny-llama")["architecture"]
+    >>> from planner.model_source import model_record
+    >>> model_spec(model_record("tiny-llama", {}))["architecture"]
     'LlamaForCausalLM'
     """
-    from planner.presets import get_preset
-
-    path = Path(ref)
-    if ref.endswith(".json") or path.is_dir() or path.is_file():
-        file = path / "config.json" if path.is_dir() else path
-        try:
-            values = json.loads(file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"cannot read the plan's model config {file}: {exc}; regenerate the plan") from None
-        archs = values.get("architectures") or []
-        if not archs:
-            raise UserError(f"{file}: no 'architectures' entry; add the transformers model class name")
-        return {"kind": "hf_config", "config_class": None, "architecture": archs[0], "values": values, "hub_id": None}
-    if ":" in ref:
-        module_name, _, attr = ref.partition(":")
-        try:
-            getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise UserError(f"cannot import the plan's model factory '{ref}': {exc}; put its module on PYTHONPATH") from None
-        return {"kind": "factory", "ref": ref, "hub_id": None}
-    preset = get_preset(ref)
-    hub = _HUB_ID.search(preset.source)
-    return {"kind": "hf_config", "config_class": preset.config_class, "architecture": preset.architecture,
-            "values": dict(preset.values), "hub_id": hub.group(1) if hub else None}
+    if source["kind"] == "module":
+        return {"kind": "factory", "ref": source["ref"], "hub_id": None}
+    if not source.get("architecture"):
+        raise UserError(f"the plan's model config {source['ref']!r} has no 'architectures' entry; add the "
+                        f"transformers model class name to its config.json and re-run `planner plan`")
+    return {"kind": "hf_config", "config_class": source.get("config_class"), "architecture": source["architecture"],
+            "values": dict(source["values"]), "hub_id": source.get("hub_id")}
 
 
-def _config_numbers(spec: dict) -> dict:
-    """hidden size, heads, kv heads, blocks and vocabulary of the model."""
+def _config_numbers(spec: dict, summary: dict) -> dict:
+    """hidden size, heads, kv heads, blocks and vocabulary of the model (a factory's from the plan's summary)."""
     if spec["kind"] == "factory":
-        from planner.model_source import resolve
-
-        cfg = resolve(spec["ref"]).config
-        values = {"hidden_size": cfg.get("hidden_size"), "num_attention_heads": cfg.get("num_heads"),
-                  "num_key_value_heads": cfg.get("num_kv_heads"), "num_hidden_layers": cfg.get("num_layers"),
-                  "vocab_size": cfg.get("vocab_size")}
+        values = {"hidden_size": summary.get("hidden_size"), "num_attention_heads": summary.get("num_heads"),
+                  "num_key_value_heads": summary.get("num_kv_heads"), "num_hidden_layers": summary.get("num_layers"),
+                  "vocab_size": summary.get("vocab_size")}
     else:
         values = spec["values"]
     heads = values.get("num_attention_heads")
@@ -125,12 +105,12 @@ def _stages(decision: dict, num_blocks: int) -> list[dict]:
              **({"chunks": [list(c) for c in st["chunks"]]} if v > 1 else {})} for st in stages]
 
 
-def _launch(cluster_spec: str, world: int) -> dict:
+def launch_geometry(cluster_spec: str, world: int) -> dict:
     """torchrun geometry: the plan's ranks fill node 0 first, then node 1, ...; nodes may differ in size
     (mixed GPU types), torchrun then takes each node's own --nproc-per-node and numbers global ranks by
     node rank (static rendezvous), as the plan placed them.
 
-    >>> g = _launch("2xcpu+1xcpu", 3)
+    >>> g = launch_geometry("2xcpu+1xcpu", 3)
     >>> g["nnodes"], g["nproc_list"], g["uneven"]
     (2, [2, 1], True)
     """
@@ -160,8 +140,8 @@ def build_context(plan: dict) -> dict:
     """
     check_format(plan)
     inputs, decision = plan["inputs"], plan["decision"]
-    spec = model_spec(inputs["model"])
-    numbers = _config_numbers(spec)
+    spec = model_spec(inputs["model_source"])
+    numbers = _config_numbers(spec, inputs["model_source"]["summary"])
     stages = _stages(decision, numbers["num_blocks"])
     train = decision.get("kind") == "train"
     workload = inputs.get("workload", {})
@@ -178,7 +158,8 @@ def build_context(plan: dict) -> dict:
         "schedule": decision.get("schedule", "1f1b"), "zero_stage": int(decision.get("zero_stage", 0)),
         "virtual_stages": int(decision.get("virtual_stages", 1)),
         "recompute": decision.get("recompute", "none"), "sequence_parallel": bool(decision.get("sequence_parallel")),
-        "dtype": inputs.get("dtype", "bf16"), "default_mode": "train" if train else "infer",
+        "dtype": OWN_DTYPE.get(inputs.get("dtype", "bf16"), inputs.get("dtype", "bf16")),
+        "default_mode": "train" if train else "infer",
         "workload": {"batch": int(workload.get("batch") or decision.get("batch") or 1),
                      "seq_len": int(workload.get("seq_len") or decision.get("input_len") or 128),
                      "output_len": workload.get("output_len")},
@@ -191,15 +172,30 @@ def build_context(plan: dict) -> dict:
     if hetero and (runtime["ep"] > 1 or runtime["virtual_stages"] > 1):
         raise UserError(f"stages of different tp {tps} run their own pipeline schedule, which has no expert "
                         f"parallelism or virtual stages; re-plan with --ep 1 and --schedule 1f1b")
-    launch = _launch(inputs.get("cluster", "1xcpu"), runtime["world_size"])
+    launch = launch_geometry(inputs.get("cluster", "1xcpu"), runtime["world_size"])
     serving = serving_context(plan, spec, runtime, launch)  # engine refusals first: they name the engine
-    _check_ep(runtime, spec)
+    program_error = None
+    try:
+        _check_ep(runtime, spec)
+    except UserError as exc:  # a serving plan still has its engine scripts; a training plan has nothing to run
+        if serving is None:
+            raise
+        program_error = str(exc)
+    if int(decision.get("cp", 1)) > 1:
+        raise UserError(f"the plan uses context parallelism cp={decision['cp']}, which the runtime package does not "
+                        f"implement; train_torchtitan.sh runs it where torchtitan has the model, else re-plan without cp")
     return {
-        "header": {"planner_version": inputs.get("planner_version", "unknown"), "fingerprint": runtime["fingerprint"],
-                   "plan_hash": plan_hash(plan), "model": inputs["model"], "cluster": inputs.get("cluster")},
+        "header": plan_header(plan),
         "runtime": runtime, "launch": launch,
-        "serving": serving, "predicted": _predicted(plan), "train": train,
+        "serving": serving, "predicted": _predicted(plan), "train": train, "program_error": program_error,
     }
+
+
+def plan_header(plan: dict) -> dict:
+    """What the first lines of every emitted file name: planner version, fingerprint, plan hash, model, cluster."""
+    inputs = plan["inputs"]
+    return {"planner_version": inputs.get("planner_version", "unknown"), "fingerprint": plan.get("fingerprint", ""),
+            "plan_hash": plan_hash(plan), "model": inputs["model"], "cluster": inputs.get("cluster")}
 
 
 def _check_ep(runtime: dict, spec: dict) -> None:

@@ -14,7 +14,11 @@ vLLM (0.32, `vllm/engine/arg_utils.py`), SGLang (0.5.23, `sglang/srt/server_args
 - prefix caching on (both engines' default; spelled out for vLLM);
 - fp8 weights: --quantization fp8 (activations bf16); an fp8 KV cache: --kv-cache-dtype fp8 / fp8_e4m3;
 - expert parallelism inside an instance (ep = the instance's tp): vLLM --enable-expert-parallel, SGLang
-  --ep-size; other ep degrees (experts across replicas) have no option in either engine;
+  --ep-size; a wide expert-parallel instance (D attention groups of T ranks, experts over all T x D):
+  vLLM --tensor-parallel-size T --data-parallel-size D --enable-expert-parallel (limits per data-parallel
+  rank: the instance's over D), SGLang --tp-size T*D --dp-size D --enable-dp-attention --ep-size T*D (limits
+  the instance's totals, the KV pool a group's); other ep degrees (experts across replicas) have no option in
+  either engine;
 - disaggregation: vLLM NixlConnector (--kv-transfer-config, kv_role kv_both) behind vllm-router
   --vllm-pd-disaggregation; SGLang --disaggregation-mode prefill|decode over nixl behind sglang-router
   --pd-disaggregation (prefill URL followed by its bootstrap port);
@@ -87,7 +91,7 @@ def _refusals(common: dict, instances: list[dict]) -> dict[str, str | None]:
         both = ("neither vLLM nor SGLang can run the plan's layered prefill: no option of either engine advances "
                 "prompts one layer group per iteration; re-plan without layered prefill")
         return {"vLLM": both, "SGLang": both}
-    tps = sorted({inst["tp"] for inst in instances})
+    tps = sorted({inst["tp"] * inst["groups"] for inst in instances})
     if ep > 1 and tps != [ep]:
         both = (f"neither vLLM (--enable-expert-parallel) nor SGLang (--ep-size) can run the plan's expert parallelism "
                 f"ep={ep} across instances of tp {tps}: both shard experts only over one instance's tp ranks; re-plan "
@@ -101,12 +105,14 @@ def _refusals(common: dict, instances: list[dict]) -> dict[str, str | None]:
 
 
 def _vllm_args(common: dict, inst: dict, disaggregated: bool) -> list[str]:
-    e = inst["engine"]
+    e, groups = inst["engine"], inst["groups"]
     args = ["--tensor-parallel-size", inst["tp"], "--pipeline-parallel-size", inst["pp"]]
+    if groups > 1:
+        args += ["--data-parallel-size", groups]
     if common["ep"] > 1:
         args += ["--enable-expert-parallel"]
-    seqs = e["max_num_seqs"]
-    budget = max(e["max_num_batched_tokens"] or 0, seqs, 2048 if inst["role"] == "decode" else 0)
+    seqs = -(-e["max_num_seqs"] // groups)  # vLLM's limits hold per data-parallel rank
+    budget = max(-(-(e["max_num_batched_tokens"] or 0) // groups), seqs, 2048 if inst["role"] == "decode" else 0)
     args += ["--max-model-len", common["max_model_len"], "--max-num-seqs", seqs, "--max-num-batched-tokens", budget,
              "--enable-chunked-prefill", "--enable-prefix-caching" if common["prefix_caching"] else
              "--no-enable-prefix-caching", "--block-size", e["block_size"], "--kv-cache-memory-bytes", e["kv_cache_bytes"],
@@ -121,7 +127,10 @@ def _sglang_args(common: dict, inst: dict) -> list[str]:
     e = inst["engine"]
     memory = e["device_memory_bytes"]
     fraction = math.ceil(1000 * (e["weights_bytes"] + e["kv_cache_bytes"]) / memory) / 1000 if memory else 0.0
-    args = ["--tp-size", inst["tp"], "--pp-size", inst["pp"]]
+    groups = inst["groups"]
+    args = ["--tp-size", inst["tp"] * groups, "--pp-size", inst["pp"]]
+    if groups > 1:
+        args += ["--dp-size", groups, "--enable-dp-attention"]
     if common["ep"] > 1:
         args += ["--ep-size", common["ep"]]
     args += ["--context-length", common["max_model_len"], "--max-running-requests", e["max_num_seqs"],
@@ -181,6 +190,7 @@ def engine_scripts(common: dict, instances: list[dict]) -> dict:
 def _summary(common: dict, instances: list[dict]) -> str:
     roles: dict[str, int] = {}
     for inst in instances:
-        roles[f"{inst['role']} tp{inst['tp']}pp{inst['pp']}"] = roles.get(f"{inst['role']} tp{inst['tp']}pp{inst['pp']}", 0) + 1
+        name = f"{inst['role']} tp{inst['tp']}pp{inst['pp']}" + (f"dp{inst['groups']}" if inst["groups"] > 1 else "")
+        roles[name] = roles.get(name, 0) + 1
     parts = ", ".join(f"{n} x {name}" for name, n in roles.items())
     return f"{parts}; policy {common['policy']}; context {common['max_model_len']} tokens"

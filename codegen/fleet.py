@@ -16,7 +16,7 @@ import re
 
 from codegen.context import model_spec, plan_hash
 from codegen.engine_args import engine_scripts
-from codegen.serving import instances_of, model_checkpoint
+from codegen.serving import engine_record, instances_of, model_checkpoint
 from ir.errors import UserError
 
 
@@ -35,22 +35,19 @@ def _slug(config: str) -> str:
     return re.sub(r"[^a-z0-9.-]+", "_", config.lower()).strip("_")
 
 
-def _config_serving(plan: dict, spec: dict, inst: dict, budget: int, graph) -> dict:
-    """The serving render context of one configuration: its instances with engine settings from the cost model."""
+def _config_serving(plan: dict, spec: dict, inst: dict, budget: int, longest: int) -> dict:
+    """The serving render context of one configuration: its instances with the engine settings the plan records."""
     from cost_models.cluster import parse_cluster
-    from cost_models.serving.deployment import costs_for
-    from cost_models.serving.engine_settings import engine_settings
-    from cost_models.serving.policies import Chunked
-    from cost_models.serving.workload import longest_request_tokens
 
     inputs = plan["inputs"]
     tp, count = int(inst["tp"]), int(inst["instances"])
     if tp < 1 or count < 1:
         raise ValueError(f"tp {tp} and instances {count} must be positive")
+    if "engine" not in inst:
+        raise UserError(f"fleet plan configuration {inst.get('config')!r} records no engine settings (written by a "
+                        f"planner before the engine scripts); re-run `planner plan`")
     cluster = parse_cluster(f"{tp * count}x{inst['device']}")
-    longest = longest_request_tokens(inputs["workload"]["kind"], (plan.get("profile") or {}).get("context_tokens"))
-    costs = costs_for(graph, parse_cluster(f"{tp}x{inst['device']}"), inputs.get("dtype", "bf16"))
-    engines = {"instance": engine_settings(costs.get(tp, 1), Chunked(budget), longest)}
+    engines = {"instance": engine_record(inst["engine"], "instance")}
     instances = instances_of(cluster, engines, [("instance", [list(range(j * tp, (j + 1) * tp)) for j in range(count)], tp, 1)])
     model, note = model_checkpoint(plan, spec, inputs["workload"]["kind"])
     common = {"model_path": model, "model_note": note, "max_model_len": longest, "policy": "chunked",
@@ -61,18 +58,18 @@ def _config_serving(plan: dict, spec: dict, inst: dict, budget: int, graph) -> d
 
 def fleet_context(plan: dict) -> dict:
     """Render context of a fleet plan: header, one `serving` dict per configuration, routing rows."""
-    import planner
-
     decision, inputs = plan["decision"], plan["inputs"]
     instances = decision.get("instances")
     if not isinstance(instances, list) or not instances:
         raise UserError("fleet plan has no instances; re-run `planner plan` with the list of GPU types and --rate")
-    spec = model_spec(inputs["model"])
+    spec = model_spec(inputs["model_source"])
     budget = _budget(decision.get("policy", ""))
     if budget is None:
         raise UserError(f"fleet plan policy {decision.get('policy')!r} is not chunked(budget=N); re-run `planner plan`")
-    dtype = inputs.get("dtype", "bf16")
-    graph = planner.capture(inputs["model"], seq_len=2048, dtype="bf16" if dtype == "fp8" else dtype)
+    longest = decision.get("longest_request_tokens")
+    if not isinstance(longest, int) or isinstance(longest, bool) or longest < 1:
+        raise UserError("fleet plan records no decision.longest_request_tokens (written by a planner before the "
+                        "engine scripts); re-run `planner plan`")
     slices = int((plan.get("profile") or {}).get("slices") or 10)
     configs = []
     for inst in instances:
@@ -82,7 +79,7 @@ def fleet_context(plan: dict) -> dict:
                 "instances": int(inst["instances"]), "gpus": int(inst["gpus"]),
                 "dollars_per_hour": float(inst["dollars_per_hour"]),
                 "routing": {str(b): int(n) * 100 // slices for b, n in sorted(inst.get("slices", {}).items())},
-                "serving": _config_serving(plan, spec, inst, budget, graph),
+                "serving": _config_serving(plan, spec, inst, budget, longest),
             })
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"fleet plan instance {inst!r} is malformed ({exc}); re-run `planner plan`") from None

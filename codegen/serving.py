@@ -6,15 +6,13 @@ it: colocated replicas (`decision.stages[*].ranks` rows; vLLM's --data-parallel-
 MoE models it shards experts over the replicas in lock-step) and disaggregated prefill and decode instances
 (`decision.serving.disaggregated.prefill_ranks`, then the decode rows), behind a router that dispatches round
 robin (what the simulator does) or pairs prefill and decode instances. The per-role engine numbers are the
-plan's `decision.serving.engines` (`cost_models.serving.engine_settings`); plans that record none (prefill or
-decode batch plans, fleets) get them from the same function here.
+plan's `decision.serving.engines` (`cost_models.serving.engine_settings`; prefill and decode batch plans:
+`decision.engines`; fleets: each configuration's `engine`): codegen reads them from the plan, it prices nothing.
 
 Every value is type-checked before it reaches a template (`_int`, `_text`); the templates quote them (`sh`).
 """
 
 from __future__ import annotations
-
-import math
 
 from codegen.engine_args import INSTRUCT_WORKLOADS, engine_scripts, instruct_checkpoint
 from ir.errors import UserError
@@ -34,7 +32,7 @@ def _text(value, what: str) -> str:
     return value
 
 
-def _engine(numbers: dict, role: str) -> dict:
+def engine_record(numbers: dict, role: str) -> dict:
     """Typed engine settings of one role (`cost_models.serving.engine_settings` keys)."""
     if not isinstance(numbers, dict):
         raise UserError(f"plan field decision.serving.engines.{role} must be a mapping; re-run `planner plan`")
@@ -43,6 +41,7 @@ def _engine(numbers: dict, role: str) -> dict:
     out = {key: _int(numbers.get(key), f"{where}.{key}") for key in
            ("max_num_seqs", "kv_cache_tokens", "kv_cache_bytes", "weights_bytes", "device_memory_bytes", "block_size")}
     out["max_num_batched_tokens"] = None if budget is None else _int(budget, f"{where}.max_num_batched_tokens")
+    out["attention_groups"] = _int(numbers.get("attention_groups", 1), f"{where}.attention_groups")
     return out
 
 
@@ -63,6 +62,11 @@ def _instances(plan: dict, cluster, engines: dict) -> list[dict]:
     rows = [[rank for st in stages for rank in st["ranks"][j]] for j in range(len(stages[0]["ranks"]))]
     disagg = serving.get("disaggregated")
     if not disagg:
+        groups = _int(serving.get("expert_parallel_groups", 1), "decision.serving.expert_parallel_groups")
+        if len(rows) % groups:
+            raise UserError(f"plan has {len(rows)} replica rows, not whole wide expert-parallel instances of {groups} "
+                            f"attention groups; re-run `planner plan`")
+        rows = [[rank for row in rows[j:j + groups] for rank in row] for j in range(0, len(rows), groups)]
         return instances_of(cluster, engines, [("instance", rows, _int(decision["tp"], "decision.tp"),
                                                  _int(decision["pp"], "decision.pp"))])
     prefill_ranks = disagg.get("prefill_ranks")
@@ -79,31 +83,17 @@ def instances_of(cluster, engines: dict, groups: list) -> list[dict]:
     for role, rank_rows, tp, pp in groups:
         if role not in engines:
             raise UserError(f"plan records no engine settings for its {role} instances; re-run `planner plan`")
+        groups = int(engines[role].get("attention_groups", 1))
         for j, ranks in enumerate(rank_rows):
-            if not isinstance(ranks, list) or len(ranks) != tp * pp:
-                raise UserError(f"plan {role} instance {j} has ranks {ranks!r}, expected {tp * pp} (tp={tp} x pp={pp}); "
-                                f"re-run `planner plan`")
+            if not isinstance(ranks, list) or len(ranks) != tp * pp * groups:
+                raise UserError(f"plan {role} instance {j} has ranks {ranks!r}, expected {tp * pp * groups} (tp={tp} x "
+                                f"pp={pp} x {groups} attention group(s)); re-run `planner plan`")
             parts = _place(cluster, ranks, f"{role} rank")
             out.append({"index": len(out), "name": f"{NAMES[role]}-{j}", "role": NAMES[role], "tp": tp, "pp": pp,
+                        "groups": groups,
                         "parts": [{"node": node, "gpus": gpus, "node_rank": r} for r, (node, gpus) in enumerate(parts)],
                         "engine": engines[role]})
     return out
-
-
-def _computed_engines(plan: dict, tp: int, pp: int, seqs: int, longest: int, budget: int) -> dict:
-    """Engine settings of a plan that records none (prefill/decode batch plans): the same function the serving
-    planner records them with, on the plan's model, cluster and dtype."""
-    import planner
-    from cost_models.cluster import parse_cluster
-    from cost_models.serving.deployment import costs_for
-    from cost_models.serving.engine_settings import engine_settings
-    from cost_models.serving.policies import Chunked
-
-    inputs = plan["inputs"]
-    dtype = inputs.get("dtype", "bf16")
-    graph = planner.capture(inputs["model"], seq_len=min(longest, 8192), dtype="bf16" if dtype == "fp8" else dtype)
-    costs = costs_for(graph, parse_cluster(inputs.get("cluster", "1xcpu")), dtype)
-    return {"instance": engine_settings(costs.get(tp, pp), Chunked(budget, max_num_seqs=seqs), longest)}
 
 
 def _facts(plan: dict, runtime: dict) -> dict:
@@ -118,17 +108,16 @@ def _facts(plan: dict, runtime: dict) -> dict:
         return {"longest": _int(serving.get("longest_request_tokens"), "decision.serving.longest_request_tokens"),
                 "policy": _text(serving.get("policy"), "decision.serving.policy"),
                 "prefix_caching": serving.get("prefix_caching") is not False,
-                "engines": {role: _engine(numbers, role) for role, numbers in sorted(engines.items())},
+                "engines": {role: engine_record(numbers, role) for role, numbers in sorted(engines.items())},
                 "workload": str(serving.get("workload") or "")}
     input_len = _int(decision.get("input_len"), "decision.input_len")
     output_len = _int(decision.get("output_len") or 1, "decision.output_len")
-    dp = _int(runtime["dp"], "decision.dp")
-    seqs = max(math.ceil(_int(decision.get("batch") or 1, "decision.batch") / dp), 1)
-    longest = input_len + output_len
-    budget = max(2048, seqs, input_len)
-    engines = _computed_engines(plan, runtime["tp"], runtime["pp"], seqs, longest, budget)
-    return {"longest": longest, "policy": "chunked", "prefix_caching": True,
-            "engines": {role: _engine(numbers, role) for role, numbers in engines.items()}, "workload": ""}
+    engines = decision.get("engines")
+    if not isinstance(engines, dict) or not engines:
+        raise UserError("batch plan records no engine settings (decision.engines: written by planner versions before "
+                        "the engine scripts); re-run `planner plan`")
+    return {"longest": input_len + output_len, "policy": "chunked", "prefix_caching": True,
+            "engines": {role: engine_record(numbers, role) for role, numbers in sorted(engines.items())}, "workload": ""}
 
 
 def model_checkpoint(plan: dict, spec: dict, workload: str) -> tuple[str, str]:

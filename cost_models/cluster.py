@@ -65,11 +65,12 @@ from cost_models.nodes import (
 from ir.errors import UserError
 
 __all__ = [
-    "DEFAULT_CLUSTER", "Cluster", "LinkSpec", "MemoryTier", "NodeSpec", "RankInfo", "cluster_to_yaml",
+    "DEFAULT_CLUSTER", "MAX_DEVICES", "Cluster", "LinkSpec", "MemoryTier", "NodeSpec", "RankInfo", "cluster_to_yaml",
     "default_node_for", "find_node", "get_node", "list_nodes", "load_cluster_file", "parse_cluster",
 ]
 
 DEFAULT_CLUSTER = "8xH100-SXM"
+MAX_DEVICES = 65_536  # the largest cluster accepted (input bound: beyond it every search grows without use)
 
 class RankInfo(NamedTuple):
     """Where a global rank lives: node index, rank within the node, and its device."""
@@ -98,6 +99,9 @@ class Cluster:
             if count < 1 or node.devices_per_node < 1:
                 raise UserError(f"cluster {self.name!r}: node and device counts must be positive, "
                                 f"got {count} x {node.devices_per_node}")
+        if self.num_devices > MAX_DEVICES:
+            raise UserError(f"cluster {self.name!r} has {self.num_devices:,} devices, above the {MAX_DEVICES:,} the "
+                            f"planner accepts; plan a part of it")
 
     @functools.cached_property
     def nodes(self) -> tuple[NodeSpec, ...]:
@@ -191,6 +195,9 @@ def _parse_group(part: str, whole: str) -> tuple[str, list[tuple[NodeSpec, int]]
         raise UserError(f"cannot read cluster {whole!r}: {part!r} is not N x NAME; try 8xH100-SXM, "
                         "2x8xA100-SXM-80GB, 2xdgx-h100, 4xcpu or a cluster YAML file")
     first, second, name = match.groups()
+    if max(len(first or ""), len(second or "")) > len(str(MAX_DEVICES)):
+        raise UserError(f"cannot read cluster {whole!r}: a count in {part!r} is above the {MAX_DEVICES:,} devices "
+                        f"the planner accepts")
     n1 = int(first) if first else 1
     if min(n1, int(second or 1)) < 1:
         raise UserError(f"cannot read cluster {whole!r}: counts must be positive in {part!r}")

@@ -4,9 +4,9 @@ time(op) = max(flops / (peak x e_compute), bytes / (bandwidth x e_memory)) + ker
 with e_compute from `cost_models.efficiency` (GEMM shape curve, flash attention curve).
 
 Tensor parallelism: GEMMs of attention/MLP/expert modules are split column- or row-wise, so each
-rank does 1/tp of their FLOPs and reads 1/tp of their weights; attention splits by heads; norms,
-residual adds and embeddings outside those modules are replicated (split by tp with sequence
-parallelism). `execution="fused"` models serving and training engines (vLLM, Megatron): element-wise
+rank does 1/tp of their FLOPs and reads 1/tp of their weights; attention splits by heads; the token
+embedding and the LM head are vocab-parallel (Megatron, vLLM); norms and residual adds are replicated
+(split by tp with sequence parallelism). `execution="fused"` models serving and training engines (vLLM, Megatron): element-wise
 chains are fused, so only norms and activations pay a kernel and a read+write of their output;
 `"eager"` models plain PyTorch (every aten op a kernel, views included: each is a dispatcher and
 Python call that pays `kernel_overhead_s` while moving no data), which is how CPU runs here are
@@ -24,6 +24,7 @@ the device's fp8 peak and halves the bytes of weights and activations.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from cost_models.efficiency import Efficiency
@@ -33,7 +34,8 @@ from ir.phases import OpWork, PhaseShape, op_work
 
 WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 _SHARDED_SCOPES = ("attn", "attention", "mlp", "experts", "feed_forward", "ffn", "fc1", "fc2",
-                   "intermediate", "output.dense", "c_fc", "c_proj", "c_attn", "moe", "block_sparse")
+                   "intermediate", "output.dense", "c_fc", "c_proj", "c_attn", "moe", "block_sparse",
+                   "lm_head", "embed_tokens", "embed_out", "wte")  # vocab-parallel embedding and LM head
 _FUSED_KERNELS = {"norm", "softmax"}
 _FREE = {"view"}
 _FUSED_KEEP = {"linear", "matmul", "grouped_matmul", "conv", "attention", "embedding"} | _FUSED_KERNELS
@@ -49,6 +51,8 @@ class ExecConfig:
     execution: str = "fused"  # "fused" (serving/training engines) or "eager" (plain PyTorch)
     sequence_parallel: bool = False
     streaming_weights: bool = False  # weights per device outgrow the cache (Efficiency.gemm_table_streaming)
+    allreduce: str = "nccl"  # tensor-parallel all-reduce implementation (communication.IMPLEMENTATIONS)
+    attention: str = "flash"  # attention kernel: flash or unfused (parallel_config.ATTENTION_KERNELS)
 
 
 @dataclass(frozen=True)
@@ -66,11 +70,16 @@ def is_sharded(op: OpNode) -> bool:
     """Whether tensor parallelism splits this op: attention, and ops inside attention/MLP/expert
     modules (by module-path component); norms are replicated (sequence parallelism splits them,
     see `op_time`), including norms whose names mention attention (`post_attention_layernorm`)."""
-    if op.kind == "attention":
+    return _sharded(op.kind, op.module_path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sharded(kind: str, module_path: str) -> bool:
+    if kind == "attention":
         return True
-    if op.kind == "norm":
+    if kind == "norm":
         return False
-    parts = op.module_path.lower().split(".")
+    parts = module_path.lower().split(".")
     return any(scope in part and "norm" not in part for part in parts for scope in _SHARDED_SCOPES)
 
 
@@ -145,12 +154,15 @@ def _captured_bytes(op: OpNode) -> float:
 
 
 def _query_rows(op: OpNode, work: OpWork) -> float:
-    """Query rows (batch x new tokens) of an attention op's work, from the bytes of Q it reads."""
+    """Query rows one tile of a fused attention kernel multiplies against a K/V block: the new tokens
+    of one sequence times the query heads sharing a K/V head (FlashAttention-3, FlashInfer and
+    TensorRT-LLM's XQA pack grouped-query heads together). Decode steps are 1 x group rows whatever
+    the batch: more sequences add tiles, not rows."""
     a = op.attention
     if a is None:
         return 1.0
-    row_bytes = op.input_specs[0].nbytes / max(a.batch * a.q_len, 1)
-    return max(work.activation_bytes_read / max(row_bytes, 1), 1.0)
+    group = max(a.heads // max(a.kv_heads, 1), 1)
+    return max(float(work.query_len or a.q_len) * group, 1.0)
 
 
 def layer_time(graph: Graph, layer_index: int, shape: PhaseShape, device, eff: Efficiency,

@@ -27,8 +27,8 @@ kernels achieve, and they are what `planner calibrate` measures and fits on a us
   cyclic pass over a working set near the cache size thrashes it, and a VM shares its host's cache),
   whose layers' GEMMs evict each other's operands (see `microbench.bench_gemm`).
 
-Values for GPUs are fitted to the kernel, layer and collective rows of the published measurement
-set (`benchmarks/bench_validation.py` refits and reports them); a calibrated profile overrides
+Values per device family live in `data/fitted_gpu.yaml` with the rows each was fitted on, its fit
+error and its source (`benchmarks/end_to_end_fit.py` refits them); a calibrated profile overrides
 them per device (the `efficiency:` mapping of a profile YAML).
 """
 
@@ -38,6 +38,9 @@ import bisect
 import functools
 import math
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import yaml
 
 from ir.errors import UserError
 
@@ -55,6 +58,14 @@ class Efficiency:
     memory: float = 0.85
     kernel_overhead_s: float = 5e-6
     comm: float = 0.80
+    fp8_gemm: float = 0.8  # fp8 GEMMs reach this share of the 16-bit efficiency, against the fp8 peak
+    grouped_gemm: float = 0.7  # MoE grouped (expert) GEMMs reach this share of a dense GEMM's efficiency
+    sustained_compute: float = 1.0  # training: share of the kernel benchmarks' FLOP/s kept under hours of load
+    iteration_overhead_s: float = 0.0  # serving engines: host time per iteration (schedule, sample, launch)
+    cpp_iteration_overhead_s: float = 0.0  # the same for an engine with a C++ executor (TensorRT-LLM)
+    request_overhead_s: float = 0.0  # serving front end per request, on its first token (HTTP, tokenizer)
+    collective_launch_s: float = 0.0  # per collective call on GPU links, beyond NCCL's latency model
+    custom_allreduce_latency_s: float = 3e-6  # barrier + launch of an engine's one-shot all-reduce
     source: str = ""
     gemm_table: tuple[tuple[float, float, float, float], ...] = ()  # (m, n, k, efficiency), a full grid
     gemm_table_streaming: tuple[tuple[float, float, float, float], ...] = ()  # the grid in a shape sequence
@@ -87,6 +98,22 @@ class Efficiency:
     def attention(self, q_len: float) -> float:
         half = self.gemm_half_m if self.attention_half_m is None else self.attention_half_m
         return self.attention_max * (q_len / (q_len + half))
+
+    def under_sustained_load(self) -> Efficiency:
+        """This efficiency with the compute ceilings scaled by `sustained_compute`: training runs
+        GEMMs back to back for hours, at the clocks the board's power limit allows (a kernel
+        benchmark's burst runs faster)."""
+        if self.sustained_compute == 1.0:
+            return self
+        s = self.sustained_compute
+        return replace(self, gemm_max=self.gemm_max * s, attention_max=self.attention_max * s,
+                       gemm_table=tuple((m, n, k, e * s) for m, n, k, e in self.gemm_table),
+                       gemm_table_streaming=tuple((m, n, k, e * s) for m, n, k, e in self.gemm_table_streaming),
+                       sustained_compute=1.0)
+
+    def host_overhead(self, runtime: str) -> float:
+        """Host time per inference iteration of a runtime (`parallel_config.Options.runtime`)."""
+        return {"engine": self.iteration_overhead_s, "cpp-engine": self.cpp_iteration_overhead_s}.get(runtime, 0.0)
 
     def call_overhead(self, decode: bool) -> float:
         """Fixed seconds of one eager forward call (0 unless calibrated)."""
@@ -148,45 +175,33 @@ def table_is_grid(rows) -> bool:
     return len(cells) == len(rows) == len(ms) * len(ns) * len(ks) and all(row[3] > 0 for row in rows)
 
 
-# Defaults per device family: fitted by benchmarks/bench_validation.py on 34 rows of
-# published_measurements.csv (GEMM/operator GT121-134, GT149-154, GT171-172, GT174-175; attention GT176,
-# GT178; collectives GT155-161, GT163-164, GT167), by coordinate grid search on the mean |relative
-# error|; 30 other rows are held out (LLMCompass per-op and per-layer GT135-148, Korthikanti training
-# layers GT029-034, user-reported collectives GT168-169). Resulting MAPE: GEMM/operator 6% (24 rows),
-# attention 0% (2 rows, one per family: fitted exactly), prefill ops+layer 16% (7, held out), decode
-# ops+layer 11% (5, held out), training layer 24% (6, held out: 2022 Megatron, unfused attention),
-# collectives 12% (14). Rerun the benchmark after changing anything here.
-# - gemm_max: per family from large GEMMs (A100: LLMCompass 287 of 312 TFLOP/s, Vidur, MAMF 268;
-#   H100: Vidur 706-838 of 989, MAMF 792); MI300X from its one MAMF row (782 of 1307, GT174).
-# - gemm_half_m / gemm_half_nk: curve shape shared by A100 and H100 (too few small-shape rows per
-#   family): LLMCompass M=64..512 and K=N=64..1024 rows, Vidur 1..4096-token rows.
-# - attention_max: FlashAttention-3 forward 740 of 989 (GT176); FlashAttention-2 up to 73% (GT178).
-# - memory: GEMV weight streaming (Vidur decode-size rows: 80% A100, 89% H100 of HBM peak).
-# - kernel_overhead_s: Vidur CUDA-graph kernel times (4 us floor on H100, GT134); also the fixed part
-#   of each collective call.
-# - comm: Vidur 64 MiB all-reduce / send-recv rows and the NCCL maintainer's 370 GB/s (GT167).
-# - _GPU_DEFAULT (devices without rows: L4, L40S, A10G, B200): geometric mean of A100 and H100.
-# Not fitted: link latencies (nodes.yaml, 2 KiB all-reduce rows); freeing them moves H100 NVLink to
-# 1.8 us and A100 to 3.9 us, trading the 2 KiB rows for the 1 MiB row, so they stay as derived.
-_GPU_DEFAULT = Efficiency(gemm_max=0.85, gemm_half_m=90.0, gemm_half_nk=64.0, attention_max=0.74, memory=0.85,
-                          kernel_overhead_s=5e-6, comm=0.72,
-                          source="GPU family default: geometric mean of the A100 and H100 fits "
-                                 "(benchmarks/bench_validation.py)")
-_FAMILY = {
-    "A100": replace(_GPU_DEFAULT, gemm_max=0.91, attention_max=0.73, memory=0.82, kernel_overhead_s=7e-6, comm=0.65,
-                    source="A100: fitted by benchmarks/bench_validation.py (Vidur, LLMCompass, MAMF, FA2 rows)"),
-    "H100": replace(_GPU_DEFAULT, gemm_max=0.79, attention_max=0.75, memory=0.89, kernel_overhead_s=4e-6, comm=0.80,
-                    source="H100: fitted by benchmarks/bench_validation.py (Vidur, MAMF, FA3, NCCL rows)"),
-    "H200": replace(_GPU_DEFAULT, gemm_max=0.79, attention_max=0.75, memory=0.89, kernel_overhead_s=4e-6, comm=0.80,
-                    source="H200: the H100 fit (same SM and NVLink; no H200 rows)"),
-    "MI300X": replace(_GPU_DEFAULT, gemm_max=0.62,
-                      source="MI300X: gemm_max from MAMF 782 of 1307 TFLOP/s (GT174), rest the GPU default"),
-}
-# CPUs run eager PyTorch: small ops are dominated by dispatcher overhead (~10 us per aten op on a
-# 2-core host, measured by `planner calibrate`), GEMMs reach ~60% of the FMA peak via oneDNN/MKL.
-_CPU_DEFAULT = Efficiency(gemm_max=0.6, gemm_half_m=16.0, gemm_half_nk=64.0, attention_max=0.3,
-                          memory=0.6, kernel_overhead_s=10e-6, comm=0.5,
-                          source="CPU default before calibration; run `planner calibrate --device cpu`")
+# Values per device family are data: `data/fitted_gpu.yaml` holds, for every parameter of every
+# family, its value, the rows it was fitted on, its fit error and its source (written by
+# `benchmarks/end_to_end_fit.py --write`, which refits them: kernel-level parameters on the kernel and
+# collective rows of benchmarks/data/calibration/published_measurements.csv, end-to-end ones on the development set).
+FITTED_FILE = Path(__file__).parent / "data" / "fitted_gpu.yaml"
+FAMILIES = ("A100", "H100", "H200", "MI300X", "GPU", "CPU")  # GPU: devices without rows of their own
+
+
+@functools.cache
+def fitted_records() -> dict:
+    """{family: {parameter: {value, fitted_on, fit_error, source}}} from `data/fitted_gpu.yaml`."""
+    data = yaml.safe_load(FITTED_FILE.read_text()) or {}
+    families = data.get("families", {})
+    missing = [f for f in FAMILIES if f not in families]
+    if missing:
+        raise UserError(f"{FITTED_FILE}: no parameters for {', '.join(missing)}; rerun benchmarks/end_to_end_fit.py")
+    return families
+
+
+@functools.cache
+def family_efficiency(family: str) -> Efficiency:
+    """The Efficiency of a device family from its fitted records (see `fitted_records`)."""
+    records = fitted_records()[family]
+    known = {f.name for f in fields(Efficiency)}
+    values = {name: float(rec["value"]) for name, rec in records.items() if name in known and name != "source"}
+    sources = sorted({str(rec.get("source", "")).split(":")[0] for rec in records.values()} - {""})
+    return Efficiency(**values, source=f"{family}: data/fitted_gpu.yaml ({'; '.join(sources)[:200]})")
 
 
 def default_efficiency(device) -> Efficiency:
@@ -195,12 +210,20 @@ def default_efficiency(device) -> Efficiency:
     if calibrated:
         tables = {name: tuple(tuple(row) for row in calibrated.get(name, ())) for name in GEMM_TABLES}
         return Efficiency(**{**calibrated, **tables})
+    return family_efficiency(family_of(device))
+
+
+def family_of(device) -> str:
+    """The fitted family a device belongs to: its name's prefix (A100, H100, H200, MI300X), CPU for
+    CPUs, else the GPU default.
+
+    >>> from types import SimpleNamespace as N
+    >>> family_of(N(name="H100-PCIE", kind="gpu")), family_of(N(name="L40S", kind="gpu"))
+    ('H100', 'GPU')
+    """
     if getattr(device, "kind", "gpu") == "cpu":
-        return _CPU_DEFAULT
-    for family, eff in _FAMILY.items():
-        if device.name.upper().startswith(family):
-            return eff
-    return _GPU_DEFAULT
+        return "CPU"
+    return next((f for f in FAMILIES[:4] if device.name.upper().startswith(f)), "GPU")
 
 
 def efficiency_from_mapping(data: dict, origin: str) -> Efficiency:

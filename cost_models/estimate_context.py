@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from cost_models.communication import Group, group_of
 from cost_models.compute import WEIGHT_BYTES, ExecConfig
 from cost_models.efficiency import Efficiency, default_efficiency
-from cost_models.memory import reserve_bytes
+from cost_models.memory import device_margin
 from cost_models.parallel_config import KV_BYTES, Options
 from ir.graph import Graph, dtype_bytes
+from ir.kv_cache import kv_bytes_per_sequence, kv_bytes_per_token
 
 
-def layer_expert_bytes(graph: Graph, index: int) -> float:
-    """Captured bytes of all experts of one layer (whole model, unsharded); 0 for dense layers."""
+def layer_expert_bytes(graph: Graph, index: int, stored: bool = False) -> float:
+    """Bytes of all experts of one layer (whole model, unsharded); 0 for dense layers. Captured
+    bytes, or with `stored` as the checkpoint stores them (`ir.weight_formats`)."""
     layer = graph.layers[index]
     if not layer.is_moe:
         return 0.0
-    return float(sum(op.experts.expert_param_bytes * op.experts.num_experts
+    return float(sum((op.experts.stored_expert_bytes if stored and op.experts.stored_expert_bytes
+                      else op.experts.expert_param_bytes) * op.experts.num_experts
                      for op in graph.layer_ops(layer) if op.experts is not None))
+
+
+def has_published_formats(graph: Graph) -> bool:
+    """Whether some weights are stored narrower than captured (MXFP4 experts, fp8 blocks)."""
+    return any(layer.stored_param_bytes and layer.stored_param_bytes != layer.param_bytes for layer in graph.layers)
 
 
 @dataclass(frozen=True)
@@ -46,8 +55,30 @@ class Context:
         return float(self.device.memory_bytes)
 
     @property
+    def communicators(self) -> int:
+        """Communication groups of more than one rank this rank is in (each holds NCCL buffers)."""
+        o = self.options
+        return sum(1 for size in (o.tp, o.dp, o.pp, o.ep) if size and size > 1)
+
+    def margin_items(self) -> dict[str, float]:
+        return dict(self._margin)
+
+    @functools.cached_property
+    def _margin(self) -> dict[str, float]:
+        """The named memory margin of one rank (`cost_models.memory`): runtime and NCCL buffers, and for
+        training layouts (ep_over_dp) the fp32 gradient accumulation, ZeRO-3 prefetch buffers, backward
+        workspace and allocator fragmentation of the layout (`estimate_train.training_margin_items`)."""
+        if self.options.ep_over_dp:
+            from cost_models.estimate_train import training_margin_items
+
+            return training_margin_items(self)
+        return device_margin(self.device.kind, self.communicators)
+
+    @property
     def reserve(self) -> float:
-        return reserve_bytes(self.capacity_bytes, self.device.kind)
+        """Bytes of a rank's memory margin: the sum of `margin_items` (every memory breakdown's "reserve",
+        and what the planner's search keeps free)."""
+        return sum(self.margin_items().values())
 
     def weight_scale(self) -> float:
         """Bytes per parameter of the weight dtype over the captured dtype's."""
@@ -62,29 +93,54 @@ class Context:
     def layer_expert_bytes(self, index: int) -> float:
         return layer_expert_bytes(self.graph, index)
 
+    def _stored_weights(self) -> bool:
+        return self.options.weight_dtype is None and has_published_formats(self.graph)
+
+    def layer_expert_weight_bytes(self, index: int) -> float:
+        """The routed-expert part of `layer_weight_bytes` (one rank)."""
+        if self._stored_weights():
+            return layer_expert_bytes(self.graph, index, stored=True) / self.expert_shards
+        return self.layer_expert_bytes(index) * self.weight_scale() / self.expert_shards
+
     def layer_weight_bytes(self, index: int) -> float:
-        """Weight bytes of one layer on one rank: dense parts / tp, experts / `expert_shards`."""
+        """Weight bytes of one layer on one rank: dense parts / tp, experts / `expert_shards`; at
+        `--weight-dtype` when given, else as the checkpoint publishes them tensor by tensor (gpt-oss
+        MXFP4 experts, DeepSeek fp8 blocks; the captured dtype for models that publish none)."""
+        if self._stored_weights():
+            dense = self.graph.layers[index].stored_param_bytes - layer_expert_bytes(self.graph, index, stored=True)
+            return dense / self.options.tp + self.layer_expert_weight_bytes(index)
         expert = self.layer_expert_bytes(index)
         dense = self.graph.layers[index].param_bytes - expert
         return (dense / self.options.tp + expert / self.expert_shards) * self.weight_scale()
 
     def layer_params_per_rank(self, index: int) -> float:
         """Parameters of one layer held by one rank (same split as `layer_weight_bytes`)."""
-        return self.layer_weight_bytes(index) / self.weight_scale() / dtype_bytes(self.graph.dtype)
+        expert = self.layer_expert_bytes(index)
+        dense = self.graph.layers[index].param_bytes - expert
+        return (dense / self.options.tp + expert / self.expert_shards) / dtype_bytes(self.graph.dtype)
 
     def layer_expert_params_per_rank(self, index: int) -> float:
         """The expert part of `layer_params_per_rank` (reduced over `edp_group`, not `dp_group`)."""
         return self.layer_expert_bytes(index) / self.expert_shards / dtype_bytes(self.graph.dtype)
 
     def kv_bytes_per_token_per_rank(self) -> float:
-        """K and V of one token on one rank: kv heads split by tp (replicated past kv_heads)."""
-        kv_heads = self.graph.config.get("num_kv_heads") or 1
-        shards = min(self.options.tp, kv_heads)
-        total = 0.0
-        for op in self.graph.ops:
-            if op.attention is not None:
-                total += 2 * op.attention.kv_heads * op.attention.head_dim * self.kv_bytes
-        return total / shards
+        """Cache growth of one token on one rank, all layers, before any sliding window fills:
+        K and V heads split by tp (replicated past the kv heads), multi-latent caches replicated,
+        recurrent layers none (`ir.kv_cache`)."""
+        return kv_bytes_per_token(self.graph, self.kv_bytes, self.options.tp)
+
+    def kv_bytes_per_sequence_per_rank(self, tokens: int, layers: tuple[int, int] | None = None) -> float:
+        """Cache of one sequence of `tokens` tokens on one rank in layers [a, b): windows bound the
+        sliding-window and chunked layers, recurrent layers hold their constant state."""
+        return kv_bytes_per_sequence(self.graph, tokens, self.kv_bytes, self.options.tp, layers)
+
+
+def allreduce_impl(options: Options) -> str:
+    """The tensor-parallel all-reduce of a run: as given, else NCCL for training (ep_over_dp marks
+    training layouts) and the engines' custom kernel for inference."""
+    if options.collectives != "auto":
+        return options.collectives
+    return "nccl" if options.ep_over_dp else "custom"
 
 
 def slowest_device(cluster):
@@ -102,7 +158,8 @@ def make_context(graph: Graph, cluster, options: Options, device=None) -> Contex
                      execution="eager" if device.kind == "cpu" else "fused",
                      sequence_parallel=options.sequence_parallel,
                      streaming_weights=eff.streaming_above_bytes is not None
-                     and weights_per_device > eff.streaming_above_bytes)
+                     and weights_per_device > eff.streaming_above_bytes,
+                     allreduce=allreduce_impl(options), attention=options.attention)
     node = next((n for n in cluster.nodes if n.device == device), cluster.nodes[0])
     inside = options.tp * options.pp <= node.devices_per_node
     dp_group = group_of(cluster, options.dp, options.tp * options.pp)

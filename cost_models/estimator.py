@@ -11,11 +11,12 @@ measurement.
 from __future__ import annotations
 
 from cost_models.estimate_context import Context, make_context
-from cost_models.estimate_infer import forward_pass, inference_memory, max_batch, replica_batch
-from cost_models.estimate_serve import serve
+from cost_models.estimate_infer import forward_pass, inference_margin_items, inference_memory, max_batch, replica_batch
+from cost_models.estimate_serve import MAX_BATCHED_TOKENS, serve
 from cost_models.estimate_train import train_step
 from cost_models.parallel_config import Options, validate
 from cost_models.uncertainty import band_for
+from ir import kv_cache
 from ir.errors import UserError
 from ir.graph import Graph
 
@@ -48,10 +49,13 @@ def _base(graph: Graph, cluster, phase: str, o: Options) -> dict:
     }
 
 
-def _finish(out: dict, ctx: Context, memory: dict) -> dict:
+def _finish(out: dict, ctx: Context, memory: dict, margin: dict | None = None) -> dict:
     total = sum(memory.values())
     out["memory_per_device_bytes"] = int(total)
     out["memory_breakdown_bytes"] = {k: int(v) for k, v in memory.items()}
+    # what the breakdown's "reserve" holds, item by item (cost_models.memory: runtime, NCCL buffers,
+    # fragmentation, fp32 gradient accumulation, prefetch buffers, backward workspace, logits)
+    out["memory_margin_bytes"] = {k: int(v) for k, v in (margin or {}).items()}
     out["memory_capacity_bytes"] = int(ctx.capacity_bytes)
     fits = total <= ctx.capacity_bytes
     out["fits"] = bool(fits if out["fits"] is None else out["fits"] and fits)
@@ -70,9 +74,11 @@ def _train(ctx: Context, out: dict) -> dict:
     out["tflops_per_device"] = tflops / 1e12
     peak = ctx.device.peak_flops_for(o.dtype)
     out["mfu"] = tflops / peak
+    out["mfu_capped"] = bool(r["mfu_capped"])  # the physics predicted more than 90% of the best published MFU
+    out["mfu_uncapped"] = r["flops"] / r["uncapped_step_time_s"] / ctx.world / peak
     out["energy_per_token_j"] = _energy_per_token(ctx, step, o.batch * o.input_len, r["compute_fraction"])
     out["fits"] = r["fits_all"]
-    return _finish(out, ctx, r["memory"])
+    return _finish(out, ctx, r["memory"], r["memory_margin"])
 
 
 def _breakdown(p) -> dict:
@@ -89,7 +95,7 @@ def _prefill(ctx: Context, out: dict) -> dict:
     out["tflops_per_device"] = p.flops / p.time_s / (o.tp * o.pp) / 1e12
     out["mfu"] = out["tflops_per_device"] * 1e12 / ctx.device.peak_flops_for(o.dtype)
     out["energy_per_token_j"] = _energy_per_token(ctx, p.time_s, tokens * o.dp, p.compute_s / p.time_s)
-    return _finish(out, ctx, inference_memory(ctx, b, o.input_len, tokens))
+    return _finish(out, ctx, inference_memory(ctx, b, o.input_len, tokens), inference_margin_items(ctx, b, tokens))
 
 
 def _decode(ctx: Context, out: dict) -> dict:
@@ -102,7 +108,7 @@ def _decode(ctx: Context, out: dict) -> dict:
     out["tflops_per_device"] = p.flops / p.time_s / (o.tp * o.pp) / 1e12
     out["mfu"] = out["tflops_per_device"] * 1e12 / ctx.device.peak_flops_for(o.dtype)
     out["energy_per_token_j"] = _energy_per_token(ctx, p.time_s, o.batch, p.compute_s / p.time_s)
-    return _finish(out, ctx, inference_memory(ctx, b, o.input_len + o.output_len, b))
+    return _finish(out, ctx, inference_memory(ctx, b, o.input_len + o.output_len, b), inference_margin_items(ctx, b, b))
 
 
 def _serve(ctx: Context, out: dict) -> dict:
@@ -111,7 +117,8 @@ def _serve(ctx: Context, out: dict) -> dict:
     if not r["fits"]:
         out["max_batch"] = 0
         out["fits"] = False
-        return _finish(out, ctx, inference_memory(ctx, 1, o.input_len + o.output_len, o.input_len))
+        return _finish(out, ctx, inference_memory(ctx, 1, o.input_len + o.output_len, o.input_len),
+                       inference_margin_items(ctx, 1, o.input_len))
     p = r["prefill"]
     out.update(max_batch=r["max_batch"], output_tokens_per_s=r["output_tokens_per_s"],
                tokens_per_s=r["requests_per_s"] * (o.input_len + o.output_len), ttft_s=r["ttft_s"],
@@ -121,13 +128,14 @@ def _serve(ctx: Context, out: dict) -> dict:
         out["achieved_requests_per_s"] = r["achieved_requests_per_s"]
     out["energy_per_token_j"] = _energy_per_token(ctx, 1.0, r["output_tokens_per_s"], 0.0)
     batch = r["concurrency"]
-    return _finish(out, ctx, inference_memory(ctx, batch, o.input_len + o.output_len, o.input_len))
+    prefill = min(o.input_len, MAX_BATCHED_TOKENS)
+    return _finish(out, ctx, inference_memory(ctx, batch, o.input_len + o.output_len, prefill),
+                   inference_margin_items(ctx, batch, prefill))
 
 
 def is_generative(graph: Graph) -> bool:
-    """Decoder models generate token by token (causal attention over a sequence)."""
-    return graph.token_kind == "sequence" and any(
-        op.attention is not None and op.attention.causal for op in graph.ops)
+    """Decoder models generate token by token: some layer keeps a cache (KV or recurrent state)."""
+    return kv_cache.is_generative(graph)
 
 
 def _serve_forward_only(ctx: Context, out: dict) -> dict:
@@ -139,13 +147,14 @@ def _serve_forward_only(ctx: Context, out: dict) -> dict:
     batch = int(min(max(free // max(per_item, 1.0), 0), 4096))
     if batch < 1:
         out.update(max_batch=0, fits=False)
-        return _finish(out, ctx, base)
+        return _finish(out, ctx, base, inference_margin_items(ctx, 0, 0))
     p = forward_pass(ctx, "prefill", batch, o.input_len)
     rate = batch / p.time_s * o.dp
     out.update(max_batch=batch * o.dp, latency_s=p.time_s, step_time_s=p.time_s, requests_per_s=rate,
                tokens_per_s=rate * o.input_len, breakdown=_breakdown(p))
     out["energy_per_token_j"] = _energy_per_token(ctx, p.time_s, batch * o.input_len * o.dp, p.compute_s / p.time_s)
-    return _finish(out, ctx, inference_memory(ctx, batch, 0, batch * o.input_len))
+    return _finish(out, ctx, inference_memory(ctx, batch, 0, batch * o.input_len),
+                   inference_margin_items(ctx, batch, batch * o.input_len))
 
 
 def estimate_graph(graph: Graph, cluster, phase: str, options: Options) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -85,13 +86,32 @@ def parse_quantity(value: object, kind: str, where: str = "value") -> float:
     if isinstance(value, bool):
         raise UserError(f"{where}: expected a number in {kind}, got {value!r}")
     if isinstance(value, (int, float)):
-        return float(value)
+        return _checked(float(value), where, value)
     match = _QUANTITY.match(str(value))
     unit = _UNITS.get(match.group(2)) if match and match.group(2) else (kind, 1.0) if match else None
     if unit is None or unit[0] != kind:
         raise UserError(f"{where}: cannot read {value!r} as {kind} (e.g. {_EXAMPLES[kind]!r})")
     number, factor = float(match.group(1).replace("_", "")), unit[1]
-    return number * factor if factor >= 1 else number / round(1 / factor)  # 5 us -> exactly 5e-06
+    return _checked(number * factor if factor >= 1 else number / round(1 / factor), where, value)  # 5 us -> 5e-06
+
+
+def _checked(number: float, where: str, given: object) -> float:
+    """Quantities in specs are finite and not negative (a zero rate or size is refused where it is used)."""
+    if not math.isfinite(number) or number < 0:
+        raise UserError(f"{where}: {given!r} is not a finite, non-negative quantity")
+    return number
+
+
+def require_positive(values: dict[str, float], where: str) -> None:
+    """UserError naming the first of `values` (name -> number) that is not above zero.
+
+    >>> require_positive({"memory_bytes": 0}, "lab.yaml")
+    Traceback (most recent call last):
+    ir.errors.UserError: lab.yaml: memory_bytes must be above zero, got 0
+    """
+    for name, number in values.items():
+        if not number > 0:
+            raise UserError(f"{where}: {name} must be above zero, got {number:g}")
 
 
 _EXAMPLES = {"bytes": "80 GB", "bytes/s": "2 TB/s", "flop/s": "312 TFLOP/s", "s": "5 us", "W": "400 W",
@@ -257,6 +277,10 @@ def device_from_mapping(data: object, origin: str, require_sources: bool = False
         if data.get(name) is not None:
             number = parse_quantity(data[name], unit_kind(name), f"{origin}: {name}")
             values[name] = int(number) if name in _INT_FIELDS else number
+    require_positive({**{f"peak_flops.{k}": v for k, v in values["peak_flops"].items()},
+                      "memory_bytes": values["memory_bytes"],
+                      "memory_bandwidth_bytes_per_s": values["memory_bandwidth_bytes_per_s"]},
+                     f"{origin}: device {data['name']!r}")
     values["name"] = str(data["name"])
     values["vendor"] = str(data.get("vendor", "unknown"))
     values["aliases"] = tuple(str(a) for a in data.get("aliases") or ())

@@ -106,15 +106,78 @@ def kv_cache_bytes_per_token(layers: int, kv_heads: int, head_dim: int, kv_bytes
     return 2.0 * layers * kv_heads * head_dim * kv_bytes
 
 
-# Reserves (per device): the CUDA context and cuBLAS/NCCL workspaces take ~1-2 GB on an H100
-# (vLLM profiles ~1.5 GB of "non-torch" memory; PyTorch's caching allocator fragments 5-10% of the
-# rest; vLLM defaults gpu_memory_utilization=0.9 for the same reasons).
-WORKSPACE_BYTES_GPU = 1.5e9
-WORKSPACE_BYTES_CPU = 0.2e9
-FRAGMENTATION = 0.05
+# Margins real frameworks need beyond the model's tensors, as named items of every memory breakdown
+# (`training_margin`, `inference_margin`; their sum is the breakdown's "reserve"):
+# - runtime: CUDA context and cuBLAS/cuDNN/NCCL workspaces, outside the caching allocator (vLLM
+#   profiles ~1.5 GB of "non-torch" memory on an H100); 0.2 GB for the CPU runtime;
+# - nccl_buffers: each NCCL communicator in use (tp, pp, dp, ep groups) allocates its channel buffers,
+#   NCCL_BUFFSIZE = 4 MiB per channel per peer and direction, up to 32 channels on NVSwitch: ~0.25 GB;
+# - allocator_fragmentation: PyTorch's caching allocator rounds and splits blocks (2 MiB / 20 MiB
+#   segments); reserved exceeds allocated by 5-15% of the dynamic allocations (activations,
+#   gradients of activations), 10% here;
+# - fp32_grad_accumulation: mixed-precision training accumulates gradients in float32 (Megatron's
+#   main_grad, torch AMP's fp32 gradients): 2 bytes per parameter beyond the 16-bit gradient (ZeRO-2+
+#   shards it over dp);
+# - prefetch_buffers: ZeRO-3 / FSDP gathers the full 16-bit weights of the layer it runs and prefetches
+#   the next one (2 layers unsharded);
+# - backward_workspace: during a layer's backward pass its activation gradients (about the size of the
+#   activations it saved) live beside the saved activations of the layers still to run;
+# - logits: float32 logits of the tokens sampled (engines) or of every prompt token (eager Hugging Face).
+RUNTIME_BYTES = {"gpu": 1.5e9, "cpu": 0.2e9}
+NCCL_COMMUNICATOR_BYTES = 0.25e9
+ALLOCATOR_FRAGMENTATION = 0.10
+FRAGMENTATION = 0.05  # share of capacity `passes.memory_mapping` labels fragmentation inside the reserve
+WORKSPACE_BYTES_GPU = RUNTIME_BYTES["gpu"]
+WORKSPACE_BYTES_CPU = RUNTIME_BYTES["cpu"]
+MARGIN_ITEMS = ("runtime", "nccl_buffers", "allocator_fragmentation", "fp32_grad_accumulation", "prefetch_buffers",
+                "backward_workspace", "logits")
 
 
 def reserve_bytes(capacity: float, kind: str) -> float:
-    """Workspace plus fragmentation reserve for a device of `capacity` bytes."""
-    workspace = WORKSPACE_BYTES_GPU if kind == "gpu" else WORKSPACE_BYTES_CPU
-    return workspace + FRAGMENTATION * capacity
+    """The device-level part of the margin: the runtime's memory outside the allocator (CUDA context
+    and library workspaces); `capacity` is accepted for callers that size it per device.
+
+    >>> reserve_bytes(80e9, "gpu") / 1e9
+    1.5
+    """
+    return RUNTIME_BYTES["gpu" if kind == "gpu" else "cpu"]
+
+
+def device_margin(kind: str, communicators: int) -> dict[str, float]:
+    """Runtime and NCCL buffers of one rank (`communicators`: groups of more than one rank it is in).
+
+    >>> device_margin("gpu", 2)
+    {'runtime': 1500000000.0, 'nccl_buffers': 500000000.0}
+    """
+    return {"runtime": reserve_bytes(0.0, kind),
+            "nccl_buffers": NCCL_COMMUNICATOR_BYTES * communicators if kind == "gpu" else 0.0}
+
+
+def training_margin(kind: str, communicators: int, params: float, dp: int, zero_stage: int,
+                    mixed_precision: bool, largest_layer_params: float, layer_activations: float,
+                    dynamic_bytes: float) -> dict[str, float]:
+    """Named margin items of one training rank (see the comment above `RUNTIME_BYTES`).
+
+    >>> m = training_margin("gpu", 1, 1e9, 8, 1, True, 5e7, 1e9, 10e9)
+    >>> m["fp32_grad_accumulation"] / 1e9, m["prefetch_buffers"], m["allocator_fragmentation"] / 1e9
+    (2.0, 0.0, 1.1)
+    """
+    out = device_margin(kind, communicators)
+    out["fp32_grad_accumulation"] = params * 2.0 / (dp if zero_stage >= 2 else 1) if mixed_precision else 0.0
+    out["prefetch_buffers"] = 2 * largest_layer_params * 2.0 if zero_stage >= 3 else 0.0
+    out["backward_workspace"] = layer_activations
+    out["allocator_fragmentation"] = ALLOCATOR_FRAGMENTATION * (dynamic_bytes + layer_activations)
+    return out
+
+
+def inference_margin(kind: str, communicators: int, activations: float, logits: float) -> dict[str, float]:
+    """Named margin items of one serving rank: runtime, NCCL buffers, logits, fragmentation of the
+    dynamic allocations (the KV cache and weights are allocated once, as one pool each).
+
+    >>> inference_margin("gpu", 0, 1e9, 1e8)["allocator_fragmentation"] / 1e9
+    0.11
+    """
+    out = device_margin(kind, communicators)
+    out["logits"] = logits
+    out["allocator_fragmentation"] = ALLOCATOR_FRAGMENTATION * (activations + logits)
+    return out

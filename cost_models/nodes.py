@@ -14,10 +14,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from cost_models.hardware import DeviceSpec, get_device, load_yaml, parse_quantity, unit_kind
+from cost_models.hardware import DeviceSpec, get_device, load_yaml, parse_quantity, require_positive, unit_kind
 from ir.errors import UserError
 
 NODES_FILE = Path(__file__).parent / "hardware" / "nodes.yaml"
+LINK_CLASSES = ("nvlink", "pci", "net", "host")
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,31 @@ class LinkSpec:
     latency_s: float
     source: str = ""
     peer_bandwidth_bytes_per_s: float | None = None
+    kind: str | None = None  # nvlink | pci | net | host (None: from the name, see `link_class`)
+    nvls_busbw_bytes_per_s: float | None = None  # in-switch reduction (NVLink SHARP) bus bandwidth, if any
 
     @property
     def pair_bandwidth_bytes_per_s(self) -> float:
         return self.peer_bandwidth_bytes_per_s or self.bandwidth_bytes_per_s
+
+    @property
+    def link_class(self) -> str:
+        """The class collective models price the link as (NCCL's NVLink / PCI / network, or a host
+        loopback priced by plain alpha-beta).
+
+        >>> LinkSpec("nvlink4-nvswitch", 450e9, 2.6e-6).link_class, LinkSpec("efa-100g", 1e10, 1e-5).link_class
+        ('nvlink', 'net')
+        """
+        if self.kind:
+            return self.kind
+        name = self.name.lower()
+        if name.startswith(("nvlink", "xgmi", "infinity")):
+            return "nvlink"
+        if name.startswith("pcie"):
+            return "pci"
+        if name.startswith(("gloo", "loopback", "shm")):
+            return "host"
+        return "net"
 
 
 @dataclass(frozen=True)
@@ -197,17 +219,24 @@ def _link_from(value: object, links: Mapping[str, LinkSpec], where: str) -> Link
     if set(value) - _LINK_KEYS:
         raise UserError(f"{where}: unknown link key(s) {', '.join(sorted(set(value) - _LINK_KEYS))}")
     numbers = {k: parse_quantity(v, unit_kind(k), f"{where}.{k}") for k, v in value.items()
-               if k not in ("name", "source") and v is not None}
-    return LinkSpec(name=str(value["name"]), source=str(value.get("source", f"given in {where}")), **numbers)
+               if k not in ("name", "source", "kind") and v is not None}
+    require_positive({k: v for k, v in numbers.items() if k.endswith("bytes_per_s")}, where)
+    kind = value.get("kind")
+    if kind is not None and kind not in LINK_CLASSES:
+        raise UserError(f"{where}.kind: {kind!r} is not a link class; use one of {', '.join(LINK_CLASSES)}")
+    return LinkSpec(name=str(value["name"]), source=str(value.get("source", f"given in {where}")), kind=kind,
+                    **numbers)
 
 
 def _tier_from(value: object, where: str) -> MemoryTier:
     needed = {"name", "capacity_bytes", "bandwidth_bytes_per_s"}
     if not isinstance(value, Mapping) or not needed <= set(value):
         raise UserError(f"{where}: a tier needs name, capacity_bytes and bandwidth_bytes_per_s")
-    return MemoryTier(str(value["name"]), int(parse_quantity(value["capacity_bytes"], "bytes", where)),
+    tier = MemoryTier(str(value["name"]), int(parse_quantity(value["capacity_bytes"], "bytes", where)),
                       parse_quantity(value["bandwidth_bytes_per_s"], "bytes/s", where),
                       str(value.get("source", f"given in {where}")))
+    require_positive({"capacity_bytes": tier.capacity_bytes, "bandwidth_bytes_per_s": tier.bandwidth_bytes_per_s}, where)
+    return tier
 
 
 def positive_int(value: object, key: str, where: str) -> int:

@@ -11,6 +11,9 @@ DTYPES = ("bf16", "fp16", "fp8", "fp32")
 WEIGHT_DTYPES = ("bf16", "fp16", "fp8", "int8", "int4", "fp32")
 KV_DTYPES = ("bf16", "fp16", "fp8", "int8", "fp32")
 KV_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "fp32": 4}
+COLLECTIVE_IMPLS = ("auto", "nccl", "custom")
+ATTENTION_KERNELS = ("flash", "unfused")
+RUNTIMES = ("engine", "cpp-engine", "compiled")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,17 @@ class Options:
     qps: float | None = None
     schedule: str = "1f1b"  # pipeline schedule: 1f1b, interleaved or gpipe (cost_models.pipeline_schedule)
     virtual_stages: int = 1  # interleaved 1F1B: model chunks per pipeline rank
+    # tensor-parallel all-reduce: "custom" = an inference engine's own kernel inside an NVLink node (vLLM,
+    # SGLang, TensorRT-LLM), "nccl" = NCCL (training frameworks, gpt-fast); "auto": custom unless training
+    collectives: str = "auto"
+    # attention kernel: "flash" (fused, FlashAttention / cuDNN / engines' paged kernels) or "unfused"
+    # (QK^T and AV batched GEMMs with the scores in memory: Megatron-LM before FlashAttention, eager HF)
+    attention: str = "flash"
+    # inference host loop: "engine" = a serving engine whose Python scheduler schedules, samples and launches
+    # every iteration (vLLM, SGLang, DistServe: Efficiency.iteration_overhead_s); "cpp-engine" = a C++
+    # executor doing the same (TensorRT-LLM: Efficiency.cpp_iteration_overhead_s); "compiled" = a compiled
+    # generation loop replaying CUDA graphs with no scheduler (gpt-fast, FasterTransformer)
+    runtime: str = "engine"
 
 
 def _positive(name: str, value) -> None:
@@ -57,6 +71,12 @@ def validate(graph: Graph, cluster, phase: str, o: Options) -> Options:
         raise UserError(f"--recompute takes none, selective or full, got {o.recompute!r}")
     if o.zero_stage not in (0, 1, 2, 3):
         raise UserError(f"--zero-stage takes 0, 1, 2 or 3, got {o.zero_stage!r}")
+    if o.collectives not in COLLECTIVE_IMPLS:
+        raise UserError(f"collectives must be one of {', '.join(COLLECTIVE_IMPLS)}, got {o.collectives!r}")
+    if o.attention not in ATTENTION_KERNELS:
+        raise UserError(f"attention must be one of {', '.join(ATTENTION_KERNELS)}, got {o.attention!r}")
+    if o.runtime not in RUNTIMES:
+        raise UserError(f"runtime must be one of {', '.join(RUNTIMES)}, got {o.runtime!r}")
     if o.qps is not None and not o.qps > 0:
         raise UserError(f"--qps must be a positive number, got {o.qps}")
     _check_schedule(graph, o)
@@ -69,9 +89,10 @@ def validate(graph: Graph, cluster, phase: str, o: Options) -> Options:
     if dp * o.tp * o.pp > devices:
         raise UserError(f"dp={dp} x tp={o.tp} x pp={o.pp} = {dp * o.tp * o.pp} devices; cluster "
                         f"{cluster.name} has {devices}")
-    over_dp = phase == "train"
+    # training takes ep ranks from the dp replicas; serving does for wide expert parallelism (ep_over_dp given)
+    over_dp = phase == "train" or (o.ep_over_dp and o.ep > 1)
     if o.ep > 1 and over_dp and dp % o.ep:
-        raise UserError(f"ep={o.ep} must divide dp={dp} (training takes expert-parallel ranks from the "
+        raise UserError(f"ep={o.ep} must divide dp={dp} (expert-parallel ranks are taken from the "
                         f"data-parallel replicas); use an ep dividing {dp}")
     if o.ep > 1 and (dp * o.tp) % o.ep:
         raise UserError(f"ep={o.ep} must divide dp x tp = {dp * o.tp} (experts are spread over data/tensor ranks)")
@@ -82,7 +103,8 @@ def validate(graph: Graph, cluster, phase: str, o: Options) -> Options:
         mbs = o.microbatch_size or 1
         if o.batch % (dp * mbs):
             raise UserError(f"--batch {o.batch} must be a multiple of dp x microbatch size = {dp} x {mbs}")
-    return Options(**{**o.__dict__, "dp": dp, "ep_over_dp": over_dp})
+    collectives = o.collectives if o.collectives != "auto" else ("nccl" if phase == "train" else "custom")
+    return Options(**{**o.__dict__, "dp": dp, "ep_over_dp": over_dp, "collectives": collectives})
 
 
 def _check_divisibility(graph: Graph, o: Options) -> None:

@@ -1,7 +1,9 @@
 """Uncertainty bands of estimates, from the residuals of the validation benchmark.
 
-`benchmarks/bench_validation.py --write` (published GPU measurements) and
-`benchmarks/bench_cpu_accuracy.py --write` (measurements on this machine) store, per device kind
+`benchmarks/bench_end_to_end.py --write-bands` (GPU training steps, prefill, decode and serving: the
+leave-one-source-out errors of the end-to-end development set, so that the 80% holds on data the
+parameters were not fitted on), `benchmarks/bench_validation.py --write` (GPU kernels and collectives)
+and `benchmarks/bench_cpu_accuracy.py --write` (measurements on this machine) store, per device kind
 and kind of work, the relative error that covers 80% of their points (|predicted - measured| /
 measured) in `data/uncertainty*.yaml`, under `bands: {"gpu:decode": {relative_error_80, points,
 basis}}`. An estimate carries the band of its kind; kinds without validation data say so.
@@ -15,7 +17,7 @@ from pathlib import Path
 import yaml
 
 DATA_DIR = Path(__file__).parent / "data"
-_KIND_OF_PHASE = {"train": "train_step", "prefill": "prefill", "decode": "decode", "serve": "decode"}
+_KIND_OF_PHASE = {"train": "train_step", "prefill": "prefill", "decode": "decode", "serve": "serve"}
 
 
 @functools.cache

@@ -24,13 +24,13 @@ def main() -> None:
     if problems:
         raise SystemExit("plan does not verify: " + "; ".join(problems))
     d, p = plan.decision, plan.predicted
-    print(f"dp={d['dp']} tp={d['tp']} pp={d['pp']} microbatch={d['microbatch_size']} x {d['microbatches']} "
-          f"recompute={d['recompute']} zero={d['zero_stage']}")
-    print(f"predicted {p['tokens_per_s']:,.0f} tokens/s, MFU {p['mfu']:.1%}, "
-          f"{p['memory_per_device_bytes'] / 1e9:.1f} GB on the fullest device")
-    for stage in d["stages"]:
-        print(f"  stage {stage['stage']}: layers {stage['first_layer']} .. {stage['last_layer']} on ranks "
-              f"{stage['ranks'][0]} (+{len(stage['ranks']) - 1} data-parallel replicas)")
+    print(f"dp={d.dp} tp={d.tp} pp={d.pp} microbatch={d.microbatch_size} x {d.microbatches} "
+          f"recompute={d.recompute} zero={d.zero_stage}")
+    print(f"predicted {p.tokens_per_s:,.0f} tokens/s, MFU {p.mfu:.1%}, "
+          f"{p.memory_per_device_bytes / 1e9:.1f} GB on the fullest device")
+    for stage in d.stages:
+        print(f"  stage {stage.stage}: layers {stage.first_layer} .. {stage.last_layer} on ranks "
+              f"{list(stage.ranks[0])} (+{len(stage.ranks) - 1} data-parallel replicas)")
 
 
 if __name__ == "__main__":

@@ -24,10 +24,10 @@ def main() -> None:
     plan = planner.plan(args.model, args.cluster, args.workload, rate=args.rate,
                         slo={"ttft": args.ttft, "tpot": args.tpot})
     d, p = plan.decision, plan.predicted
-    print(f"deploy {d['dp']} replica(s) with tensor_parallel_size={d['tp']} pipeline_parallel_size={d['pp']}")
-    print(f"predicted TTFT {p['ttft_s'] * 1e3:.1f} ms, TPOT {p['tpot_s'] * 1e3:.2f} ms, "
-          f"{p['output_tokens_per_s']:,.0f} output tokens/s")
-    for line in plan.data["binding_constraints"]:
+    print(f"deploy {d.dp} replica(s) with tensor_parallel_size={d.tp} pipeline_parallel_size={d.pp}")
+    print(f"predicted TTFT {p.ttft_s * 1e3:.1f} ms, TPOT {p.tpot_s * 1e3:.2f} ms, "
+          f"{p.output_tokens_per_s:,.0f} output tokens/s")
+    for line in plan.plan.binding_constraints:
         print("  -", line)
 
 

@@ -50,11 +50,15 @@ class BlockList:
 
 
 def _is_block_container(module: torch.nn.Module) -> bool:
+    """A ModuleList or Sequential of >= 2 blocks with parameters: all of one class, or (a ModuleList
+    only) a few classes that repeat, as hybrid decoders interleave attention and Mamba layers."""
     if not isinstance(module, (torch.nn.ModuleList, torch.nn.Sequential)) or len(module) < 2:
         return False
     children = list(module)
-    first = type(children[0])
-    return all(type(c) is first and any(True for _ in c.parameters()) for c in children)
+    if not all(any(True for _ in c.parameters()) for c in children):
+        return False
+    classes = {type(c) for c in children}
+    return len(classes) == 1 or (isinstance(module, torch.nn.ModuleList) and 2 * len(classes) <= len(children))
 
 
 def find_block_lists(model: torch.nn.Module, shallow_below: int = 6) -> list[BlockList]:

@@ -19,8 +19,10 @@ import time
 
 import torch
 
+from ir.attention_fusion import fuse_eager_attention
+from ir.attention_kinds import classify_model
 from ir.blocks import find_block_lists, truncated_to_representatives
-from ir.build import CaptureShape
+from ir.build import CaptureFacts, CaptureShape
 from ir.capture_export import export_raw_ops
 from ir.capture_fx import fx_raw_ops
 from ir.errors import UserError
@@ -112,12 +114,23 @@ def capture_module(model: torch.nn.Module, args: tuple = (), kwargs: dict | None
                          token_kind="sequence" if seq_len else "sample", causal=causal)
     started = time.perf_counter()
     lists = find_block_lists(model)
-    with torch.no_grad(), truncated_to_representatives(model, lists) as path_map:
+    config = config or {}
+    summary = config if isinstance(config, dict) else {}
+    mixers = classify_model(model) if causal else {}
+    facts = CaptureFacts(caches={path: spec for path, (_, spec) in mixers.items() if spec is not None},
+                         experts_per_token=summary.get("experts_per_token"),
+                         quantization=summary.get("weight_quantization"))
+    from ir.recurrent_kernels import substituted
+
+    with torch.no_grad(), truncated_to_representatives(model, lists) as path_map, substituted(model):
         raw_ops, method = _trace(model, args, kwargs, name, use_fx, tuple(leaf_modules))
     meta = {"model": name, "architecture": type(model).__name__, "method": method,
-            "dtype": _param_dtype(model), "inputs": [_spec(t) for t in tensors],
-            "config": config or {}}
-    graph = assemble_graph(raw_ops, path_map, lists, shape, meta)
+            "dtype": _param_dtype(model), "inputs": [_spec(t) for t in tensors], "config": config}
+    graph = assemble_graph(fuse_eager_attention(raw_ops, batch), path_map, lists, shape, meta, facts, mixers)
+    if causal and shape.token_kind == "sequence" and not any(layer.caches for layer in graph.layers):
+        raise UserError(f"cannot tell how {name} ({type(model).__name__}) mixes tokens: it is a causal "
+                        f"model but no attention or state-space op was traced and no module names its "
+                        f"attention kind, so it has no KV cache to plan; check the model class")
     log.info("captured %s with %s: %d ops, %d layers in %.2f s", name, method, len(graph.ops),
              len(graph.layers), time.perf_counter() - started)
     return graph

@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ir.blocks import BlockList
-from ir.build import CaptureShape, _copy_op, _op_signature, _rename, make_op
+from ir.build import CaptureFacts, CaptureShape, copy_op, make_op, op_signature, rename_op
 from ir.graph import Graph, Layer, OpNode
+from ir.layer_caches import layer_caches
+from ir.op_costs import classify
 from ir.raw import RawOp
 
 
@@ -26,12 +28,12 @@ def _remap_paths(ops: list[RawOp], path_map: dict[str, str]) -> list[RawOp]:
         params = list(raw.input_params)
         for key in keys:
             if path == key or path.startswith(key + "."):
-                path = _rename(path, key, path_map[key])
+                path = rename_op(path, key, path_map[key])
                 break
         for i, p in enumerate(params):
             for key in keys:
                 if p and p.startswith(key + "."):
-                    params[i] = _rename(p, key, path_map[key])
+                    params[i] = rename_op(p, key, path_map[key])
                     break
         out.append(replace(raw, module_path=path, input_params=tuple(params)))
     return out
@@ -77,37 +79,47 @@ def _full_order(lists: list[BlockList], seg: _Segments) -> list[tuple[str, str]]
     return [(path, rep) for path, rep in order if rep in seg.blocks]
 
 
-def _param_sizes(ops: list[RawOp]) -> dict[str, tuple[int, int]]:
-    sizes = {}
+def _param_sizes(ops: list[RawOp], facts: CaptureFacts) -> dict[str, tuple[int, int, int]]:
+    """Parameter name -> (elements, captured bytes, stored bytes) of every parameter ops read."""
+    sizes: dict[str, tuple[int, int, int]] = {}
     for raw in ops:
+        kind = classify(raw.short_name)
         for spec, name in zip(raw.input_specs, raw.input_params):
-            if name and name not in sizes:
-                sizes[name] = (spec.numel, spec.nbytes)
+            if not name:
+                continue
+            stored = facts.stored(name, kind, spec)  # a GEMM reading it decides (views come first)
+            if name not in sizes or stored < sizes[name][2]:
+                sizes[name] = (spec.numel, spec.nbytes, stored)
     return sizes
 
 
-def _layer(index, name, kind, ops, start, base, owned, sizes) -> Layer:
+def _layer(index, name, kind, ops, start, base, owned, sizes, caches) -> Layer:
     body = tuple(ops[start:])
-    numel = sum(sizes[p][0] for p in owned)
-    nbytes = sum(sizes[p][1] for p in owned)
     return Layer(
-        index=index, name=name, kind=kind, signature=_op_signature(body, base), op_start=start,
-        op_end=len(ops), param_count=numel, param_bytes=nbytes, flops=sum(o.flops for o in body),
-        is_moe=any(o.experts is not None for o in body),
+        index=index, name=name, kind=kind, signature=op_signature(body, base), op_start=start,
+        op_end=len(ops), param_count=sum(sizes[p][0] for p in owned),
+        param_bytes=sum(sizes[p][1] for p in owned), flops=sum(o.flops for o in body),
+        is_moe=any(o.experts is not None for o in body), caches=caches,
+        stored_param_bytes=sum(sizes[p][2] for p in owned),
     )
 
 
 def assemble_graph(raw_ops: list[RawOp], path_map: dict[str, str], lists: list[BlockList],
-                   shape: CaptureShape, meta: dict) -> Graph:
-    """The full Graph from captured ops; `meta` holds model, architecture, method, dtype, inputs."""
+                   shape: CaptureShape, meta: dict, facts: CaptureFacts | None = None,
+                   mixers: dict | None = None) -> Graph:
+    """The full Graph from captured ops; `meta` holds model, architecture, method, dtype, inputs;
+    `mixers` (module path -> (class name, cache or None)) become each layer's caches (causal
+    models only: an encoder keeps no cache)."""
+    facts = facts or CaptureFacts()
+    mixers = mixers or {}
     raw_ops = _remap_paths(raw_ops, path_map)
     seg = _segments(raw_ops, set(path_map.values()))
-    base_ops = [make_op(raw_ops, i, shape) for i in range(len(raw_ops))]
-    rep_sizes = _param_sizes(raw_ops)
+    base_ops = [make_op(raw_ops, i, shape, facts) for i in range(len(raw_ops))]
+    rep_sizes = _param_sizes(raw_ops, facts)
     ops: list[OpNode] = []
     layers: list[Layer] = []
     owned_all: set[str] = set()
-    sizes: dict[str, tuple[int, int]] = {}
+    sizes: dict[str, tuple[int, int, int]] = {}
 
     prologue_map: dict[int, int] = {}
 
@@ -116,7 +128,7 @@ def assemble_graph(raw_ops: list[RawOp], path_map: dict[str, str], lists: list[B
         start = len(ops)
         owned = []
         for raw_index in indices:
-            op = _copy_op(base_ops[raw_index], len(ops), old_path, new_path, id_map, fallback)
+            op = copy_op(base_ops[raw_index], len(ops), old_path, new_path, id_map, fallback)
             id_map[raw_index] = op.id
             for raw_name, new_name in zip(base_ops[raw_index].params, op.params):
                 sizes[new_name] = rep_sizes[raw_name]
@@ -124,7 +136,9 @@ def assemble_graph(raw_ops: list[RawOp], path_map: dict[str, str], lists: list[B
                     owned_all.add(new_name)
                     owned.append(new_name)
             ops.append(replace(op, layer=len(layers)))
-        layers.append(_layer(len(layers), name, kind, ops, start, new_path, owned, sizes))
+        caches = layer_caches(name if kind == "block" else "", ops[start:], mixers if shape.causal else {},
+                              meta["model"], causal_only=not shape.causal)
+        layers.append(_layer(len(layers), name, kind, ops, start, new_path, owned, sizes, caches))
         return id_map
 
     if seg.prologue:

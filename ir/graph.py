@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ir.cache_spec import CacheSpec
+
 DTYPE_BYTES = {
     "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1,
     "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1,
@@ -56,7 +58,11 @@ class AttentionSpec:
     """A fused attention call: q is [batch, heads, q_len, head_dim]; k/v hold `kv_heads` heads.
 
     `kv_heads` is the number of heads actually stored in the KV cache (grouped-query attention
-    repeats them before the kernel; capture traces the repeat back).
+    repeats them before the kernel; capture traces the repeat back). `window` > 0 limits each
+    query to the `window` most recent keys (sliding window); with `chunked` the keys are those of
+    the query's own chunk of `window` tokens (chunked local attention, Llama 4). Multi-latent
+    attention (DeepSeek-V2/V3) sets `latent_dim` (the compressed K/V, kv_lora_rank) and `rope_dim`
+    (the decoupled rotary key): its decode step can run absorbed, attending over the latent.
     """
 
     batch: int
@@ -67,21 +73,68 @@ class AttentionSpec:
     head_dim: int
     value_dim: int
     causal: bool
+    window: int = 0
+    chunked: bool = False
+    latent_dim: int = 0
+    rope_dim: int = 0
 
-    def flops(self, batch: int, q_len: int, kv_len: int) -> int:
-        """FLOPs of QK^T and PV (2 per multiply-add); causal counts only visible pairs."""
-        return 2 * batch * self.heads * (self.head_dim + self.value_dim) * self.pairs(q_len, kv_len)
+    def flops(self, batch: int, q_len: int, kv_len: int, absorbed: bool = False) -> int:
+        """FLOPs of QK^T and PV (2 per multiply-add); causal counts only visible pairs.
+
+        `absorbed` (multi-latent only): QK^T over latent + rope dims and PV over the latent, the
+        form vLLM and SGLang run decode in (DeepSeek-V2 paper, Sec. 2.1.2).
+        """
+        dims = self.head_dim + self.value_dim
+        if absorbed and self.latent_dim:
+            dims = 2 * self.latent_dim + self.rope_dim
+        return 2 * batch * self.heads * dims * self.pairs(q_len, kv_len)
 
     def pairs(self, q_len: int, kv_len: int) -> int:
         """Query-key pairs computed per (batch, head): the causal lower triangle when causal.
 
         With `q_len` new queries appended after `kv_len - q_len` cached tokens, query i sees
-        ``kv_len - q_len + i + 1`` keys.
+        ``kv_len - q_len + i + 1`` keys, or fewer under a window or chunk.
         """
         if not self.causal:
             return q_len * kv_len
         past = max(kv_len - q_len, 0)
-        return q_len * past + q_len * (q_len + 1) // 2
+        return self._visible_through(past + q_len - 1) - self._visible_through(past - 1)
+
+    def kv_elements_per_token(self) -> int:
+        """Cached elements per token of this attention: the latent and rotary key for multi-latent
+        attention, else K and V of every K/V head."""
+        if self.latent_dim:
+            return self.latent_dim + self.rope_dim
+        return self.kv_heads * (self.head_dim + self.value_dim)
+
+    def cached_keys_read(self, q_len: int, kv_len: int) -> int:
+        """Cached tokens (not among the `q_len` new ones) whose K/V the new queries read."""
+        past = max(kv_len - q_len, 0)
+        if not self.causal or not self.window:
+            return past
+        return past % self.window if self.chunked else min(past, self.window)
+
+    def keys_seen(self, kv_len: int) -> int:
+        """Keys the newest query of a `kv_len`-token sequence attends to (what decode reads)."""
+        if not self.causal or not self.window:
+            return kv_len
+        if self.chunked:
+            return (kv_len - 1) % self.window + 1
+        return min(kv_len, self.window)
+
+    def _visible_through(self, last: int) -> int:
+        """Sum over query positions 0..last of the keys each sees (causal)."""
+        if last < 0:
+            return 0
+        n, w = last + 1, self.window
+        if not w:
+            return n * (n + 1) // 2
+        if self.chunked:
+            full, rest = divmod(n, w)
+            return full * w * (w + 1) // 2 + rest * (rest + 1) // 2
+        if n <= w:
+            return n * (n + 1) // 2
+        return w * (w + 1) // 2 + (n - w) * w
 
 
 @dataclass(frozen=True)
@@ -90,7 +143,8 @@ class ExpertSpec:
 
     num_experts: int
     top_k: int
-    expert_param_bytes: int  # bytes of ONE expert's slice of this op's weight
+    expert_param_bytes: int  # bytes of ONE expert's slice of this op's weight (captured dtype)
+    stored_expert_bytes: int = 0  # the same slice as the checkpoint stores it (MXFP4, fp8 blocks); 0: as captured
 
 
 @dataclass(frozen=True)
@@ -121,7 +175,10 @@ class Layer:
     """A contiguous run of ops: an embedding, one repeated block, or the head.
 
     Layers with equal `signature` are structurally identical (same module classes, parameter
-    shapes and attributes) and are analysed once.
+    shapes and attributes) and are analysed once. `caches` describe what the block's attention
+    or recurrent modules keep per sequence (`ir.cache_spec`); `stored_param_bytes` are its
+    parameters as the checkpoint stores them (published per-tensor formats such as MXFP4 experts
+    or fp8 block-scaled linears; equal to `param_bytes` when the model publishes none).
     """
 
     index: int
@@ -134,6 +191,8 @@ class Layer:
     param_bytes: int
     flops: int
     is_moe: bool = False
+    caches: tuple[CacheSpec, ...] = ()
+    stored_param_bytes: int = 0
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,14 @@ Also decides what a model consumes (token ids or pixels) and whether its attenti
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
-import json
 import logging
 from pathlib import Path
 
 import torch
 
+from ir.config_checks import read_config_json
 from ir.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -40,16 +41,40 @@ def load_config_file(path: str | Path):
         file = file / "config.json"
     if not file.is_file():
         raise UserError(f"config file not found: {file} (give a config.json or a folder holding one)")
-    try:
-        data = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{file}: not valid JSON ({exc}); give a Hugging Face config.json") from None
-    if not isinstance(data, dict) or "model_type" not in data:
-        raise UserError(f"{file}: no 'model_type' key; give a Hugging Face config.json")
+    data = read_config_json(file)  # bounded read, JSON, the config schema (ir.config_checks)
     try:
         return transformers.AutoConfig.for_model(**data)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{file}: transformers cannot read this config ({exc})") from None
+    except Exception as exc:  # the user's config: any refusal of transformers is theirs to fix
+        config = _config_by_architecture(data)
+        if config is None:
+            raise UserError(f"{file}: transformers cannot read this config ({_first_line(exc)}); give a "
+                            f"config.json whose model_type or architectures transformers knows") from None
+        log.info("%s: model_type %r unknown to transformers; read as %s (its architectures entry)",
+                 file, data["model_type"], type(config).__name__)
+        return config
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:160]
+
+
+def _config_by_architecture(data: dict):
+    """A config of the class `architectures` names, for checkpoints whose own model_type needs remote
+    code (Kimi K2 publishes model_type 'kimi_k2' with architectures ['DeepseekV3ForCausalLM'])."""
+    import transformers
+
+    for name in data.get("architectures") or []:
+        cls = getattr(transformers, name, None) if isinstance(name, str) else None
+        config_class = getattr(cls, "config_class", None)
+        if config_class is None:
+            continue
+        values = {k: v for k, v in data.items() if k not in ("model_type", "auto_map")}
+        try:
+            return config_class(**values)
+        except Exception:  # transformers' validation errors are not all ValueErrors
+            return None
+    return None
 
 
 def model_class(config):
@@ -57,8 +82,8 @@ def model_class(config):
     import transformers
 
     for name in getattr(config, "architectures", None) or []:
-        cls = getattr(transformers, name, None)
-        if cls is not None:
+        cls = getattr(transformers, name, None) if isinstance(name, str) else None
+        if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):  # a model class, nothing else
             return cls
     for auto in (transformers.AutoModelForCausalLM, transformers.AutoModelForImageClassification,
                  transformers.AutoModel):
@@ -69,8 +94,17 @@ def model_class(config):
 
 
 def build_on_meta(config, dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
-    """Instantiate the model of `config` on the meta device in `dtype`, in eval mode."""
+    """Instantiate the model of `config` on the meta device in `dtype`, in eval mode.
+
+    A config asking for flex attention is built with sdpa (or eager, where the model has no sdpa
+    path): flex attention does not run on meta tensors, and the attention it computes, with its
+    mask from the config, is the same (capture reads windows and sinks from the modules).
+    """
     cls = model_class(config)
+    if getattr(config, "_attn_implementation", None) == "flex_attention":
+        config = copy.deepcopy(config)
+        config._attn_implementation = "sdpa" if getattr(cls, "_supports_sdpa", False) else "eager"
+        log.info("%s: flex attention captured as %s on meta", cls.__name__, config._attn_implementation)
     with torch.device("meta"), default_dtype(dtype):
         model = cls(config)
     return model.eval()

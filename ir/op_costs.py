@@ -9,6 +9,11 @@ Conventions (documented because every later number rests on them):
 - Attention counts the two batched products QK^T and PV only; the causal half is NOT computed
   (flash attention skips masked blocks), so causal attention counts the visible lower triangle.
   Softmax and scaling are not counted (they are O(s^2) element ops, < 2% for head_dim >= 64).
+- Recurrent scans (`ir.recurrent_kernels`): the selective scan counts 9 FLOPs per (token, channel,
+  state element) for discretising, updating and reading the state, plus 2 per (token, channel) for
+  the D skip and the gate (the count of mamba_ssm's reference scan); the chunked gated delta rule
+  counts the matmuls of the chunked form per token and value head: C (5 dk + 3 dv) + 6 dk dv with
+  C = 64 (Yang et al. 2024, "Gated Delta Networks", Sec. 3; FLA `chunk_gated_delta_rule`).
 - Element-wise ops and norms count 1 FLOP per output element per primitive (norms: 5 per element).
 - View-like ops (reshape, transpose, expand, slicing, aliasing) move no bytes and do no work.
 - Bytes read are the input tensors' bytes (parameters included); bytes written the outputs'.
@@ -22,7 +27,7 @@ import math
 from ir.graph import TensorSpec
 
 KINDS = (
-    "linear", "matmul", "grouped_matmul", "conv", "embedding", "attention", "norm", "softmax",
+    "linear", "matmul", "grouped_matmul", "conv", "embedding", "attention", "scan", "norm", "softmax",
     "elementwise", "reduction", "routing", "copy", "view", "other",
 )
 
@@ -62,8 +67,10 @@ _EMBEDDING = {"embedding", "Embedding"}
 _ATTENTION = {
     "scaled_dot_product_attention", "_scaled_dot_product_flash_attention",
     "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention_for_cpu",
-    "_scaled_dot_product_cudnn_attention",
+    "_scaled_dot_product_cudnn_attention", "flex_attention", "eager_attention",
 }
+_SCAN = {"selective_scan", "chunk_gated_delta_rule"}
+GDN_CHUNK = 64
 _NORM_FLOPS_PER_ELEMENT = 5  # mean, subtract, square, rsqrt-scale, affine
 
 
@@ -77,7 +84,7 @@ def classify(name: str) -> str:
         ("view", _VIEW), ("copy", _COPY), ("linear", _LINEAR), ("matmul", _MATMUL),
         ("grouped_matmul", _GROUPED), ("conv", _CONV), ("embedding", _EMBEDDING),
         ("attention", _ATTENTION), ("norm", _NORM), ("reduction", _REDUCTION),
-        ("routing", _ROUTING), ("softmax", _SOFTMAX),
+        ("routing", _ROUTING), ("softmax", _SOFTMAX), ("scan", _SCAN),
     ):
         if name in names:
             return kind
@@ -101,6 +108,17 @@ def _conv_flops(inputs: tuple[TensorSpec, ...], out: TensorSpec) -> int:
     return 2 * out.numel * per_output
 
 
+def _scan_flops(name: str, inputs: tuple[TensorSpec, ...]) -> int:
+    if name == "selective_scan" and len(inputs) >= 3:
+        (b, d, length), n = inputs[0].shape, inputs[2].shape[-1]
+        return 9 * b * d * length * n + 2 * b * d * length
+    if name == "chunk_gated_delta_rule" and len(inputs) >= 3:
+        dk = inputs[1].shape[-1]
+        b, length, hv, dv = inputs[2].shape
+        return b * length * hv * (GDN_CHUNK * (5 * dk + 3 * dv) + 6 * dk * dv)
+    return 0
+
+
 def op_flops(kind: str, name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> int:
     """FLOPs of one op at its captured shapes (attention is counted from its AttentionSpec)."""
     if not outputs:
@@ -115,6 +133,8 @@ def op_flops(kind: str, name: str, inputs: tuple[TensorSpec, ...], outputs: tupl
         return _matmul_flops(name, inputs, out)
     if kind == "conv":
         return _conv_flops(inputs, out)
+    if kind == "scan":
+        return _scan_flops(name, inputs)
     if kind == "norm":
         return _NORM_FLOPS_PER_ELEMENT * out.numel
     if kind == "reduction":

@@ -15,6 +15,11 @@ Definitions (documented because every estimate downstream uses them):
   log-sum-exp, norm inputs, inputs of non-linear element-wise ops), each tensor once.
 - MoE: a grouped expert GEMM reads the weights of the experts its tokens touch; with uniform
   routing of `tokens` tokens to top-k of E experts, E * (1 - (1 - k/E)^tokens) are touched.
+- KV: an attention op reads the cached K/V its queries see (at most the window for sliding-window
+  and chunked layers; the latent and rotary key for multi-latent attention, whose decode runs
+  absorbed, `AttentionSpec.flops`) and writes its new tokens'. `kv_bytes_per_token` of a layer is
+  its caches' growth per token (`ir.kv_cache`); recurrent layers instead read and write their
+  constant state once per sequence per decode step (and write it once per prefilled sequence).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class LayerCost:
     kv_bytes_per_token: int
     saved_activation_bytes: int  # train only; 0 otherwise
     experts_touched: float  # per MoE op, mean over MoE ops; 0 for dense layers
+    state_bytes_per_sequence: int = 0  # recurrent layers: constant state per sequence
 
 
 @dataclass(frozen=True)
@@ -147,12 +153,12 @@ def op_work(op: OpNode, s: PhaseShape, kv_bytes: int) -> OpWork:
     """The work of `op` at shape `s` (see the module docstring for the conventions)."""
     if op.scaling == "attention" and op.attention is not None:
         a = op.attention
-        per_token_kv = 2 * a.kv_heads * a.head_dim * kv_bytes
+        per_token_kv = a.kv_elements_per_token() * kv_bytes
         q_bytes = op.input_specs[0].nbytes * s.batch * s.q_len // max(a.batch * a.q_len, 1)
         return OpWork(
-            kind="attention", flops=a.flops(s.batch, s.q_len, s.kv_len), weight_bytes=0,
+            kind="attention", flops=a.flops(s.batch, s.q_len, s.kv_len, absorbed=_is_decode(s)), weight_bytes=0,
             activation_bytes_read=q_bytes, activation_bytes_written=q_bytes * a.value_dim // max(a.head_dim, 1),
-            kv_read_bytes=s.batch * max(s.kv_len - s.q_len, 0) * per_token_kv,
+            kv_read_bytes=s.batch * a.cached_keys_read(s.q_len, s.kv_len) * per_token_kv,
             kv_write_bytes=s.batch * s.q_len * per_token_kv, kv_bytes_per_token=per_token_kv, query_len=s.q_len,
             decode_step=_is_decode(s),
         )
@@ -215,9 +221,23 @@ def _layer_cost(graph: Graph, index: int, s: PhaseShape, phase: str, kv_bytes: i
         acc["attention_flops"] = round(3.5 * acc["attention_flops"])
         saved = round(saved * s.tokens / s.ref_tokens)
     experts = acc.pop("experts")
+    state = _state_traffic(layer, s, phase, kv_bytes, acc)
     return LayerCost(layer=index, **{k: int(acc[k]) for k in keys},
                      saved_activation_bytes=int(saved),
-                     experts_touched=sum(experts) / len(experts) if experts else 0.0)
+                     experts_touched=sum(experts) / len(experts) if experts else 0.0, state_bytes_per_sequence=state)
+
+
+def _state_traffic(layer, s: PhaseShape, phase: str, kv_bytes: int, acc: dict) -> int:
+    """Per-token KV growth from the layer's caches; recurrent state read/written per sequence."""
+    if not layer.caches:
+        return 0
+    acc["kv_bytes_per_token"] = sum(c.elements_per_token for c in layer.caches) * kv_bytes
+    state = sum(c.state_elements for c in layer.caches) * kv_bytes
+    if state and phase != "train":
+        acc["kv_write_bytes"] += s.batch * state
+        if _is_decode(s):
+            acc["kv_read_bytes"] += s.batch * state
+    return state
 
 
 def phase_shape(graph: Graph, phase: str, batch: int, seq_len: int | None = None,

@@ -29,7 +29,9 @@ def format_op(op: OpNode) -> str:
         extra.append(f"scaling={op.scaling}")
     if op.attention is not None:
         a = op.attention
-        extra.append(f"attn=h{a.heads}/kv{a.kv_heads}/d{a.head_dim}{'/causal' if a.causal else ''}")
+        window = (f"/chunk{a.window}" if a.chunked else f"/swa{a.window}") if a.window else ""
+        latent = f"/mla{a.latent_dim}+{a.rope_dim}" if a.latent_dim else ""
+        extra.append(f"attn=h{a.heads}/kv{a.kv_heads}/d{a.head_dim}{'/causal' if a.causal else ''}{window}{latent}")
     if op.experts is not None:
         extra.append(f"experts={op.experts.num_experts}/top{op.experts.top_k}")
     tail = f"  # {' '.join(extra)}" if extra else ""
@@ -54,7 +56,10 @@ def format_graph(graph: Graph, *, ops: bool = True, fold_repeats: bool = True) -
         lines.append(
             f"layer {layer.index} {layer.kind} {layer.name} sig={layer.signature} "
             f"ops=[{layer.op_start},{layer.op_end}) params={layer.param_count} flops={layer.flops}"
-            f"{' moe' if layer.is_moe else ''}" + (f" same-as={first_with[layer.signature]}" if repeat else "")
+            f"{' moe' if layer.is_moe else ''}"
+            + (f" cache={';'.join(c.describe() for c in layer.caches)}" if layer.caches else "")
+            + (f" stored_bytes={layer.stored_param_bytes}" if layer.stored_param_bytes != layer.param_bytes else "")
+            + (f" same-as={first_with[layer.signature]}" if repeat else "")
         )
         first_with.setdefault(layer.signature, layer.index)
         if ops and not (repeat and fold_repeats):

@@ -9,11 +9,12 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+from ir.cache_spec import CacheSpec
 from ir.errors import UserError
 from ir.fileio import write_atomic
 from ir.graph import AttentionSpec, ExpertSpec, Graph, Layer, OpNode, TensorSpec
 
-GRAPH_FORMAT = "aot-planner.graph/1"
+GRAPH_FORMAT = "aot-planner.graph/2"  # 2: attention windows and latents, layer caches, stored bytes
 
 
 def _spec(d) -> TensorSpec:
@@ -48,13 +49,23 @@ def _op_from(d: dict) -> OpNode:
     })
 
 
+def _layer_dict(layer: Layer) -> dict:
+    out = {f.name: getattr(layer, f.name) for f in fields(Layer)}
+    out["caches"] = [{g.name: getattr(c, g.name) for g in fields(CacheSpec)} for c in layer.caches]
+    return out
+
+
+def _layer_from(d: dict) -> Layer:
+    return Layer(**{**d, "caches": tuple(CacheSpec(**c) for c in d["caches"])})
+
+
 def graph_to_dict(graph: Graph) -> dict:
     """A JSON-able dict holding every field of the graph."""
     return {
         "format": GRAPH_FORMAT,
         **{f.name: getattr(graph, f.name) for f in fields(Graph) if f.name not in ("ops", "layers", "inputs")},
         "inputs": [_spec_dict(s) for s in graph.inputs],
-        "layers": [{f.name: getattr(layer, f.name) for f in fields(Layer)} for layer in graph.layers],
+        "layers": [_layer_dict(layer) for layer in graph.layers],
         "ops": [_op_dict(op) for op in graph.ops],
     }
 
@@ -68,7 +79,7 @@ def graph_from_dict(data: dict) -> Graph:
     return Graph(
         **scalars, inputs=tuple(_spec(s) for s in data["inputs"]),
         ops=tuple(_op_from(op) for op in data["ops"]),
-        layers=tuple(Layer(**layer) for layer in data["layers"]),
+        layers=tuple(_layer_from(layer) for layer in data["layers"]),
     )
 
 

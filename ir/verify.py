@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ir.cache_spec import CACHE_KINDS
 from ir.graph import SCALINGS, Graph
 from ir.op_costs import KINDS
 
@@ -11,7 +12,8 @@ def verify_graph(graph: Graph) -> list[str]:
 
     Checks: op ids are positions; inputs refer to earlier ops; layers are contiguous, ordered
     and cover every op; each op's layer matches; costs are non-negative; kinds and scalings are
-    known; totals equal the sums over layers; attention specs agree with their inputs.
+    known; totals equal the sums over layers; attention specs agree with their inputs; layer
+    caches have a known kind, non-negative sizes and lie inside their layer's module.
     """
     problems: list[str] = []
     for i, op in enumerate(graph.ops):
@@ -32,6 +34,7 @@ def verify_graph(graph: Graph) -> list[str]:
         if layer.op_start != position or layer.op_end < layer.op_start:
             problems.append(f"layer {k} covers [{layer.op_start},{layer.op_end}), expected start {position}")
         position = layer.op_end
+        problems += _cache_problems(layer)
         for op in graph.ops[layer.op_start:layer.op_end]:
             if op.layer != k:
                 problems.append(f"op {op.id} is in layer {k}'s range but says layer {op.layer}")
@@ -42,4 +45,16 @@ def verify_graph(graph: Graph) -> list[str]:
         problems.append("graph param_count differs from the sum over layers")
     if sum(layer.flops for layer in graph.layers) != graph.flops:
         problems.append("layer FLOPs do not add up to the graph's")
+    return problems
+
+
+def _cache_problems(layer) -> list[str]:
+    problems = []
+    for c in layer.caches:
+        if c.kind not in CACHE_KINDS:
+            problems.append(f"layer {layer.index} cache {c.module_path} has unknown kind {c.kind}")
+        if min(c.kv_heads, c.key_dim, c.value_dim, c.window, c.state_elements, c.shards) < 0:
+            problems.append(f"layer {layer.index} cache {c.module_path} has a negative size")
+        if layer.kind == "block" and not (c.module_path + ".").startswith(layer.name + "."):
+            problems.append(f"layer {layer.index} ({layer.name}) lists the cache of {c.module_path}")
     return problems

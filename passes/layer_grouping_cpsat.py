@@ -18,10 +18,8 @@ from dataclasses import replace
 
 from ortools.sat.python import cp_model
 
+from passes.cpsat import SolverConfig, solve
 from passes.layer_grouping import GroupingConfig, GroupingInstance, GroupingSolution, segments, solve_minmax
-
-_STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.INFEASIBLE: "infeasible",
-           cp_model.MODEL_INVALID: "invalid", cp_model.UNKNOWN: "unknown"}
 
 
 def _build(inst: GroupingInstance, segs: list[tuple[int, int]]):
@@ -80,19 +78,17 @@ def solve_cpsat(inst: GroupingInstance, config: GroupingConfig | None = None,
     if hint.cuts is not None:
         for var, value in zip(cut, hint.cuts):
             model.add_hint(var, value)
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = config.time_limit_s
-    solver.parameters.random_seed = config.seed
-    solver.parameters.num_workers = config.workers
-    status = solver.solve(model)
-    name = _STATUS.get(status, "unknown")
+    result = solve(model, SolverConfig(config.time_limit_s, config.workers, config.seed))
+    name = result.status
     elapsed = time.perf_counter() - started
-    if name in ("optimal", "feasible"):
-        cuts = tuple(int(solver.value(c)) for c in cut)
+    if name == "invalid":
+        raise RuntimeError("the layer-grouping CP-SAT model is invalid (a planner bug)")
+    if result.found:
+        cuts = tuple(result.value(c) for c in cut)
         objective = inst.objective(cuts)
         if hint.objective_us is not None and (objective is None or hint.objective_us < objective):
             cuts, objective = hint.cuts, hint.objective_us  # never worse than the warm start
-        return GroupingSolution(cuts, objective, int(solver.best_objective_bound), name, "cp-sat", elapsed)
+        return GroupingSolution(cuts, objective, int(result.bound), name, "cp-sat", elapsed)
     if name == "infeasible":
         return GroupingSolution(None, None, None, "infeasible", "cp-sat", elapsed)
     return GroupingSolution(hint.cuts, hint.objective_us, None, "feasible" if hint.cuts else "unknown",

@@ -18,7 +18,10 @@ transient buffers of one layer's forward (`passes.buffer_lifetimes`), sized at t
 microbatch over tp, inside the workspace plus fragmentation reserve.
 
 KV cache sizing (paged, vLLM-style blocks of 16 tokens; Kwon et al. 2023): the memory left after
-weights, activations and reserve, in blocks, gives the most concurrent sequences and tokens.
+weights, activations and reserve, in blocks, gives the most concurrent sequences and tokens. A
+block's bytes are those of 16 tokens of a plan-length sequence on the fullest rank, exact per
+attention kind (`cost_models.estimate_infer.kv_bytes_per_token_at`: sliding-window layers hold at
+most their window, recurrent layers a constant state per sequence).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import logging
 import math
 
 from cost_models.estimate_context import make_context
+from cost_models.estimate_infer import kv_bytes_per_token_at
 from cost_models.estimate_train import stage_memory
 from cost_models.memory import FRAGMENTATION
 from cost_models.parallel_config import Options
@@ -193,11 +197,12 @@ def _infer_map(plan: dict, graph, cluster) -> dict:
         layer = _layer_arena(graph, tokens, tp, static["workspace"] + static["fragmentation"], f"stage{s}/layer_forward")
         if layer:
             arenas.append(layer)
+    groups = int((decision.get("serving") or {}).get("expert_parallel_groups") or 1)  # wide expert parallelism
     options = Options(tp=tp, pp=pp, dp=dp, batch=decision["batch"], input_len=decision["input_len"],
-                      output_len=decision["output_len"], dtype=inputs.get("dtype", "bf16"))
+                      output_len=decision["output_len"], dtype=inputs.get("dtype", "bf16"), ep=groups,
+                      ep_over_dp=groups > 1)
     ctx = make_context(graph, cluster, options)
-    blocks = sum(1 for layer in graph.layers if layer.kind == "block")
-    per_token = ctx.kv_bytes_per_token_per_rank() * math.ceil(blocks / pp) / max(blocks, 1)
+    per_token = kv_bytes_per_token_at(ctx, decision["input_len"] + decision["output_len"])
     free = ctx.capacity_bytes - br.get("weights", 0) - br.get("activations", 0) - br.get("reserve", 0)
     kv = kv_cache_sizing(free, per_token, decision["input_len"] + decision["output_len"]) if per_token else None
     if kv:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from ir.errors import UserError
+from passes.cpsat import SolverConfig, solve
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class OffloadConfig:
 
     time_limit_s: float = 5.0
     seed: int = 0
-    workers: int = 2
+    workers: int = 1  # one worker keeps CP-SAT deterministic, as everywhere in the planner
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class OffloadSolution:
     placement: dict[str, str] = field(hash=False)
     added_s: float
     transfer_s: float
-    bound_s: float
+    bound_s: float | None  # the proven lower bound on added_s (None: nothing proven)
     status: str
     method: str
 
@@ -206,25 +207,28 @@ def solve_offload(instance: OffloadInstance, config: OffloadConfig | None = None
     if greedy:
         for (c, t), var in n.items():
             model.add_hint(var, sum(1 for it in classes[c] if greedy[it.name] == names[t]))
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = config.time_limit_s
-    solver.parameters.random_seed = config.seed
-    solver.parameters.num_workers = config.workers
-    status = solver.solve(model)
-    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    result = solve(model, SolverConfig(config.time_limit_s, config.workers, config.seed))
+    if result.status == "invalid":
+        raise RuntimeError("the offload CP-SAT model is invalid (a planner bug)")
+    if result.status == "infeasible":  # proven: no placement fits the tiers' capacities
+        log.info("offload: no placement fits (CP-SAT proved it infeasible)")
+        return None
+    if result.found:
         placement = {}
         for c, members in enumerate(classes):  # the first n[c, 0] members in HBM, the next in tier 1, ...
-            slots = [names[t] for t in range(len(tiers)) for _ in range(solver.value(n[c, t]))]
+            slots = [names[t] for t in range(len(tiers)) for _ in range(result.value(n[c, t]))]
             placement.update({it.name: tier for it, tier in zip(members, slots)})
         added, transfer = _cost_s(instance, placement)
+        bound = result.bound / 1e6 if result.bound is not None else None
         if greedy is None or added <= _cost_s(instance, greedy)[0]:
-            word = "optimal" if status == cp_model.OPTIMAL else "feasible"
-            return OffloadSolution(placement, added, transfer, solver.best_objective_bound / 1e6, word, "cpsat")
+            return OffloadSolution(placement, added, transfer, bound, result.status, "cpsat")
+        added, transfer = _cost_s(instance, greedy)  # the warm start was better: keep it, with CP-SAT's bound
+        return OffloadSolution(greedy, added, transfer, bound, "feasible", "greedy (better than cp-sat's solution)")
     if greedy is None:
-        log.info("offload: no placement fits (solver status %s)", solver.status_name(status))
+        log.info("offload: CP-SAT found no placement in %.1f s and the greedy one does not fit", config.time_limit_s)
         return None
-    added, transfer = _cost_s(instance, greedy)
-    return OffloadSolution(greedy, added, transfer, 0.0, "feasible", "greedy")
+    added, transfer = _cost_s(instance, greedy)  # CP-SAT found nothing in its time limit: the greedy answer, no bound
+    return OffloadSolution(greedy, added, transfer, None, "feasible", "greedy (cp-sat found none in its time limit)")
 
 
 def _decode_items(ctx, graph, batch: int, kv_bytes: float) -> list[OffloadItem]:
@@ -236,8 +240,7 @@ def _decode_items(ctx, graph, batch: int, kv_bytes: float) -> list[OffloadItem]:
         spec = next((op.experts for op in graph.layer_ops(layer) if op.experts is not None), None)
         expert = 0.0
         if spec is not None:
-            expert = sum(op.experts.expert_param_bytes * op.experts.num_experts for op in graph.layer_ops(layer)
-                         if op.experts is not None) * ctx.weight_scale() / max(ctx.options.ep, ctx.options.tp)
+            expert = ctx.layer_expert_weight_bytes(layer.index)  # as layer_weight_bytes splits and sizes them
             touched = 1.0 - (1.0 - spec.top_k / spec.num_experts) ** batch
             items.append(OffloadItem(f"experts.{layer.name}", "experts", int(expert), expert * touched))
         dense = total - expert

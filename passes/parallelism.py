@@ -17,9 +17,11 @@ from dataclasses import dataclass, replace
 from cost_models.estimate_context import make_context
 from cost_models.estimate_infer import forward_pass, hidden_size
 from cost_models.estimate_train import (
-    _activation_per_layer,
-    _dp_comm,
-    _layer_step_times,
+    activation_per_layer,
+    dp_comm_s,
+    exposed_gradient_reduction_s,
+    fp8_weight_cast_s,
+    layer_step_times,
     optimizer_s,
     ranges_params,
     stage_p2p_s,
@@ -46,6 +48,8 @@ from passes.placement import place
 
 log = logging.getLogger(__name__)
 
+EXACT_GROUPING = ("optimal", "equal chunks")  # grouping statuses whose objective is exact for their layout
+
 @dataclass
 class SearchResult:
     ranked: list[TrainCandidate]
@@ -56,6 +60,9 @@ class SearchResult:
     uniform_per_group_tp: TrainCandidate | None = None  # best even split when tp may differ per node group
     interrupted: bool = False  # Ctrl-C stopped the search: `ranked` holds the best found so far
     warm_start: bool = False  # a previous plan's layout was among the candidates (evaluated first)
+    # every candidate's grouping was solved exactly (proven optimal, or interleaved equal chunks, which the rule
+    # fixes): then the ranking of the layouts, and the best one, are exact for the cost model
+    exact: bool = False
 
 
 class _Evaluator:
@@ -81,7 +88,7 @@ class _Evaluator:
         key = (ctx.device.name, o.tp, o.microbatch_size, o.recompute, o.pp > 1, o.ep, o.sequence_parallel)
         if key not in self._times:
             fwd = forward_pass(ctx, "prefill", o.microbatch_size, self.seq)
-            self._times[key] = _layer_step_times(ctx, fwd)
+            self._times[key] = layer_step_times(ctx, fwd)
         return self._times[key]
 
 
@@ -101,7 +108,7 @@ def _memory_terms(ev: _Evaluator, ctx, cand: TrainCandidate) -> tuple:
            o.sequence_parallel)
     if key not in ev._memory:
         state = [state_bytes(ctx, *stage_params(ctx, i, i + 1)).total for i in range(len(ev.graph.layers))]
-        act = _activation_per_layer(ctx, cand.microbatch_size, ev.seq)
+        act = activation_per_layer(ctx, cand.microbatch_size, ev.seq)
         acts = [act if layer.kind == "block" else 0.0 for layer in ev.graph.layers]
         logits = cand.microbatch_size * ev.seq * ev.graph.config.get("vocab_size", 0) * 6 / o.tp
         ev._memory[key] = (state, acts, logits)
@@ -137,8 +144,8 @@ def _extra_s(ev: _Evaluator, cand: TrainCandidate, ctxs, inst: GroupingInstance,
     worst = stage_s.index(max(stage_s))
     ctx, a, b = ctxs[worst], cuts[worst], cuts[worst + 1]
     dense, expert = stage_params(ctx, a, b)
-    exposed = max(_dp_comm(ctx, dense, expert) - max(stage_s) * 2 / 3, 0.0)
-    return exposed + optimizer_s(ctx, dense, expert)
+    exposed = exposed_gradient_reduction_s(ctx, dp_comm_s(ctx, dense, expert), max(stage_s) * 2 / 3, dense + expert)
+    return exposed + optimizer_s(ctx, dense, expert) + fp8_weight_cast_s(ctx, dense, expert)
 
 
 def search_training(graph: Graph, cluster, *, batch: int, seq: int, dtype: str = "bf16",
@@ -172,8 +179,9 @@ def search_training(graph: Graph, cluster, *, batch: int, seq: int, dtype: str =
     ranked.sort(key=lambda c: (c.objective_us, c.label()))
     if not interrupted:
         ranked = _refine(ev, ranked, top_k, refine_s, warm)
+    exact = not interrupted and all(c.status in EXACT_GROUPING for c in ranked)
     return SearchResult(ranked[:top_k], evaluated, pruned, tightest, uniform.get(True), uniform.get(False), interrupted,
-                        matched)
+                        matched, exact)
 
 
 def _same_layout(cand: TrainCandidate, warm: dict | None) -> bool:
@@ -282,8 +290,9 @@ def _interleaved(ev: _Evaluator, cand: TrainCandidate, v: int) -> TrainCandidate
     pipe = pipeline_time(stage_s, m, v)
     worst = stage_s.index(max(stage_s))
     dense, expert = ranges_params(ctx, ranks[worst])
-    exposed = max(_dp_comm(ctx, dense, expert) - max(stage_s) * 2 / 3, 0.0)
-    return replace(made, cuts=cuts, objective_us=to_us(pipe + exposed + optimizer_s(ctx, dense, expert)),
+    exposed = exposed_gradient_reduction_s(ctx, dp_comm_s(ctx, dense, expert), max(stage_s) * 2 / 3, dense + expert)
+    extra = exposed + optimizer_s(ctx, dense, expert) + fp8_weight_cast_s(ctx, dense, expert)
+    return replace(made, cuts=cuts, objective_us=to_us(pipe + extra),
                    grouping_us=to_us(pipe), bound_us=None, status="equal chunks", solver="interleaved equal split")
 
 

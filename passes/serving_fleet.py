@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
+from passes.cpsat import SolverConfig, solve
+
 SCALE = 1_000_000  # capacity units per instance: load fractions to 1e-6
-_STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.INFEASIBLE: "infeasible",
-           cp_model.MODEL_INVALID: "invalid", cp_model.UNKNOWN: "unknown"}
 
 
 @dataclass(frozen=True)
@@ -175,17 +175,16 @@ def solve_fleet(inst: FleetInstance, config: FleetConfig | None = None) -> Fleet
             model.add_hint(var, counts[c])
         for (c, _b), var in y.items():
             model.add_hint(var, inst.slices if c == c0 else 0)
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = config.time_limit_s
-    solver.parameters.random_seed = config.seed
-    solver.parameters.num_workers = config.workers
-    status = _STATUS.get(solver.solve(model), "unknown")
+    result = solve(model, SolverConfig(config.time_limit_s, config.workers, config.seed))
+    status = result.status
     elapsed = time.perf_counter() - started
     C, B = len(inst.configs), len(inst.bucket_rate)
-    if status in ("optimal", "feasible"):
-        slices_of = tuple(tuple(int(solver.value(y[c, b])) for b in range(B)) for c in range(C))
+    if status == "invalid":
+        raise RuntimeError("the fleet CP-SAT model is invalid (a planner bug)")
+    if result.found:
+        slices_of = tuple(tuple(result.value(y[c, b]) for b in range(B)) for c in range(C))
         cost, counts = inst.cost(slices_of)  # the fewest instances for the solver's assignment
-        bound = math.ceil(solver.best_objective_bound - 1e-9)
+        bound = math.ceil(result.bound - 1e-9)
         if hint is not None and hint[0] < cost:  # never worse than the warm start
             cost, counts = hint[0], hint[2]
             slices_of = tuple(tuple(inst.slices if c == hint[1] else 0 for _ in range(B)) for c in range(C))

@@ -22,8 +22,10 @@ _CACHE_LIMIT = 16
 
 
 def capture(model, *, batch: int = 1, seq_len: int | None = None, dtype: str = "bf16",
-            example_inputs: tuple | None = None, leaf_modules: tuple[str, ...] = ()) -> Graph:
-    """Capture a model (preset name, config.json path, ``pkg.module:factory`` or nn.Module).
+            example_inputs: tuple | None = None, leaf_modules: tuple[str, ...] = (),
+            trust_model_code: bool = False) -> Graph:
+    """Capture a model (preset name, config.json path, ``pkg.module:factory`` or nn.Module); a factory
+    reference is imported and run only with `trust_model_code=True`.
 
     Graphs of named models are cached in memory per (model, batch, seq_len, dtype), and on disk
     (see `planner.graph_cache`) so that a later process does not even import torch.
@@ -38,20 +40,51 @@ def capture(model, *, batch: int = 1, seq_len: int | None = None, dtype: str = "
     disk_key = graph_cache.cache_key(identity, batch, seq_len, dtype) if identity else None
     graph = graph_cache.load(disk_key) if disk_key else None
     if graph is None:
-        from ir.capture import capture_module
         from planner.model_source import resolve
 
-        source = resolve(model, batch=batch, seq_len=seq_len, dtype=dtype, example_inputs=example_inputs)
-        graph = capture_module(source.module, source.args, source.kwargs, name=source.name,
-                               seq_len=source.seq_len, causal=source.causal, config=source.config,
-                               leaf_modules=tuple(leaf_modules))
+        source = resolve(model, batch=batch, seq_len=seq_len, dtype=dtype, example_inputs=example_inputs,
+                         trust_model_code=trust_model_code)
+        graph = _capture_source(source, leaf_modules)
         if disk_key:
             graph_cache.store(disk_key, graph)
     if key is not None:
-        if len(_CACHE) >= _CACHE_LIMIT:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = graph
+        _remember(key, graph)
     return graph
+
+
+def capture_recorded(record: dict, *, seq_len: int | None = None, dtype: str = "bf16",
+                     trust_model_code: bool = False) -> Graph:
+    """Capture the model a plan records (`ir.plan.ModelSource`, JSON form) from the values it holds, never
+    from the file or code it names (a module reference runs only with `trust_model_code`)."""
+    from planner.model_source import check_record, from_record, record_identity
+
+    check_record(record)  # before a cached graph is used for it
+    identity = record_identity(record)
+    key = ("record", identity, seq_len, dtype) if identity else None
+    if key is not None and key in _CACHE:
+        return _CACHE[key]
+    disk_key = graph_cache.cache_key(identity, 1, seq_len, dtype) if identity else None
+    graph = graph_cache.load(disk_key) if disk_key else None
+    if graph is None:
+        graph = _capture_source(from_record(record, seq_len=seq_len, dtype=dtype, trust_model_code=trust_model_code))
+        if disk_key:
+            graph_cache.store(disk_key, graph)
+    if key is not None:
+        _remember(key, graph)
+    return graph
+
+
+def _capture_source(source, leaf_modules: tuple[str, ...] = ()) -> Graph:
+    from ir.capture import capture_module
+
+    return capture_module(source.module, source.args, source.kwargs, name=source.name, seq_len=source.seq_len,
+                          causal=source.causal, config=source.config, leaf_modules=tuple(leaf_modules))
+
+
+def _remember(key: tuple, graph: Graph) -> None:
+    if len(_CACHE) >= _CACHE_LIMIT:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = graph
 
 
 def _layer_rows(graph: Graph, costs) -> list[dict]:
@@ -71,7 +104,7 @@ def _layer_rows(graph: Graph, costs) -> list[dict]:
 
 def inspect(model, *, batch: int = 1, seq_len: int | None = None, phase: str = "prefill",
             context_len: int | None = None, dtype: str = "bf16",
-            example_inputs: tuple | None = None) -> dict:
+            example_inputs: tuple | None = None, trust_model_code: bool = False) -> dict:
     """Per-layer parameters, FLOPs, activation and KV bytes of a model in one phase.
 
     Returns the same dict as ``planner inspect --json``. `activation_bytes` is what backward keeps
@@ -82,7 +115,7 @@ def inspect(model, *, batch: int = 1, seq_len: int | None = None, phase: str = "
     if not isinstance(model, str):
         graph = capture(model, example_inputs=example_inputs, seq_len=seq_len)
     else:
-        graph = capture(model, batch=batch, seq_len=seq_len, dtype=dtype)
+        graph = capture(model, batch=batch, seq_len=seq_len, dtype=dtype, trust_model_code=trust_model_code)
     costs = phase_costs(graph, phase, batch=batch, seq_len=seq_len, context_len=context_len)
     rows = _layer_rows(graph, costs)
     return {
@@ -104,7 +137,7 @@ def inspect(model, *, batch: int = 1, seq_len: int | None = None, phase: str = "
 
 
 def estimate(model, cluster=None, phase: str = "decode", *, seq_len: int | None = None,
-             dtype: str = "bf16", **options) -> dict:
+             dtype: str = "bf16", trust_model_code: bool = False, **options) -> dict:
     """Predicted time, throughput, memory and energy of one configuration (``planner estimate``).
 
     Options are named like the CLI flags with underscores (tp, pp, dp, ep, batch, input_len,
@@ -118,13 +151,16 @@ def estimate(model, cluster=None, phase: str = "decode", *, seq_len: int | None 
     from cost_models.cluster import parse_cluster
     from cost_models.estimator import estimate_graph
     from cost_models.parallel_config import Options
+    from planner.input_bounds import COUNT_LIMITS, check_counts, check_numbers
 
     known = set(Options.__dataclass_fields__)
     unknown = sorted(set(options) - known)
     if unknown:
         raise UserError(f"unknown estimate option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    check_counts(seq_len=seq_len, **{k: v for k, v in options.items() if k in COUNT_LIMITS})
+    check_numbers(qps=options.get("qps"))
     cluster_spec = parse_cluster(cluster)
     input_len = options.get("input_len")
     graph_dtype = "bf16" if dtype == "fp8" else dtype
-    graph = capture(model, seq_len=seq_len or input_len, dtype=graph_dtype)
+    graph = capture(model, seq_len=seq_len or input_len, dtype=graph_dtype, trust_model_code=trust_model_code)
     return estimate_graph(graph, cluster_spec, phase, Options(dtype=dtype, **options))

@@ -3,39 +3,19 @@ timeline of its pipeline schedule."""
 
 from __future__ import annotations
 
+from cost_models.pipeline_schedule import stage_order
+from ir.plan import Plan
+
 
 def _bar(used: float, capacity: float, width: int = 30) -> str:
     fill = min(round(width * used / capacity), width) if capacity else 0
     return "[" + "#" * fill + "." * (width - fill) + f"] {used / 1e9:6.1f} / {capacity / 1e9:.1f} GB"
 
 
-def one_f_one_b(stages: int, microbatches: int) -> list[list[str]]:
-    """The 1F1B order of each stage as tokens "F3" / "B3" (Narayanan et al. 2021, PipeDream-Flush).
-
-    >>> one_f_one_b(2, 3)
-    [['F0', 'F1', 'B0', 'F2', 'B1', 'B2'], ['F0', 'B0', 'F1', 'B1', 'F2', 'B2']]
-    """
-    out = []
-    for s in range(stages):
-        warmup = min(stages - s, microbatches)
-        order = [f"F{i}" for i in range(warmup)]
-        f, b = warmup, 0
-        while b < microbatches:
-            order.append(f"B{b}")
-            b += 1
-            if f < microbatches:
-                order.append(f"F{f}")
-                f += 1
-        out.append(order)
-    return out
-
-
 def _timeline(decision: dict, limit: int = 8) -> list[str]:
     """Each stage's compute order (cost_models.pipeline_schedule.stage_order); interleaving shows
     "F3.1" for microbatch 3 on the stage's virtual stage 1. Interleaved plans keep all microbatches
     of a round of pp (the schedule's unit), GPipe and 1F1B the first `limit`."""
-    from cost_models.pipeline_schedule import stage_order
-
     schedule, v, pp = decision.get("schedule", "1f1b"), decision.get("virtual_stages", 1), decision["pp"]
     m = decision.get("microbatches", 1)
     m = min(m, max(limit // pp, 1) * pp) if schedule == "interleaved" and m % pp == 0 else min(m, limit)
@@ -46,11 +26,10 @@ def _timeline(decision: dict, limit: int = 8) -> list[str]:
     return lines
 
 
-def explain_plan(plan: dict) -> str:
-    """Human-readable explanation of a plan dict."""
-    if plan.get("decision", {}).get("kind") == "fleet":
-        from planner.plan_fleet import explain_fleet
-
+def explain_plan(typed: Plan) -> str:
+    """Human-readable explanation of a plan."""
+    plan = typed.to_json()
+    if typed.kind == "fleet":
         return explain_fleet(plan)
     d, p, inputs = plan["decision"], plan["predicted"], plan["inputs"]
     lines = [f"plan for {plan.get('model_name', inputs['model'])} on {plan.get('cluster_description', inputs['cluster'])}",
@@ -71,6 +50,10 @@ def explain_plan(plan: dict) -> str:
         parts = [f"{k} {p[k]:.4g}" for k in ("latency_s", "ttft_s", "tpot_s", "output_tokens_per_s", "tokens_per_s")
                  if p.get(k) is not None]
         lines.append("predicted: " + ", ".join(parts))
+    margin = p.get("memory_margin_bytes") or {}
+    if margin:
+        lines.append("memory kept free (per device): " + ", ".join(
+            f"{k.replace('_', ' ')} {v / 1e9:.2f} GB" for k, v in sorted(margin.items(), key=lambda kv: -kv[1]) if v))
     band = p.get("uncertainty") or {}
     if band.get("relative_error_80") is not None:
         lines.append(f"uncertainty: +-{band['relative_error_80']:.0%} at 80% coverage "
@@ -106,4 +89,27 @@ def explain_plan(plan: dict) -> str:
         lines.append(f"baseline {name.replace('_', ' ')} ({base['layout']}): plan is {base['speedup_of_plan']:.2f}x faster")
     if d["kind"] == "train" and d["pp"] > 1:
         lines += _timeline(d)
+    return "\n".join(lines) + "\n"
+
+
+def explain_fleet(plan: dict) -> str:
+    """The fleet plan in words: instances bought, their load, cost against single-type fleets, the solver."""
+    d, p, prof, s = plan["decision"], plan["predicted"], plan["profile"], plan["solver"]
+    lines = [f"fleet plan for {plan['model_name']} from {plan['inputs']['cluster']}",
+             f"workload: {plan['inputs']['workload']}  objective: cost  SLO: ttft={d['slo']['ttft']} s, "
+             f"tpot={d['slo']['tpot']} s  policy per instance: {d['policy']}"]
+    for row in d["instances"]:
+        lines.append(f"  {row['instances']} x {row['config']}  ${row['dollars_per_hour']:.3f}/h  slices "
+                     + ", ".join(f"{k}: {v}/{prof['slices']}" for k, v in row["slices"].items()))
+    singles = ", ".join(f"{g} ${v:.3f}/h" if v is not None else f"{g} cannot" for g, v in
+                        p["single_type_dollars_per_hour"].items())
+    saving = p.get("saving_vs_single_type")
+    lines.append(f"cost: ${p['dollars_per_hour']:.3f}/h for {p['rate_rps']:.4g} req/s on {p['gpus']} GPUs; single-type "
+                 f"fleets: {singles}" + (f" (saves {saving:.1%})" if saving is not None else ""))
+    gap = f", gap {s['gap']:.4f}" if isinstance(s.get("gap"), float) else ""
+    lines.append(f"solver: {s['search']}, status {s['status']}{gap}, {s['candidates_evaluated']} configurations, "
+                 f"{prof['simulations']} simulations to profile")
+    lines.append("buckets (share, req/s): " + "; ".join(f"{b['name']} {b['share']:.0%} {b['rate_rps']:.3g}"
+                                                     for b in prof["buckets"]))
+    lines += [f"binding: {line}" for line in plan.get("binding_constraints", [])]
     return "\n".join(lines) + "\n"

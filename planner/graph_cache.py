@@ -1,6 +1,7 @@
 """On-disk cache of captured graphs, so repeated commands and sweeps never re-capture.
 
-Key: a hash of the planner, torch and transformers versions, the model's identity (preset values
+Key: a hash of the graph format (`ir.serialize.GRAPH_FORMAT`), the planner, torch and transformers
+versions, the model's identity (preset values
 or the config file's bytes), batch, sequence length and dtype. Factories and in-memory modules
 are never cached (their code can change without their name changing).
 
@@ -45,6 +46,9 @@ def model_identity(model) -> str | None:
     if path.is_dir():
         path = path / "config.json"
     if path.is_file():
+        from ir.config_checks import read_config_json
+
+        read_config_json(path)  # the config's schema holds before any graph cached for it is used
         return "config:" + hashlib.sha256(path.read_bytes()).hexdigest()
     if ":" in ref or ref.endswith(".json"):
         return None
@@ -58,7 +62,9 @@ def model_identity(model) -> str | None:
 
 
 def cache_key(identity: str, batch: int, seq_len: int | None, dtype: str) -> str:
-    parts = [identity, str(batch), str(seq_len), dtype, _version("aot-planner"), _version("torch"),
+    from ir.serialize import GRAPH_FORMAT
+
+    parts = [identity, str(batch), str(seq_len), dtype, GRAPH_FORMAT, _version("aot-planner"), _version("torch"),
              _version("transformers")]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 

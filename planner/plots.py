@@ -21,7 +21,7 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | None):
+def save_figure(fig, path: str | None):
     """Write the figure as PNG (atomically) and close it; with no path, return it (for tests)."""
     if path is None:
         return fig
@@ -65,7 +65,7 @@ def plot_ttft_tpot(records: list[dict], path: str | None, title: str):
     ax.set_title(title)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_throughput_cost(records: list[dict], path: str | None, title: str):
@@ -84,7 +84,7 @@ def plot_throughput_cost(records: list[dict], path: str | None, title: str):
     ax.set_ylabel("throughput (tokens/s)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_memory(records: list[dict], path: str | None, title: str):
@@ -97,7 +97,7 @@ def plot_memory(records: list[dict], path: str | None, title: str):
     ax.set_xlabel("memory per device (GB)")
     ax.set_ylabel("configuration")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pipeline(plan: dict, path: str | None, microbatches: int = 8):
@@ -127,4 +127,4 @@ def plot_pipeline(plan: dict, path: str | None, microbatches: int = 8):
     ax.set_ylabel("pipeline stage")
     name = {"1f1b": "1F1B", "gpipe": "GPipe", "interleaved": f"interleaved 1F1B (v={v})"}.get(schedule, schedule)
     ax.set_title(f"{name} schedule of {plan.get('model_name', '')}: first {m} microbatches (F forward, B backward)")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from ir.errors import UserError
 from ir.fileio import write_atomic
+from ir.plan import Plan
+from planner.explain import explain_plan
 
 
 def memory_figure(plan: dict, path: str | None):
@@ -33,17 +35,16 @@ def _figures(plan: dict, folder: Path) -> list[tuple[str, str]]:
     return figures
 
 
-def write_report(plan: dict, folder: str | Path) -> Path:
+def write_report(typed: Plan, folder: str | Path) -> Path:
     """Write report.md, report.html and the figures into `folder` (created if missing)."""
-    from planner.explain import explain_plan
-
+    plan = typed.to_json()
     out = Path(folder)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create report folder {out}: {exc.strerror}") from None
     figures = _figures(plan, out)
-    text = explain_plan(plan)
+    text = explain_plan(typed)
     title = f"Plan: {plan.get('model_name', plan['inputs']['model'])} on {plan.get('cluster_description', '')}"
     md = [f"# {title}", "", "```", text.rstrip(), "```", ""]
     md += [f"![{caption}]({name})" for name, caption in figures]

@@ -1,170 +1,149 @@
-"""`planner verify`: an independent check of a plan, recomputed from its inputs.
+"""`planner verify`: an independent check of every claim a plan makes, recomputed from its inputs.
 
-Checks: the format and the fingerprint of the inputs; every layer placed exactly once in
-contiguous, non-empty stages (pp of them; with interleaved 1F1B, pp x v chunks dealt round-robin:
-chunk c of stage s is the (c * pp + s)-th range in model order); a schedule that can run; ranks
-exist, each used once, a TP group on one node, on the device its stage names; degrees divide the
-model (tp and heads, pp and blocks, ep and experts) and the batch (dp x microbatch size x
-microbatches), ep divides dp; memory (experts split ep ways) fits on every stage; the predicted
-metrics agree with a fresh evaluation by the cost model.
+In order (each step one line below; a broken structure stops before anything is priced):
+1. schema (on reading, `ir.plan`), fingerprint of the inputs, the planner version;
+2. the question: the recorded inputs are what the strategy derives from them again (defaults, SLO, pinned
+   options), the model is rebuilt from its record (never from the file or code it names) and is the one the
+   plan names (preset values, summary, model name), the cluster is the one described;
+3. structure (`planner.plan_checks`) and the workload kind's rules (the strategy's `check`);
+4. predictions: the whole `predicted` record against a fresh evaluation (the strategy's `evaluate`), with
+   serving's derived goodput numbers; memory that fits; SLO attainment at the reported rate;
+5. the decision rebuilt where it follows from its layout (inference, serving deployments and their engine
+   limits), the solver report (bound <= objective, gap, counts), runners-up and baselines;
+6. the memory map recomputed (what is deterministic) and its arenas re-checked.
+Fleets: `planner.verify_fleet`.
 """
 
 from __future__ import annotations
 
-import math
-
 from cost_models.cluster import parse_cluster
 from ir.errors import UserError
-from planner.plan_file import PLAN_FORMAT, fingerprint
+from ir.plan import Plan, fingerprint
+from ir.records import to_json
+from passes.strategies import strategy_of_plan
+from passes.strategy import Request
+from planner.model_source import code_refusal
+from planner.pipeline import graph_for
+from planner.plan_checks import bound_problems, structure_problems
+from planner.verify_claims import (
+    cluster_problems,
+    differences,
+    input_problems,
+    jsonable,
+    memory_map_problems,
+    model_problems,
+    pinned_problems,
+    solver_problems,
+    train_report_problems,
+    version_problems,
+)
+from planner.verify_fleet import fleet_problems
+from planner.verify_serving import estimate_problems, holds_problems, serving_problems
 
-_AGREE = ("step_time_s", "tokens_per_s", "memory_per_device_bytes", "latency_s", "tpot_s", "ttft_s",
-          "output_tokens_per_s")
+ATTAINMENT = 0.9  # a serving plan's share of requests meeting the SLO at its reported rate (goodput's definition)
 
 
-def _structure(plan: dict, graph, cluster) -> list[str]:
+def question(plan: Plan, trust_model_code: bool) -> Request:
+    """The question a plan answered, as recorded: the model's record (never the file or code its reference
+    names), cluster, workload and its shape, objective, SLO, pinned options, dtype and engine profile. A
+    serving plan's lengths are passed only when they were fixed (its workload is `fixed:I:O`)."""
+    i, w = plan.inputs, plan.inputs.workload
+    serving = getattr(plan.decision, "serving", None)
+    named = isinstance(getattr(serving, "workload", None), str) and not serving.workload.startswith("fixed:")
+    lengths = {} if named else {"input_len": w.input_len or None, "output_len": w.output_len or None}
+    slo = to_json(i.slo) if i.slo else {}
+    return Request(i.model, i.cluster, w.kind, objective=i.objective, dtype=i.dtype, slo=slo,
+                   fixed=to_json(i.fixed) if i.fixed else {}, batch=w.batch or None, seq_len=w.seq_len or None,
+                   rate=w.rate or None, engine_profile=i.engine_profile or None,
+                   model_source=to_json(i.model_source), trust_model_code=trust_model_code, **lengths)
+
+
+def verify_plan(plan: Plan | dict, *, trust_model_code: bool = False) -> list[str]:
+    """Problems found in `plan` (a Plan, or its JSON form: a value the schema refuses is the first problem);
+    empty when every claim holds. A plan whose model is Python code is recomputed only with `trust_model_code`
+    (else a UserError says how).
+
+    >>> import planner
+    >>> verify_plan(planner.plan("tiny-llama", "2xcpu", "decode", batch=4, input_len=64).plan)
+    []
+    """
+    if not isinstance(plan, Plan):
+        try:
+            plan = Plan.from_json(plan)
+        except UserError as exc:
+            return [str(exc)]
+    if plan.inputs.model_source.kind == "module" and not trust_model_code:
+        raise UserError(code_refusal(plan.inputs.model_source.ref))
     problems = []
-    d = plan["decision"]
-    stages = d.get("stages") or []
-    if len(stages) != d.get("pp"):
-        problems.append(f"decision has pp={d.get('pp')} but {len(stages)} stages")
-    problems += _layer_cover(d, stages, len(graph.layers))
-    seen: dict[int, int] = {}
-    for s in stages:
-        if len(s["ranks"]) != d["dp"]:
-            problems.append(f"stage {s['stage']} has {len(s['ranks'])} data-parallel replicas, dp is {d['dp']}")
-        for group in s["ranks"]:
-            if len(group) != s["tp"]:
-                problems.append(f"stage {s['stage']} has a TP group of {len(group)} ranks, tp is {s['tp']}")
-            nodes = set()
-            for rank in group:
-                if not isinstance(rank, int) or not 0 <= rank < cluster.num_devices:
-                    problems.append(f"stage {s['stage']} uses rank {rank}, cluster has {cluster.num_devices}")
-                    continue
-                if rank in seen:
-                    problems.append(f"rank {rank} is used by stages {seen[rank]} and {s['stage']}")
-                seen[rank] = s["stage"]
-                info = cluster.devices[rank]
-                nodes.add(info.node)
-                if info.device.name != s["device"]:
-                    problems.append(f"stage {s['stage']} says {s['device']} but rank {rank} is a {info.device.name}")
-            if len(nodes) > 1:
-                problems.append(f"stage {s['stage']} has a TP group across nodes {sorted(nodes)}")
-    return problems
+    if plan.fingerprint != fingerprint(plan.inputs):
+        problems.append("fingerprint does not match the plan's inputs (edited after planning?)")
+    problems += version_problems(plan)
+    bounds = bound_problems(plan.to_json())                          # nothing below may run without end
+    if bounds:
+        return problems + bounds
+    try:
+        return problems + _claims(plan, trust_model_code)
+    except UserError as exc:  # the recorded question cannot be asked again: bad model values, cluster, workload
+        return [*problems, f"the plan's inputs cannot be re-planned: {exc}"]
 
 
-def _pieces(d: dict, stages: list[dict]) -> tuple[list[tuple[str, list]], list[str]]:
-    """The plan's layer ranges in model order with a name each: stages, or with interleaving the
-    virtual stages (chunk c of rank s is piece c * pp + s, Megatron-LM's round-robin)."""
-    v = d.get("virtual_stages", 1)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        return [], [f"virtual_stages={v!r} is not a positive integer"]
-    if v == 1:
-        return [(f"stage {s['stage']}", s["layers"]) for s in stages], []
-    problems, pieces = [], {}
-    for rank, s in enumerate(stages):
-        chunks = s.get("chunks") or []
-        if len(chunks) != v:
-            problems.append(f"stage {s['stage']} has {len(chunks)} chunks, virtual_stages is {v}")
-            continue
-        if list(s["layers"]) != list(chunks[0]):
-            problems.append(f"stage {s['stage']}: layers {s['layers']} is not its first chunk {chunks[0]}")
-        for c, chunk in enumerate(chunks):
-            pieces[c * len(stages) + rank] = (f"stage {s['stage']} chunk {c}", chunk)
-    return [pieces[k] for k in sorted(pieces)], problems
-
-
-def _layer_cover(d: dict, stages: list[dict], num_layers: int) -> list[str]:
-    """Every layer exactly once: the ranges, in model order, contiguous and non-empty."""
-    pieces, problems = _pieces(d, stages)
+def _claims(plan: Plan, trust_model_code: bool) -> list[str]:
+    data, strategy = plan.to_json(), strategy_of_plan(plan.kind, getattr(plan.decision, "phase", None))
+    request = question(plan, trust_model_code)
+    cluster = None if plan.kind == "fleet" else parse_cluster(plan.inputs.cluster)
+    graph = graph_for(strategy, request)                                  # rebuilt from the plan's record
+    problem = strategy.prepare(request, graph)                            # defaults filled in again
+    problems = input_problems(data["inputs"], problem.inputs) + solver_problems(data["solver"])
+    problems += _text_problems(data)
+    if plan.kind == "fleet":
+        return problems + model_problems_fleet(data, graph) + fleet_problems(graph, data, problem)
+    problems += model_problems(data, graph) + cluster_problems(data, cluster)
+    pinned = pinned_problems(data)                                        # reported with whatever else is found
+    problems += structure_problems(data, graph, cluster)
+    problems += strategy.check(graph, cluster, data) if not problems else []
     if problems:
-        return problems
-    position = 0
-    for name, (a, b) in pieces:
-        if a != position:
-            problems.append(f"{name} starts at layer {a}, expected {position} (layers must be placed once, "
-                            f"contiguously{', chunks round-robin over the stages' if len(pieces) > len(stages) else ''})")
-        if b <= a:
-            problems.append(f"{name} is empty or reversed: layers [{a}, {b})")
-        position = b
-    if position != num_layers:
-        problems.append(f"stages cover {position} of {num_layers} layers")
-    return problems
+        return problems + pinned
+    return _predictions(strategy, graph, cluster, data, problem) + pinned
 
 
-def _schedule(d: dict, graph) -> list[str]:
-    """The pipeline schedule is known and can run (cost_models.pipeline_schedule.schedule_problem)."""
-    from cost_models.pipeline_schedule import schedule_problem
-
-    blocks = sum(1 for layer in graph.layers if layer.kind == "block")
-    problem = schedule_problem(d.get("schedule", "1f1b"), d.get("pp", 1), d["microbatches"],
-                               d.get("virtual_stages", 1), blocks)
-    return [problem] if problem else []
+def model_problems_fleet(data: dict, graph) -> list[str]:
+    """A fleet plan's model record (its name is checked with the fleet)."""
+    return [p for p in model_problems(data, graph) if not p.startswith("model_name ")]
 
 
-def _degrees(plan: dict, graph) -> list[str]:
+def _predictions(strategy, graph, cluster, data: dict, problem) -> list[str]:
+    decision, report, derived = data["decision"], [], {}
+    if decision["kind"] == "inference" and decision["phase"] == "serve":
+        if not isinstance(decision.get("serving"), dict) or "unit" not in decision["serving"]:
+            return ["decision.serving records engine settings only (a plan written before the serving simulator "
+                    "recorded its deployment); re-run `planner plan`"]
+        report, derived = serving_problems(graph, cluster, data, problem)
+        if any(p.startswith("decision") for p in report):  # not the planner's deployment: nothing to simulate
+            return report
+    elif decision["kind"] == "inference":
+        report = estimate_problems(graph, cluster, data, problem)
+    else:
+        report = train_report_problems(data)
+    try:
+        fresh = jsonable({**strategy.evaluate(graph, cluster, data), **derived})
+    except UserError as exc:
+        return [f"the cost model rejects the decision: {exc}", *report]
+    except ValueError:
+        return ["the cost model gives a non-finite prediction for this decision", *report]
+    problems = differences(data["predicted"], fresh, "predicted") + _fit(fresh)
+    if decision["kind"] == "inference" and decision["phase"] == "serve":
+        problems += holds_problems(fresh)
+    attained = data["predicted"].get("slo_attainment")
+    if attained is not None and attained < ATTAINMENT:
+        problems.append(f"SLO attainment {attained:.1%} is below {ATTAINMENT:.0%}: the plan does not meet its SLO "
+                        f"at its reported rate")
+    return problems + report + memory_map_problems(data, graph, cluster)
+
+
+def _fit(fresh: dict) -> list[str]:
     problems = []
-    d, cfg = plan["decision"], graph.config
-    heads, kv = cfg.get("num_heads"), cfg.get("num_kv_heads")
-    for s in d.get("stages", []):
-        tp = s["tp"]
-        if heads and heads % tp:
-            problems.append(f"stage {s['stage']}: tp={tp} does not divide {heads} attention heads")
-        if kv and tp > 1 and kv % tp and tp % kv:
-            problems.append(f"stage {s['stage']}: tp={tp} clashes with {kv} KV heads")
-    blocks = sum(1 for layer in graph.layers if layer.kind == "block")
-    if d.get("pp", 1) > blocks:
-        problems.append(f"pp={d['pp']} exceeds the {blocks} blocks")
-    if d["kind"] == "train":
-        batch = plan["inputs"]["workload"]["batch"]
-        if d["dp"] * d["microbatch_size"] * d["microbatches"] != batch:
-            problems.append(f"dp {d['dp']} x microbatch {d['microbatch_size']} x {d['microbatches']} microbatches "
-                            f"!= batch {batch}")
-        if d.get("recompute") not in ("none", "selective", "full") or d.get("zero_stage") not in (0, 1, 2, 3):
-            problems.append(f"unknown recompute {d.get('recompute')!r} or zero stage {d.get('zero_stage')!r}")
-        problems += _expert_parallel(d, cfg.get("num_experts") or 0)
-        problems += _schedule(d, graph)
-    return problems
-
-
-def _expert_parallel(d: dict, experts: int) -> list[str]:
-    """Training ep: a positive integer dividing the experts and dp (ep ranks are dp replicas)."""
-    ep = d.get("ep", 1)
-    if not isinstance(ep, int) or isinstance(ep, bool) or ep < 1:
-        return [f"ep={ep!r} is not a positive integer"]
-    if ep == 1:
-        return []
-    problems = []
-    if not experts or experts % ep:
-        problems.append(f"ep={ep} does not divide the {experts} experts of the model")
-    if d["dp"] % ep:
-        problems.append(f"ep={ep} does not divide dp={d['dp']} (expert-parallel ranks are data-parallel replicas)")
-    return problems
-
-
-def _recompute(plan: dict, graph, cluster) -> dict:
-    d, inputs = plan["decision"], plan["inputs"]
-    if d["kind"] == "train":
-        from planner.planning import evaluate_train
-
-        w = inputs["workload"]
-        return evaluate_train(graph, cluster, d, w["batch"], w["seq_len"], inputs["dtype"])
-    from planner.plan_infer import evaluate_inference
-
-    return evaluate_inference(graph, cluster, d, inputs["dtype"], inputs["workload"].get("rate"),
-                              engine_profile=inputs.get("engine_profile"))
-
-
-def _agreement(plan: dict, fresh: dict) -> list[str]:
-    problems = []
-    predicted = plan["predicted"]
-    for key in _AGREE:
-        a, b = predicted.get(key), fresh.get(key)
-        if a is None and b is None:
-            continue
-        if a is None or b is None or not math.isclose(float(a), float(b), rel_tol=1e-6):
-            problems.append(f"predicted {key} {a} disagrees with the cost model's {b}")
     if not fresh.get("fits", True):
-        problems.append(f"memory does not fit: {fresh.get('memory_per_device_bytes', 0) / 1e9:.1f} GB on the "
+        problems.append(f"memory does not fit: {(fresh.get('memory_per_device_bytes') or 0) / 1e9:.1f} GB on the "
                         f"fullest device")
     for i, (m, c) in enumerate(zip(fresh.get("stage_memory_bytes", []), fresh.get("stage_capacity_bytes", []))):
         if m > c:
@@ -172,35 +151,25 @@ def _agreement(plan: dict, fresh: dict) -> list[str]:
     return problems
 
 
-def verify_plan(plan: dict) -> list[str]:
-    """Problems found in `plan` (a dict as written by `planner plan`); empty when it holds."""
-    import planner
+def _text_problems(data: dict) -> list[str]:
+    """Words a plan carries into explanations and generated files are single lines: no string anywhere in the
+    plan holds a control character (newline, escape, NUL)."""
+    return [f"{where} holds a control character" for where in control_characters(data)]
 
-    if plan.get("format") != PLAN_FORMAT:
-        return [f"format {plan.get('format')!r} is not {PLAN_FORMAT!r}"]
-    problems = []
-    if plan.get("fingerprint") != fingerprint(plan["inputs"]):
-        problems.append("fingerprint does not match the plan's inputs (edited after planning?)")
-    if plan.get("decision", {}).get("kind") == "fleet":
-        from planner.plan_fleet import verify_fleet
 
-        return problems + verify_fleet(plan)
-    inputs = plan["inputs"]
-    cluster = parse_cluster(inputs["cluster"])
-    workload = inputs["workload"]
-    seq = workload.get("seq_len") or min(workload.get("input_len") or 2048, 8192)
-    graph = planner.capture(inputs["model"], seq_len=seq, dtype="bf16" if inputs["dtype"] == "fp8" else inputs["dtype"])
-    problems += _structure(plan, graph, cluster)
-    problems += _degrees(plan, graph)
-    if problems:
-        return problems
-    try:
-        fresh = _recompute(plan, graph, cluster)
-    except UserError as exc:
-        return [f"the cost model rejects the decision: {exc}"]
-    problems = _agreement(plan, fresh)
-    if "memory_map" in plan:
-        from passes.memory_mapping import verify_memory_map
+def control_characters(value, where: str = "") -> list[str]:
+    """Paths (as `differences` names them) of the strings in `value` that hold a control character.
 
-        problems += verify_memory_map(plan["memory_map"])
-    return problems
+    >>> control_characters({"a": ["ok", "no\\nway"]})
+    ['a[1]']
+    """
+    if isinstance(value, str):
+        return [where or "the value"] if any(ord(ch) < 32 or ord(ch) == 127 for ch in value) else []
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in control_characters(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in control_characters(v, f"{where}[{i}]")]
+    return []
+
+
+__all__ = ["ATTAINMENT", "control_characters", "differences", "question", "verify_plan"]

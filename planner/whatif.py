@@ -41,14 +41,14 @@ def parse_vary(items: list[str]) -> dict[str, list]:
             parsed = [VARY_KEYS[key](v) for v in values.split(",") if v.strip()]
         except ValueError:
             raise UserError(f"--vary {item!r}: values must be {VARY_KEYS[key].__name__}s separated by commas") from None
-        if not parsed or any(v <= 0 for v in parsed):
+        if not parsed or not all(0 < v < float("inf") for v in parsed):  # nan and inf are not values to sweep
             raise UserError(f"--vary {item!r}: give positive values, e.g. {key}=1,2,4")
         out[key] = parsed
     return out
 
 
 def _point(args: tuple) -> dict:
-    model, cluster, workload, settings, slo, objective, mode, dtype = args
+    model, cluster, workload, settings, slo, objective, mode, dtype, trust = args
     import planner
 
     record = {"cluster": cluster, **settings, "ok": False, "reason": None}
@@ -61,14 +61,15 @@ def _point(args: tuple) -> dict:
             seq = options.pop("seq_len", None)
             if seq and "input_len" not in options:
                 options["input_len"] = seq
-            result = planner.estimate(model, cluster, phase, dtype=dtype, **options)
+            result = planner.estimate(model, cluster, phase, dtype=dtype, trust_model_code=trust, **options)
             record["layout"] = "dp={dp} tp={tp} pp={pp}".format(**result["parallel"])
             record["ok"] = bool(result["fits"])
             record["reason"] = None if result["fits"] else "does not fit in memory"
         else:
             options = {k: v for k, v in settings.items() if k not in SLO_KEYS}
             slo = {**slo, **{k: v for k, v in settings.items() if k in SLO_KEYS}}
-            result = planner.plan(model, cluster, workload, slo=slo, objective=objective, dtype=dtype, **options).to_dict()
+            result = planner.plan(model, cluster, workload, slo=slo, objective=objective, dtype=dtype,
+                                  trust_model_code=trust, **options).to_dict()
             d = result["decision"]
             record["layout"] = f"dp={d['dp']} tp={d['tp']} pp={d['pp']}"
             if d.get("serving"):
@@ -86,7 +87,7 @@ def _point(args: tuple) -> dict:
 
 def what_if(model: str, clusters: list[str], *, workload: str = "chat", vary: dict | None = None, slo: dict | None = None,
             objective: str | None = None, mode: str = "plan", dtype: str = "bf16", jobs: int = 2,
-            progress=None) -> list[dict]:
+            progress=None, trust_model_code: bool = False) -> list[dict]:
     """One record per (cluster, combination of varied values), in sweep order."""
     if not clusters:
         raise UserError("give at least one --cluster")
@@ -101,7 +102,8 @@ def what_if(model: str, clusters: list[str], *, workload: str = "chat", vary: di
                         f"{workload!r} plans have no TTFT/TPOT SLO")
     keys = sorted(vary)
     combos = [dict(zip(keys, values)) for values in itertools.product(*(vary[k] for k in keys))] or [{}]
-    points = [(model, c, workload, s, slo or {}, objective, mode, dtype) for c in clusters for s in combos]
+    points = [(model, c, workload, s, slo or {}, objective, mode, dtype, trust_model_code) for c in clusters
+              for s in combos]
     out = []
     # the first point runs here: it captures the graph into this process's cache, which forked
     # workers inherit, so no worker captures (or imports torch) again

@@ -98,7 +98,10 @@ def test_factory_reference(tmp_path, monkeypatch):
             return model, (torch.empty(4, 16),)
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    graph = planner.capture("my_models:mlp")
+    with pytest.raises(UserError, match="trust-model-code"):  # code runs only when the caller says so
+        planner.capture("my_models:mlp")
+    assert "my_models" not in sys.modules
+    graph = planner.capture("my_models:mlp", trust_model_code=True)
     assert graph.param_count == 16 * 64 + 64 + 64 * 16 + 16
     assert all(p for op in graph.ops for p in op.params)
     sys.modules.pop("my_models", None)
@@ -120,7 +123,8 @@ def test_hf_config_file_and_folder(tmp_path):
     (["inspect", "/nonexistent/config.json"], "/nonexistent/config.json"),
     (["inspect", "tiny-llama", "--batch", "-3"], "batch"),
     (["inspect", "gpt2", "--seq-len", "5000"], "1024"),
-    (["inspect", "nosuchpkg.mod:factory"], "nosuchpkg.mod:factory"),
+    (["inspect", "nosuchpkg.mod:factory"], "--trust-model-code"),
+    (["inspect", "nosuchpkg.mod:factory", "--trust-model-code"], "nosuchpkg.mod:factory"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(argv, needle, capsys):
     assert main(argv) == 2
@@ -148,6 +152,6 @@ def test_untraceable_module_from_factory_exits_2(tmp_path, monkeypatch, capsys):
             return GatedNet(), (torch.empty(2, 8),)
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert main(["inspect", "gated_models:gated"]) == 2
+    assert main(["inspect", "gated_models:gated", "--trust-model-code"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "module 'gate'" in err[0]

@@ -26,7 +26,7 @@ GOLDEN = Path(__file__).parent / "golden" / "codegen"
 KINDS = {  # plan kind -> fixture (tests/golden/codegen/make_serving_plans.py)
     "dense": "serve_dense", "moe": "serve_moe", "fp8": "serve_fp8", "dp>1": "serve_dp4",
     "disaggregated": "serve_disagg", "fleet": "serve_fleet", "chunk 512": "serve_chunk512", "pp>1": "serve_pp2",
-    "decode batch": "decode_tp2_pp2",
+    "decode batch": "decode_tp2_pp2", "wide expert parallelism": "serve_wide_ep",
 }
 HOSTS = "10.0.0.1 10.0.0.2 10.0.0.3 10.0.0.4"
 ENGINES = {"vllm": (vllm_python, why_not_vllm, "planner/engines/vllm_check.py"),
@@ -68,7 +68,7 @@ def _run(engine: str, tmp: Path) -> tuple[dict, dict]:
     cases, routers, facts = _collect(engine, tmp)
     models = {}
     for case in cases:
-        spec = model_spec(case["model"])
+        spec = model_spec(facts[case["name"]]["inputs"]["model_source"])
         models[case["model"]] = {"config_class": spec["config_class"], "architecture": spec["architecture"],
                                  "values": spec["values"]}
     request = {"models": models, "cases": cases, "routers": routers, "output": str(tmp / "result.json")}
@@ -113,7 +113,7 @@ def test_vllm_resolves_the_plans_limits(vllm_results):
         plan, r = facts[case["name"]], case["resolved"]
         serving = plan["decision"].get("serving") or {}
         if plan["decision"].get("kind") == "fleet":
-            longest = plan["profile"].get("context_tokens") or 10240
+            longest = plan["decision"]["longest_request_tokens"]
         else:
             longest = serving.get("longest_request_tokens") or plan["decision"]["input_len"] + plan["decision"]["output_len"]
         assert r["max_model_len"] >= longest, case["name"]
@@ -123,8 +123,10 @@ def test_vllm_resolves_the_plans_limits(vllm_results):
         engines = serving.get("engines") or {}
         role = "prefill" if " prefill-" in case["name"] else "decode" if " decode-" in case["name"] else "instance"
         if role in engines:
+            groups = engines[role].get("attention_groups", 1)  # vLLM's limits hold per data-parallel rank
             assert r["kv_cache_memory_bytes"] == engines[role]["kv_cache_bytes"], case["name"]
-            assert r["max_num_seqs"] == engines[role]["max_num_seqs"], case["name"]
+            assert r["max_num_seqs"] == -(-engines[role]["max_num_seqs"] // groups), case["name"]
+            assert r["data_parallel_size"] == groups and r["enable_expert_parallel"] == (groups > 1), case["name"]
 
 
 def test_sglang_parser_accepts_every_generated_instance_and_router(sglang_results):

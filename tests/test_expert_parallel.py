@@ -16,7 +16,7 @@ from cost_models.estimate_train import stage_params, state_bytes
 from cost_models.parallel_config import Options
 from ir.errors import UserError
 from planner.cli import main
-from planner.plan_file import Plan
+from planner.plan_handle import PlanHandle
 from planner.verify import verify_plan
 
 
@@ -29,11 +29,11 @@ def test_ep_is_searched_and_wins_for_mixtral_on_16_h100():
     searched = planner.plan("mixtral-8x7b", "2xdgx-h100", "train")
     dense_only = planner.plan("mixtral-8x7b", "2xdgx-h100", "train", ep=1)
     d = searched.decision
-    assert d["ep"] > 1 and d["dp"] % d["ep"] == 0 and 8 % d["ep"] == 0
+    assert d.ep > 1 and d.dp % d.ep == 0 and 8 % d.ep == 0
     assert searched.verify() == [] and dense_only.verify() == []
     # honest: the searched plan is predicted faster than the best plan without expert parallelism
-    assert searched.predicted["tokens_per_s"] > dense_only.predicted["tokens_per_s"]
-    assert f"ep={d['ep']}" in searched.explain()
+    assert searched.predicted.tokens_per_s > dense_only.predicted.tokens_per_s
+    assert f"ep={d.ep}" in searched.explain()
 
 
 def test_ep_cost_terms_follow_the_formulas():
@@ -74,10 +74,10 @@ def test_forced_ep_plan_is_deterministic_and_verifies(tiny_ep_plan):
     assert tiny_ep_plan["decision"]["ep"] == 2 and tiny_ep_plan["decision"]["dp"] % 2 == 0
     assert verify_plan(tiny_ep_plan) == []
     again = planner.plan("tiny-mixtral", "4xcpu", "train", batch=8, seq_len=32, ep=2).to_dict()
-    assert Plan(again).to_json() == Plan(tiny_ep_plan).to_json()
+    assert PlanHandle.from_json(again).to_json() == PlanHandle.from_json(tiny_ep_plan).to_json()
 
 
-@pytest.mark.parametrize("ep, expected", [(3, "does not divide the 4 experts"), (0, "not a positive integer"),
+@pytest.mark.parametrize("ep, expected", [(3, "does not divide the 4 experts"), (0, "degrees must be positive: ep=0"),
                                           (1, "disagrees with the cost model"), (4, "disagrees with the cost model")])
 def test_verify_rejects_a_corrupted_ep(tiny_ep_plan, ep, expected):
     bad = copy.deepcopy(tiny_ep_plan)

@@ -138,7 +138,8 @@ def test_sequence_parallel_on_with_tp_and_saves_activations():
 
 
 def test_explain_renders_interleaved_timeline(interleaved_plan):
+    from ir.plan import plan_from_json
     from planner.explain import explain_plan
 
-    text = explain_plan(interleaved_plan)
+    text = explain_plan(plan_from_json(interleaved_plan))
     assert "interleaved 1F1B (v=2" in text and "F0.1" in text and "chunks 0-1, 3-3" in text

@@ -11,7 +11,7 @@ import pytest
 import planner
 from ir.errors import UserError
 from planner.cli import main
-from planner.plan_file import Plan
+from planner.plan_handle import PlanHandle
 from planner.verify import verify_plan
 
 
@@ -45,6 +45,7 @@ def test_heterogeneous_plan_gives_faster_devices_more_layers(hetero_plan):
 
 
 def _corruptions(plan: dict):
+    """(name, corrupted plan, the reason verify must give)."""
     d = "decision"
 
     def edit(fn):
@@ -52,33 +53,43 @@ def _corruptions(plan: dict):
         fn(p)
         return p
 
-    yield "missing layer", edit(lambda p: p[d]["stages"][-1]["layers"].__setitem__(1, p[d]["stages"][-1]["layers"][1] - 1))
-    yield "overlap", edit(lambda p: p[d]["stages"][1]["layers"].__setitem__(0, p[d]["stages"][1]["layers"][0] - 1))
-    yield "empty stage", edit(lambda p: p[d]["stages"][0]["layers"].__setitem__(1, 0))
-    yield "rank out of range", edit(lambda p: p[d]["stages"][0]["ranks"][0].__setitem__(0, 999))
-    yield "duplicate rank", edit(lambda p: p[d]["stages"][1]["ranks"][0].__setitem__(0, p[d]["stages"][0]["ranks"][0][0]))
-    yield "tp group size", edit(lambda p: p[d]["stages"][0].__setitem__("tp", p[d]["stages"][0]["tp"] * 2))
-    yield "pp mismatch", edit(lambda p: p[d].__setitem__("pp", p[d]["pp"] + 1))
-    yield "batch split", edit(lambda p: p[d].__setitem__("microbatches", p[d]["microbatches"] + 1))
-    yield "wrong device", edit(lambda p: p[d]["stages"][0].__setitem__("device", "L4"))
-    yield "predicted time", edit(lambda p: p["predicted"].__setitem__("step_time_s", p["predicted"]["step_time_s"] * 0.5))
-    yield "predicted memory", edit(lambda p: p["predicted"].__setitem__("memory_per_device_bytes", 1))
-    yield "inputs edited", edit(lambda p: p["inputs"]["workload"].__setitem__("batch", 128))
-    yield "format", edit(lambda p: p.__setitem__("format", "aot-planner.plan/0"))
-    yield "memory overflow", edit(lambda p: (p[d].__setitem__("microbatch_size", 8 * p[d]["microbatch_size"]),
-                                             p[d].__setitem__("microbatches", p[d]["microbatches"] // 8)))
-    yield "bad recompute", edit(lambda p: p[d].__setitem__("recompute", "sometimes"))
+    yield "missing layer", edit(lambda p: p[d]["stages"][-1]["layers"].__setitem__(1, p[d]["stages"][-1]["layers"][1] - 1)), \
+        "stages cover 33 of 34 layers"
+    yield "overlap", edit(lambda p: p[d]["stages"][1]["layers"].__setitem__(0, p[d]["stages"][1]["layers"][0] - 1)), \
+        "stage 1 starts at layer 16, expected 17"
+    yield "empty stage", edit(lambda p: p[d]["stages"][0]["layers"].__setitem__(1, 0)), "stage 0 is empty or reversed"
+    yield "rank out of range", edit(lambda p: p[d]["stages"][0]["ranks"][0].__setitem__(0, 999)), \
+        "stage 0 uses rank 999, cluster has 16"
+    yield "duplicate rank", edit(lambda p: p[d]["stages"][1]["ranks"][0].__setitem__(0, p[d]["stages"][0]["ranks"][0][0])), \
+        "rank 0 is used by stages 0 and 1"
+    yield "tp group size", edit(lambda p: p[d]["stages"][0].__setitem__("tp", p[d]["stages"][0]["tp"] * 2)), \
+        "has a TP group of 1 ranks, tp is 2"
+    yield "pp mismatch", edit(lambda p: p[d].__setitem__("pp", p[d]["pp"] + 1)), "decision has pp=3 but 2 stages"
+    yield "batch split", edit(lambda p: p[d].__setitem__("microbatches", p[d]["microbatches"] + 1)), \
+        "dp 8 x microbatch 1 x 9 microbatches != batch 64"
+    yield "wrong device", edit(lambda p: p[d]["stages"][0].__setitem__("device", "L4")), \
+        "stage 0 says L4 but rank 0 is a A100-SXM-80GB"
+    yield "predicted time", edit(lambda p: p["predicted"].__setitem__("step_time_s", p["predicted"]["step_time_s"] * 0.5)), \
+        "predicted.step_time_s"
+    yield "predicted memory", edit(lambda p: p["predicted"].__setitem__("memory_per_device_bytes", 1)), \
+        "predicted.memory_per_device_bytes 1 disagrees"
+    yield "inputs edited", edit(lambda p: p["inputs"]["workload"].__setitem__("batch", 128)), \
+        "fingerprint does not match the plan's inputs"
+    yield "format", edit(lambda p: p.__setitem__("format", "aot-planner.plan/0")), "plan format 'aot-planner.plan/0'"
+    yield "bigger microbatches", edit(lambda p: (p[d].__setitem__("microbatch_size", 8 * p[d]["microbatch_size"]),
+                                                 p[d].__setitem__("microbatches", p[d]["microbatches"] // 8))), \
+        "predicted.step_time_s"
+    yield "bad recompute", edit(lambda p: p[d].__setitem__("recompute", "sometimes")), \
+        "decision.recompute: expected one of 'none', 'selective', 'full', got 'sometimes'"
 
 
 def test_verify_rejects_corrupted_plans(train_plan):
     kinds = 0
-    for name, bad in _corruptions(train_plan):
+    for name, bad, reason in _corruptions(train_plan):
         problems = verify_plan(bad)
-        assert problems, f"corruption not caught: {name}"
-        if name == "memory overflow":
-            assert any("GB" in p for p in problems)
+        assert any(reason in p for p in problems), f"{name}: expected {reason!r}, got {problems}"
         kinds += 1
-    assert kinds >= 10
+    assert kinds >= 15
 
 
 def test_same_inputs_give_byte_identical_plans(tmp_path):
@@ -112,7 +123,11 @@ def test_cli_plan_explain_verify(tmp_path, capsys):
     data = json.loads(out.read_text())
     data["predicted"]["step_time_s"] *= 2
     out.write_text(json.dumps(data))
-    assert main(["verify", str(out)]) == 1
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 2  # problems on stdout, one line on stderr
+    captured = capsys.readouterr()
+    assert "problem: predicted.step_time_s" in captured.out
+    assert len(captured.err.strip().splitlines()) == 1 and "does not verify" in captured.err
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
@@ -143,7 +158,7 @@ def test_trace_with_bad_row_names_line(tmp_path, capsys):
 
 
 def test_plan_object_api(train_plan):
-    p = Plan(train_plan)
+    p = PlanHandle.from_json(train_plan)
     assert "1F1B" in p.explain() or train_plan["decision"]["pp"] == 1
 
 
@@ -187,7 +202,7 @@ def test_70b_decode_on_one_h100_says_offload_and_its_tpot(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "only with offload" in err[0] and "TPOT" in err[0] and "141.1 GB" in err[0]
     ok = planner.plan("llama-3.1-70b", "2xH100-SXM", "decode", batch=8, input_len=1024)
-    assert ok.predicted["fits"] and ok.verify() == []
+    assert ok.predicted.fits and ok.verify() == []
 
 
 def test_training_that_only_fits_with_offload_says_so(capsys):

@@ -14,8 +14,9 @@ GOLDEN = Path(__file__).parent / "golden"
 
 def _check_golden(name: str, text: str) -> None:
     path = GOLDEN / name
-    if UPDATE_GOLDEN or not path.exists():
+    if UPDATE_GOLDEN:  # only an explicit flag writes goldens; a missing one is a failure, never made up here
         path.write_text(text)
+    assert path.exists(), f"golden {name} is missing; create it with UPDATE_GOLDEN=1 and review it"
     assert text == path.read_text(), f"{name} changed; rerun with UPDATE_GOLDEN=1 if intended"
 
 

@@ -12,7 +12,7 @@ import pytest
 import planner
 from ir.errors import UserError
 from planner.cli import main
-from planner.plan_file import Plan
+from planner.plan_handle import PlanHandle
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +21,11 @@ def chat_plan():
 
 
 def _as_good(warm, cold) -> None:
-    from planner.plan_serving import _SEARCH_TOLERANCE
+    from passes.serving_search import SEARCH_TOLERANCE
 
     w, c = warm.data, cold.data
     assert w["predicted"]["gpus_used"] == c["predicted"]["gpus_used"]
-    assert w["predicted"]["goodput_per_gpu"] >= c["predicted"]["goodput_per_gpu"] * (1 - _SEARCH_TOLERANCE)
+    assert w["predicted"]["goodput_per_gpu"] >= c["predicted"]["goodput_per_gpu"] * (1 - SEARCH_TOLERANCE)
 
 
 def test_retarget_to_a_new_rate_is_as_good_as_a_cold_plan(chat_plan):
@@ -55,7 +55,7 @@ def test_cli_warm_start_writes_the_cold_answer(tmp_path, chat_plan, capsys):
     assert captured.err == ""  # --quiet: no progress display, no logs
     warm = json.loads(out.read_text())
     assert warm["solver"]["warm_start"] is True
-    _as_good(Plan(warm), planner.plan("llama-3-8b", "4xH100-SXM", "chat", rate=3.0))
+    _as_good(PlanHandle.from_json(warm), planner.plan("llama-3-8b", "4xH100-SXM", "chat", rate=3.0))
 
 
 def test_cli_warm_start_from_a_bad_file_is_one_line(tmp_path, capsys):
@@ -76,7 +76,7 @@ def test_training_retarget_evaluates_the_previous_layout_first_and_seeds_cp_sat(
     new = old.retarget(batch=128)
     fresh = planner.plan("llama-2-7b", "4xA100-SXM-80GB+4xH100-SXM", "train", batch=128, seq_len=4096)
     assert new.to_dict()["solver"]["warm_start"] is True and new.verify() == []
-    assert new.predicted["tokens_per_s"] == pytest.approx(fresh.predicted["tokens_per_s"], rel=1e-9)
+    assert new.predicted.tokens_per_s == pytest.approx(fresh.predicted.tokens_per_s, rel=1e-9)
     # a prior grouping better than the min-max hint is kept as CP-SAT's hint (and never loses to it)
     inst = GroupingInstance(((4, 4, 4, 4), (1, 1, 1, 1)), ((1,) * 4,) * 2, (10, 10), (0, 0), 8)
     assert solve_cpsat(inst, prior_cuts=(0, 1, 4)).objective_us == solve_cpsat(inst).objective_us == 35

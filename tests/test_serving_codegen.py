@@ -25,7 +25,7 @@ def _plan(case: str) -> dict:
 def _codegen(plan: dict, tmp_path: Path, capsys) -> tuple[int, list[str]]:
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(plan))
-    code = cli_main(["codegen", str(path), "-o", str(tmp_path / "out")])
+    code = cli_main(["codegen", str(path), "-o", str(tmp_path / "out"), "--skip-verify"])  # the renderer's own checks
     return code, capsys.readouterr().err.strip().splitlines()
 
 
@@ -88,7 +88,7 @@ def test_expert_parallelism_across_replicas_is_refused(tmp_path, capsys):
     from codegen.engine_args import engine_scripts  # ep = tp: experts sharded inside each instance
 
     engine = plan["decision"]["serving"]["engines"]["instance"]
-    instance = {"index": 0, "name": "replica-0", "role": "replica", "tp": 2, "pp": 1, "engine": engine,
+    instance = {"index": 0, "name": "replica-0", "role": "replica", "tp": 2, "pp": 1, "groups": 1, "engine": engine,
                 "parts": [{"node": 0, "gpus": "0,1", "node_rank": 0}]}
     common = {"policy": "chunked", "ep": 2, "max_model_len": 8192, "prefix_caching": True, "dtype": "bf16",
               "kv_dtype": None, "model_path": "m", "model_note": "", "chunk_tokens": 2048, "nodes": 1, "accelerator": True}
@@ -111,7 +111,7 @@ def test_model_path_with_shell_syntax_stays_one_word(tmp_path):
 
     plan = _plan("serve_dense")
     engine = plan["decision"]["serving"]["engines"]["instance"]
-    instance = {"index": 0, "name": "replica-0", "role": "replica", "tp": 1, "pp": 1, "engine": engine,
+    instance = {"index": 0, "name": "replica-0", "role": "replica", "tp": 1, "pp": 1, "groups": 1, "engine": engine,
                 "parts": [{"node": 0, "gpus": "0", "node_rank": 0}]}
     common = {"policy": "chunked", "ep": 1, "max_model_len": 8192, "prefix_caching": True, "dtype": "bf16",
               "kv_dtype": None, "model_path": "m $(touch PWNED)", "model_note": "x", "chunk_tokens": 2048, "nodes": 1,
@@ -123,3 +123,26 @@ def test_model_path_with_shell_syntax_stays_one_word(tmp_path):
     subprocess.run(["bash", "-c", text.replace('case "${1:-list}" in', 'echo "$MODEL_PATH" > model.txt\ncase "${1:-list}" in'),
                     "s", "list"], cwd=tmp_path, capture_output=True, text=True)
     assert (tmp_path / "model.txt").read_text() == "m $(touch PWNED)\n" and not (tmp_path / "PWNED").exists()
+
+
+def test_wide_expert_parallel_instance_runs_as_one_engine_with_attention_groups(tmp_path):
+    """A wide-EP unit (4 attention groups of tp 1, experts over all 4 GPUs) is one engine on 4 GPUs: vLLM data
+    parallel with expert parallelism (limits per data-parallel rank), SGLang DP attention (limits the instance's,
+    KV pool per group); the own runtime, which has no expert parallelism for this model, is not generated."""
+    plan = _plan("serve_wide_ep")
+    engine = plan["decision"]["serving"]["engines"]["instance"]
+    assert engine["attention_groups"] == 4 and plan["decision"]["ep"] == 4
+    files = render_plan(plan)
+    assert "run_plan.py" not in files and "launch.sh" not in files
+    assert "the planner's own runtime (`run_plan.py`, `launch.sh`) is not" in files["README.md"]
+    vllm = _args(tmp_path, files["serve_vllm.sh"], "args", "0")
+    assert vllm[vllm.index("--data-parallel-size") + 1] == "4" and "--enable-expert-parallel" in vllm
+    assert vllm[vllm.index("--max-num-seqs") + 1] == str(-(-engine["max_num_seqs"] // 4))
+    assert vllm[vllm.index("--kv-cache-memory-bytes") + 1] == str(engine["kv_cache_bytes"])
+    sglang = _args(tmp_path, files["serve_sglang.sh"], "args", "0")
+    assert sglang[sglang.index("--tp-size") + 1] == "4" and sglang[sglang.index("--dp-size") + 1] == "4"
+    assert "--enable-dp-attention" in sglang and sglang[sglang.index("--ep-size") + 1] == "4"
+    assert sglang[sglang.index("--max-running-requests") + 1] == str(engine["max_num_seqs"])
+    assert sglang[sglang.index("--max-total-tokens") + 1] == str(engine["kv_cache_tokens"])
+    listing = _args(tmp_path, files["serve_vllm.sh"], "list")
+    assert len(listing) == 2 and "GPUs 0,1,2,3" in listing[0]  # one instance on all four GPUs, then the router

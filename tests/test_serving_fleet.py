@@ -1,4 +1,4 @@
-"""Mixed-GPU serving fleets (passes.serving_fleet, planner.plan_fleet): CP-SAT against brute force, the
+"""Mixed-GPU serving fleets (passes.serving_fleet, passes.fleet_strategy): CP-SAT against brute force, the
 plan end to end, and the errors."""
 
 from __future__ import annotations

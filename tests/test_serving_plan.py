@@ -1,4 +1,4 @@
-"""Serving plans (planner.plan_serving): simulated goodput search over policies and layouts."""
+"""Serving plans (passes.serving_strategy): simulated goodput search over policies and layouts."""
 
 from __future__ import annotations
 
@@ -75,19 +75,22 @@ def test_moe_model_considers_layered_prefill():
 
 def test_disaggregated_decision_verifies():
     from cost_models.cluster import parse_cluster
-    from planner import plan_serving as pi
+    from cost_models.serving.policies import Disaggregated
+    from passes.serving_candidates import ServingCandidate
+    from passes.serving_evaluate import evaluate_serving
+    from passes.serving_strategy import serving_decision, serving_section
 
     graph = planner.capture("llama-3-8b", seq_len=1024)
     cluster = parse_cluster("8xH100-SXM")
-    c = pi._Candidate(pi.Disaggregated(2, 1, 1, 1, 2, 1), 2, 1, 4, 1.0)
-    decision = pi._serving_decision(graph, cluster, c, 2, 1, 1024, 256, "bf16")
-    decision["serving"] = pi._serving_section(c, 2, "chat", 400, 5.0, SLO, cluster)
-    r = pi.evaluate_serving(graph, cluster, decision, "bf16")
+    c = ServingCandidate(Disaggregated(2, 1, 1, 1, 2, 1), 2, 1, 4, 1.0)
+    decision = serving_decision(graph, cluster, c, 2, 1, 1024, 256, "bf16")
+    decision["serving"] = serving_section(c, 2, "chat", 400, 5.0, SLO, cluster)
+    r = evaluate_serving(graph, cluster, decision, "bf16")
     assert decision["serving"]["disaggregated"]["prefill_instances"] == 4
     ranks = [x for g in decision["serving"]["disaggregated"]["prefill_ranks"] for x in g]
     ranks += [x for g in decision["stages"][0]["ranks"] for x in g]
     assert len(ranks) == len(set(ranks)) == 8 and r["fits"] and r["ttft_s"] > 0
-    assert pi.evaluate_serving(graph, cluster, decision, "bf16")["ttft_s"] == r["ttft_s"]  # deterministic
+    assert evaluate_serving(graph, cluster, decision, "bf16")["ttft_s"] == r["ttft_s"]  # deterministic
 
 
 def test_serving_plan_files_are_byte_identical(tmp_path):
@@ -98,3 +101,59 @@ def test_serving_plan_files_are_byte_identical(tmp_path):
     assert main([*args, "-o", str(a)]) == 0
     assert main([*args, "-o", str(b)]) == 0
     assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.parametrize("model, cluster, slo", [("tiny-llama", "2xH100-SXM", {"ttft": 0.05, "tpot": 0.01}),
+                                                 ("tiny-mixtral", "4xL4", {"ttft": 0.2, "tpot": 0.02}),
+                                                 ("llama-3-8b", "4xA100-SXM-80GB", {"ttft": 1.0, "tpot": 0.05})])
+def test_branch_and_bound_finds_what_an_unpruned_search_finds(model, cluster, slo):
+    """The serving branch and bound (bound-ordered, incumbent probes prune) against every candidate's goodput
+    searched in full: the best cluster goodput (a unit's goodput x the units the cluster holds) agrees within
+    the goodput search's tolerance."""
+    from cost_models.cluster import parse_cluster
+    from cost_models.serving.deployment import costs_for
+    from passes.serving_candidates import serving_candidates
+    from passes.serving_evaluate import base_workload
+    from passes.serving_search import (
+        SEARCH_TOLERANCE,
+        SERVE_REQUESTS,
+        SERVE_SEED,
+        GoodputSearch,
+        search_serving,
+        units_for,
+    )
+
+    graph = planner.capture(model, seq_len=min(1024, planner.capture(model).config["max_position_embeddings"]))
+    c = parse_cluster(cluster)
+    costs = costs_for(graph, c, "bf16")
+    w = base_workload("chat", SERVE_REQUESTS, SERVE_SEED, graph.config.get("max_position_embeddings"))
+    cands = serving_candidates(graph, c, costs, {}, w)
+    assert len(cands) >= 4
+    best, search = search_serving(c, costs, "chat", cands, slo, None, {}, context=None)
+    full = GoodputSearch(costs, "chat", slo)
+    unpruned = max((full.goodput(x, 0.0) or 0.0) * units_for(x, c, {}, None)
+                   for x in serving_candidates(graph, c, costs, {}, w))
+    found = best.goodput * units_for(best, c, {}, None) if best else 0.0
+    assert found <= unpruned * (1 + 1e-9) + 1e-12  # B&B never reports more than exists
+    assert found >= unpruned / (1 + SEARCH_TOLERANCE) ** 2  # ... and loses at most the bisection's tolerance
+    assert search.simulations <= full.simulations  # and prunes
+
+
+def test_default_plan_goodput_holds_in_steady_state_on_a_5x_longer_trace():
+    """`planner plan llama-3.1-70b` (chat on 8 x H100): the deployment at its reported goodput keeps >= 90% of
+    requests within the SLO on a trace 5x longer than the one it was judged on (other requests, same rate), and
+    its queue does not grow: the goodput is a steady-state rate, not a burst the KV cache absorbed."""
+    from cost_models.cluster import parse_cluster
+    from cost_models.serving.deployment import costs_for, simulate
+    from cost_models.serving.metrics import attainment, is_sustainable
+    from passes.serving_evaluate import base_workload, deployment_of
+
+    plan = planner.plan("llama-3.1-70b")
+    d = plan.to_dict()["decision"]
+    s = d["serving"]
+    assert plan.predicted.rate_rps <= 0.9 * plan.predicted.saturation_rps * (1 + 1e-9)
+    graph = planner.capture("llama-3.1-70b", seq_len=1024)
+    costs = costs_for(graph, parse_cluster(plan.inputs.cluster), "bf16")
+    longer = base_workload(s["workload"], 5 * s["requests"], s["seed"] + 1, s.get("context_tokens"))
+    r = simulate(costs, deployment_of(d), longer.with_rate(s["rate_rps"]))
+    assert attainment(r, s["slo"]) >= 0.9 and is_sustainable(r)

@@ -68,7 +68,9 @@ def test_whatif_varies_the_slo():
     ok = [r for r in rows if r["ok"]]
     assert len(ok) == 3 and all(r["policy"] and r["tpot_s"] <= r["tpot"] for r in ok)
     goodput = [r["goodput_per_gpu"] for r in ok]
-    assert goodput[0] >= goodput[1] * 0.98 and goodput[1] > goodput[2] > 0  # within the rate search's tolerance
+    # a looser SLO is judged over a longer horizon (4 request lifetimes at the SLO: passes.serving_search.horizon_s),
+    # which sees more of the arrival process, so its steady-state goodput may read a few percent lower
+    assert goodput[0] >= goodput[1] * 0.9 and goodput[1] > goodput[2] > 0
     assert not rows[-1]["ok"] and "best achievable" in rows[-1]["reason"] and "tpot=1e-05" in rows[-1]["reason"]
     with pytest.raises(UserError, match="needs --mode plan"):
         what_if("tiny-llama", ["2xcpu"], workload="chat", vary={"ttft": [1.0]}, mode="estimate")

@@ -12,6 +12,7 @@ size and token budget, which the profile records.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from planner.engines.server import VllmServer, script_args  # noqa: E402
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a terminated run still stops its engine (VllmServer)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "cost_models" / "data" / "engine_profiles" / "vllm-0.32-cpu.yaml")
     ap.add_argument("--nice", type=int, default=-20)

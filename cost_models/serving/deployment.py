@@ -22,6 +22,7 @@ import numpy as np
 from cost_models.estimate_context import make_context
 from cost_models.parallel_config import Options
 from cost_models.serving.engine_profile import ProfiledIterationCost, load_engine_profile
+from cost_models.serving.expert_parallel import ExpertParallelCost
 from cost_models.serving.iteration_cost import IterationCost
 from cost_models.serving.policies import DecodeOnly, Disaggregated, PrefillFirst
 from cost_models.serving.simulator import SimResult, simulate_instance
@@ -37,17 +38,19 @@ class Deployment:
     tp: int = 1
     pp: int = 1
     replicas: int = 1
+    ep_dp: int = 1  # > 1: each replica is a wide expert-parallel instance of ep_dp attention groups of tp ranks
 
     @property
     def gpus(self) -> int:
         if isinstance(self.policy, Disaggregated):
             return self.policy.gpus
-        return self.tp * self.pp * self.replicas
+        return self.tp * self.pp * self.ep_dp * self.replicas
 
     def describe(self) -> str:
         if isinstance(self.policy, Disaggregated):
             return self.policy.describe()
-        return f"{self.replicas}x tp{self.tp}pp{self.pp} {self.policy.describe()}"
+        ep = f"dp{self.ep_dp}ep{self.tp * self.ep_dp}" if self.ep_dp > 1 else ""
+        return f"{self.replicas}x tp{self.tp}pp{self.pp}{ep} {self.policy.describe()}"
 
 
 class CostCache:
@@ -70,7 +73,11 @@ class CostCache:
         self._built: dict = {}
         self._bases: dict = {}
 
-    def get(self, tp: int, pp: int) -> IterationCost:
+    def get(self, tp: int, pp: int, ep_dp: int = 1) -> IterationCost:
+        """The instance of tp x pp ranks, or with `ep_dp` > 1 the wide expert-parallel instance of `ep_dp` groups
+        of tp ranks (`cost_models.serving.expert_parallel`; pp 1, no engine profile)."""
+        if ep_dp > 1:
+            return self._expert_parallel(tp, ep_dp)
         key = (tp, pp)
         if key not in self._built:
             cost = self._base(tp, pp)
@@ -92,6 +99,23 @@ class CostCache:
             if self.efficiency is not None:
                 ctx = replace(ctx, eff=self.efficiency)
             self._bases[key] = IterationCost(ctx)
+        return self._bases[key]
+
+    def _expert_parallel(self, tp: int, dp: int) -> ExpertParallelCost:
+        key = ("ep", tp, dp)
+        if key not in self._bases:
+            if self.engine is not None:
+                raise UserError("engine profiles hold iteration times of tp x pp instances; wide expert parallelism "
+                                "is priced by the cost model (drop --engine-profile)")
+            if tp * dp > self.cluster.num_devices:
+                raise UserError(f"tp={tp} x {dp} expert-parallel groups need {tp * dp} devices; {self.cluster.name} "
+                                f"has {self.cluster.num_devices}")
+            options = Options(tp=tp, pp=1, dp=dp, ep=dp, ep_over_dp=True, input_len=min(self.graph.seq_len, 8192),
+                              dtype=self.dtype)
+            ctx = make_context(self.graph, self.cluster, options)
+            if self.efficiency is not None:
+                ctx = replace(ctx, eff=self.efficiency)
+            self._bases[key] = ExpertParallelCost(IterationCost(ctx), dp)
         return self._bases[key]
 
     def supports(self, tp: int, pp: int) -> bool:
@@ -193,7 +217,7 @@ def _merge(w: Workload, parts: list[tuple[np.ndarray, SimResult]], gpus: int) ->
 
 
 def _colocated(costs: CostCache, d: Deployment, w: Workload) -> SimResult:
-    cost = costs.get(d.tp, d.pp)
+    cost = costs.get(d.tp, d.pp, d.ep_dp)
     parts = []
     for k in range(d.replicas):
         index = np.arange(k, len(w), d.replicas)

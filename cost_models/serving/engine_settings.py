@@ -51,11 +51,36 @@ def engine_settings(cost, policy, context_tokens: int | None) -> dict:
             "device_memory_bytes": int(cost.ctx.capacity_bytes), "block_size": block}
 
 
-def serving_engine_facts(costs, policy, tp: int, pp: int, source: str, context: int | None) -> dict:
+def expert_parallel_settings(cost, policy, context_tokens: int | None) -> dict:
+    """`engine_settings` of a wide expert-parallel instance (`expert_parallel.ExpertParallelCost`: `cost.dp`
+    attention groups sharing one batch): the scheduler limits are the instance's totals (SGLang's
+    --max-running-requests and --chunked-prefill-size with DP attention are; vLLM's per data-parallel rank are
+    these over the groups), the KV pool is each group's own (a group's --max-total-tokens; its bytes on each
+    of the group's GPUs).
+
+    >>> import planner
+    >>> from cost_models.cluster import parse_cluster
+    >>> from cost_models.serving.deployment import CostCache
+    >>> from cost_models.serving.policies import Chunked
+    >>> costs = CostCache(planner.capture("tiny-mixtral", seq_len=64), parse_cluster("4xH100-SXM"))
+    >>> s = expert_parallel_settings(costs.get(1, 1, 4), Chunked(512), 2048)
+    >>> s["attention_groups"], s["kv_cache_tokens"] * 4 <= costs.get(1, 1, 4).kv_capacity_tokens
+    (4, True)
+    """
+    groups = int(cost.dp)
+    whole = engine_settings(cost, policy, context_tokens)
+    block = whole["block_size"]
+    tokens = whole["kv_cache_tokens"] // groups // block * block
+    return {**whole, "kv_cache_tokens": tokens, "kv_cache_bytes": math.ceil(tokens * whole["kv_bytes_per_token"]),
+            "attention_groups": groups}
+
+
+def serving_engine_facts(costs, policy, tp: int, pp: int, source: str, context: int | None, ep_dp: int = 1) -> dict:
     """The facts a serving plan records for its engine scripts (`decision.serving`): the longest request of the
     workload (the engines' context limit), prefix caching and round-robin dispatch as simulated, and
-    `engines`: `engine_settings` per instance role ("instance" for colocated replicas; "prefill" and "decode"
-    for a disaggregated deployment). `costs` is the plan's `deployment.CostCache`."""
+    `engines`: `engine_settings` per instance role ("instance" for colocated replicas, `ep_dp` > 1 for wide
+    expert-parallel ones; "prefill" and "decode" for a disaggregated deployment). `costs` is the plan's
+    `deployment.CostCache`."""
     from cost_models.serving.policies import DecodeOnly, Disaggregated, PrefillFirst
     from cost_models.serving.workload import longest_request_tokens
 
@@ -64,6 +89,8 @@ def serving_engine_facts(costs, policy, tp: int, pp: int, source: str, context: 
         cache = costs.for_policy(policy)
         engines = {"prefill": engine_settings(cache.get(policy.prefill_tp, policy.prefill_pp), PrefillFirst(), longest),
                    "decode": engine_settings(cache.get(policy.decode_tp, policy.decode_pp), DecodeOnly(), longest)}
+    elif ep_dp > 1:
+        engines = {"instance": expert_parallel_settings(costs.get(tp, pp, ep_dp), policy, longest)}
     else:
         engines = {"instance": engine_settings(costs.get(tp, pp), policy, longest)}
     return {"longest_request_tokens": longest, "prefix_caching": True, "dispatch": "round_robin", "engines": engines}

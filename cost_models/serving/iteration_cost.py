@@ -14,6 +14,9 @@ An iteration runs `tokens` new tokens through the layers. Its time is
   sequence's context (memory-bound), prefill chunks do q*c + q(q+1)/2 causal query-key pairs:
     time = max(pairs x flops_per_pair / (peak x e_attn), kv_tokens_read x kv_bytes_per_token / (bw x e_mem)),
   decode and prefill parts as separate kernels, plus one kernel overhead per attention layer.
+- every iteration also pays the engine's host time (scheduling, sampling, launch: `Efficiency.host_overhead`
+  of the run's `Options.runtime`); `request_overhead_s` is the front end's time per request, which belongs
+  on each request's first token.
 - pp > 1: stages run one after another for an iteration (no micro-batch interleaving across
   iterations; an assumption that under-rates pp for throughput), plus one activation send per
   stage boundary. Layered prefill runs one layer group's blocks at T + P tokens and the others at T.
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cost_models.estimate_context import Context
-from cost_models.estimate_infer import hidden_size, inference_memory, kv_per_sequence
+from cost_models.estimate_infer import hidden_size, inference_memory, kv_bytes_per_token_at
 from cost_models.layer_times import layer_times
 from ir.phases import expected_experts_touched, phase_shape
 
@@ -78,10 +81,8 @@ class IterationCost:
         self._tables(ctx)
         self._attention_coefficients(ctx)
         self.moe = _moe_info(ctx)
-        self.kv_bytes_per_token = kv_per_sequence(ctx, 1)
-        memory = inference_memory(ctx, 0, 1, max_tokens)
-        free = ctx.capacity_bytes - memory["weights"] - memory["activations"] - memory["reserve"]
-        self.kv_capacity_tokens = int(max(free, 0) // max(self.kv_bytes_per_token, 1e-9))
+        self.kv_bytes_per_token = kv_bytes_per_token_at(ctx, typical_sequence_tokens(ctx))
+        self.kv_capacity_tokens = kv_capacity_tokens(ctx, max_tokens)
         self.tdp_w = ctx.device.tdp_w or 0.0
         self.idle_w = ctx.device.idle_w if ctx.device.idle_w is not None else 0.15 * self.tdp_w
 
@@ -91,7 +92,7 @@ class IterationCost:
         hidden = hidden_size(ctx)
         for t in _GRID:
             times = layer_times(g, phase_shape(g, "prefill", 1, t), ctx.device, ctx.eff, ctx.cfg, ctx.kv_bytes,
-                                ctx.tp_group, ctx.ep_group)
+                                ctx.tp_group, ctx.ep_group, ep_tokens=o.ep if o.ep_over_dp else 1)
             linear = [lt.gemm_s + lt.other_s + lt.comm_s for lt in times]
             kinds = [layer.kind for layer in g.layers]
             p2p = (o.pp - 1) * (ctx.pp_link_latency_s + t * hidden * 2 / (ctx.pp_link_bandwidth * ctx.eff.comm))
@@ -111,15 +112,18 @@ class IterationCost:
 
     def _attention_coefficients(self, ctx: Context) -> None:
         tp = ctx.options.tp
-        kv_heads = ctx.graph.config.get("num_kv_heads") or 1
         attn = [op.attention for op in ctx.graph.ops if op.attention is not None]
         self.attention_layers = len(attn)
         self.flops_per_pair = sum(2 * a.heads * (a.head_dim + a.value_dim) for a in attn) / tp
-        kv_all = sum(2 * a.kv_heads * a.head_dim * ctx.kv_bytes for a in attn) / min(tp, kv_heads)
+        # query rows per attention tile in a decode step: the query heads sharing one K/V head (compute._query_rows)
+        self.decode_rows = max(attn[0].heads // max(attn[0].kv_heads, 1), 1) if attn else 1
+        kv_all = ctx.kv_bytes_per_token_per_rank()  # K/V (or latent) each cached token adds, one rank
         self.peak = ctx.device.peak_flops_for("bf16" if ctx.cfg.dtype == "fp8" else ctx.cfg.dtype)
         self.bandwidth = ctx.device.memory_bandwidth_bytes_per_s * ctx.eff.memory
         self.kv_read_per_token_s = kv_all / self.bandwidth  # all attention layers, one rank
-        self.overhead_s = self.attention_layers * ctx.eff.kernel_overhead_s
+        # per iteration: one kernel per attention layer, and the engine's host work (schedule, sample, launch)
+        self.overhead_s = self.attention_layers * ctx.eff.kernel_overhead_s + ctx.eff.host_overhead(ctx.options.runtime)
+        self.request_overhead_s = ctx.eff.request_overhead_s  # front end, once per request (on its TTFT)
         self.eff = ctx.eff
 
     def lookup(self, table: list, tokens: int) -> float:
@@ -136,7 +140,7 @@ class IterationCost:
 
     def decode_attention_per_token(self, decodes: int) -> float:
         """Seconds per cached token read by decode attention (max of compute and memory roofline)."""
-        compute = self.flops_per_pair / (self.peak * max(self.eff.attention(1.0), 1e-6))
+        compute = self.flops_per_pair / (self.peak * max(self.eff.attention(float(self.decode_rows)), 1e-6))
         return max(compute, self.kv_read_per_token_s) if decodes else 0.0
 
     def prefill_attention(self, pairs: float, q_tokens: int, kv_read_tokens: float) -> float:
@@ -193,13 +197,24 @@ def _moe_info(ctx: Context) -> MoeInfo:
         return MoeInfo(0, 0, 0, 0.0)
     e = specs[0][0]
     per_layer = sum(s.expert_param_bytes for s, i in specs if i == specs[0][1])  # all expert GEMMs of one layer
-    o = ctx.options
-    shard = max(o.ep, o.tp)
+    shard = ctx.expert_shards
     return MoeInfo(len({i for _, i in specs}), e.num_experts, e.top_k, per_layer * ctx.weight_scale() / shard)
 
 
+def typical_sequence_tokens(ctx: Context) -> int:
+    """The sequence length the instance is sized for: prompt + output of its options."""
+    return (ctx.options.input_len or ctx.graph.seq_len) + ctx.options.output_len
+
+
 def kv_capacity_tokens(ctx: Context, max_tokens: int) -> int:
-    """Tokens of KV cache one instance holds next to weights, activations and the reserve."""
+    """Tokens of KV cache one instance holds next to weights, activations and the reserve.
+
+    Sequences of the typical length (`typical_sequence_tokens`) are what the pool is counted in:
+    sliding-window layers hold at most their window of each, recurrent layers a constant state per
+    sequence, so a token costs the mean bytes per token of such a sequence (`kv_bytes_per_token_at`;
+    for full and grouped-query attention simply the K/V of one token).
+    """
     memory = inference_memory(ctx, 0, 1, max_tokens)
     free = ctx.capacity_bytes - memory["weights"] - memory["activations"] - memory["reserve"]
-    return int(max(free, 0) // max(kv_per_sequence(ctx, 1), 1e-9)) if not math.isnan(free) else 0
+    per_token = kv_bytes_per_token_at(ctx, typical_sequence_tokens(ctx))
+    return int(max(free, 0) // max(per_token, 1e-9)) if not math.isnan(free) else 0

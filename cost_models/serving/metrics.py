@@ -12,6 +12,9 @@ Definitions:
 - Goodput (DistServe): the highest request rate at which attainment >= 90%, found by bisection of the
   rate on a log scale (attainment falls with the rate; the bracket is checked and widened first).
   Per-GPU goodput = goodput / GPUs of the deployment.
+- Steady state: a rate is only sustainable when the queue does not grow over the run (`queue_growth`,
+  `is_sustainable`): goodput judged on a finite trace must also be sustainable, or a longer trace at the
+  same rate misses the SLOs.
 - SLO scale (DistServe's second axis): at a fixed rate, the smallest factor s for which attainment of the
   scaled SLOs (s x ttft, s x tpot, s x tbt) reaches 90%; below 1 the run has slack, above 1 it needs
   looser SLOs. Unlike goodput it stays finite when no rate meets the SLOs as given.
@@ -29,6 +32,7 @@ import math
 
 import numpy as np
 
+from cost_models.serving.rate_search import highest_rate
 from cost_models.serving.simulator import SimResult
 
 log = logging.getLogger(__name__)
@@ -146,7 +150,7 @@ def summarize(r: SimResult, slo: dict | None = None) -> dict:
 
 def goodput(run, slo: dict, rate_hi: float, rate_lo: float | None = None, steps: int = 10,
             tolerance: float = 0.02) -> tuple[float, SimResult | None]:
-    """Highest rate (req/s) with attainment >= 90%, by log-scale bisection; `run(rate)` -> SimResult.
+    """Highest rate (req/s) with attainment >= 90% (`rate_search.highest_rate`); `run(rate)` -> SimResult.
 
     Returns (rate, the result at that rate); (0.0, None) when even `rate_lo` misses.
 
@@ -160,29 +164,59 @@ def goodput(run, slo: dict, rate_hi: float, rate_lo: float | None = None, steps:
     >>> round(goodput(run, {"ttft": 1.0}, rate_hi=8.0)[0], 1)
     3.0
     """
-    lo = rate_lo or rate_hi / 64
-    r_lo = run(lo)
-    if attainment(r_lo, slo) < ATTAINMENT:
-        return 0.0, None
-    hi = rate_hi
-    for _ in range(4):  # widen the bracket if even the top rate meets the SLO
-        r_hi = run(hi)
-        if attainment(r_hi, slo) < ATTAINMENT:
-            break
-        lo, r_lo, hi = hi, r_hi, hi * 4
-    else:
-        return lo, r_lo
-    for _ in range(steps):
-        if hi / lo < 1 + tolerance:
-            break
-        mid = math.sqrt(lo * hi)
-        r_mid = run(mid)
-        if attainment(r_mid, slo) >= ATTAINMENT:
-            lo, r_lo = mid, r_mid
-        else:
-            hi = mid
-    log.debug("goodput %.3f req/s (bracket %.3f-%.3f)", lo, lo, hi)
-    return lo, r_lo
+    results: dict[float, SimResult] = {}
+
+    def ok(rate: float) -> bool:
+        results[rate] = run(rate)
+        return attainment(results[rate], slo) >= ATTAINMENT
+
+    rate = highest_rate(ok, rate_lo or rate_hi / 64, rate_hi, widen=4, factor=4.0, steps=steps, tolerance=tolerance)
+    log.debug("goodput %.3f req/s", rate)
+    return (rate, results[rate]) if rate else (0.0, None)
+
+
+def queue_growth(r: SimResult) -> float:
+    """How fast the wait for a first token grows over the run: seconds of extra wait per second of
+    arrivals, between the first and the last quarter of the requests (medians, so a burst does not
+    decide it). A queue that keeps up stays near 0; at an arrival rate lam above the service rate mu
+    every request waits (lam / mu - 1) x its arrival time longer than the first.
+
+    Rejected requests (NaN TTFT) count as infinitely late.
+
+    >>> from types import SimpleNamespace as N
+    >>> w = N(arrival_s=np.arange(100.0), output_tokens=np.full(100, 2))
+    >>> steady = SimResult(w, w.arrival_s + 0.5, w.arrival_s + 1.0, 1)
+    >>> growing = SimResult(w, w.arrival_s * 1.5 + 0.5, w.arrival_s * 1.5 + 1.0, 1)
+    >>> round(queue_growth(steady), 3), round(queue_growth(growing), 3)
+    (0.0, 0.5)
+    """
+    w = r.workload
+    n = len(w.arrival_s)
+    if n < 8:
+        return 0.0
+    wait = np.where(np.isfinite(r.first_token_s), r.first_token_s - w.arrival_s, np.inf)
+    q = n // 4
+    early, late = slice(0, q), slice(n - q, n)
+    span = float(np.median(w.arrival_s[late]) - np.median(w.arrival_s[early]))
+    if span <= 0:
+        return 0.0
+    return float((np.median(wait[late]) - np.median(wait[early])) / span)
+
+
+MAX_QUEUE_GROWTH = 0.02  # `is_sustainable`'s default: 2% of the arrival span in extra wait
+
+
+def is_sustainable(r: SimResult, max_growth: float = MAX_QUEUE_GROWTH) -> bool:
+    """Whether the run's queue is stable (`queue_growth` <= `max_growth`, 2%: over a 1,000 s trace the
+    wait may drift by 20 s at most): a rate judged on a finite trace is only a goodput if the queue
+    does not grow, or a longer trace at the same rate would miss the SLOs the short one met.
+
+    >>> from types import SimpleNamespace as N
+    >>> w = N(arrival_s=np.arange(100.0), output_tokens=np.full(100, 2))
+    >>> is_sustainable(SimResult(w, w.arrival_s + 0.5, w.arrival_s + 1.0, 1))
+    True
+    """
+    return queue_growth(r) <= max_growth
 
 
 def capacity_rate(cost, mean_prompt: float, mean_output: float) -> float:

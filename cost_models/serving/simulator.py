@@ -244,9 +244,9 @@ class _Instance:
     def complete(self) -> None:
         heap, step = self.heap, self.step
         while heap and heap[0][0] <= step:
-            _, i = heapq.heappop(heap)
-            if not self.alive[i]:
-                continue
+            end, i = heapq.heappop(heap)
+            if not self.alive[i] or end != self.join_step[i] + self.left[i]:
+                continue  # preempted, or the entry of an earlier admission of a request preempted and re-admitted
             self.alive[i] = False
             self.S -= self.join_ctx[i] + step - self.join_step[i]
             self.n -= 1

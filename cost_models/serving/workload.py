@@ -26,6 +26,7 @@ generators). Everything is deterministic for a seed (numpy PCG64).
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 from dataclasses import dataclass, replace
@@ -186,6 +187,10 @@ def write_timed_trace(path: str | Path, w: Workload) -> None:
     Path(path).write_text("".join(lines))
 
 
+TRACE_MAX_ROWS = 1_000_000  # input bounds of a trace file: requests, and tokens per request
+TRACE_MAX_TOKENS = 2**24
+
+
 def _open_rows(file: Path):
     try:
         return file.open(newline="")
@@ -212,10 +217,12 @@ def _csv_rows(file: Path) -> list[tuple[int, float, int, int, list | None]]:
                 a = float(row[ia]) if ia is not None else 0.0
                 p, d = int(float(row[ip])), int(float(row[io]))
                 ids = [int(x) for x in row[ih].split()] if ih is not None else None
-            except (IndexError, ValueError):
+            except (IndexError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
                 raise UserError(f"{file}:{line}: expected numbers in arrived_at, num_prefill_tokens, "
                                 f"num_decode_tokens (and space-separated integers in hash_ids), got {','.join(row)!r}") from None
             rows.append((line, a, p, d, ids))
+            if len(rows) > TRACE_MAX_ROWS:
+                raise UserError(f"{file}: more than {TRACE_MAX_ROWS:,} requests; sample the trace")
     return rows
 
 
@@ -231,9 +238,11 @@ def _jsonl_rows(file: Path) -> list[tuple[int, float, int, int, list | None]]:
                 ids = entry.get("hash_ids")
                 rows.append((line, float(entry["timestamp"]), int(entry["input_length"]), int(entry["output_length"]),
                              None if ids is None else [int(x) for x in ids]))
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
                 raise UserError(f"{file}:{line}: expected a JSON object with numbers in timestamp, input_length, "
                                 f"output_length (and a list of integers in hash_ids), got {text.strip()[:80]!r}") from None
+            if len(rows) > TRACE_MAX_ROWS:
+                raise UserError(f"{file}: more than {TRACE_MAX_ROWS:,} requests; sample the trace")
     return rows
 
 
@@ -252,6 +261,8 @@ def read_trace(path: str | Path, hash_block_tokens: int = HASH_BLOCK_TOKENS) -> 
     if any(hashed) and not all(hashed):
         raise UserError(f"{file}:{rows[hashed.index(False)][0]}: hash_ids missing (give them on every row or none)")
     for line, a, p, d, _ in rows:
+        if max(p, d) > TRACE_MAX_TOKENS:
+            raise UserError(f"{file}:{line}: token counts above {TRACE_MAX_TOKENS:,} are no request, got {p}, {d}")
         if p < 1 or d < 0 or not math.isfinite(a) or a < 0:
             raise UserError(f"{file}:{line}: token counts must be positive and arrival times >= 0, "
                             f"got {a}, {p}, {d}")
@@ -381,3 +392,31 @@ def fixed(n: int, prompt: int, output: int, rate: float, cv: float = 1.0, seed: 
     """
     return Workload(arrivals(n, rate, cv, seed), np.full(n, prompt, np.int64), np.full(n, max(output, 1), np.int64),
                     f"fixed-{prompt}-{output}", context_tokens=prompt + max(output, 1)).with_rate(rate)
+
+
+def trace_lengths(path: str | Path) -> tuple[int, int]:
+    """Mean prompt and output lengths of a trace CSV (what inference plans take as the workload's shape);
+    a bad row names its line."""
+    file = Path(path)
+    try:
+        with file.open(newline="") as handle:
+            rows = list(itertools.islice(csv.DictReader(handle), TRACE_MAX_ROWS + 1))
+    except OSError as exc:
+        raise UserError(f"cannot read trace {file}: {exc.strerror}") from None
+    if not rows or not {"num_prefill_tokens", "num_decode_tokens"} <= set(rows[0]):
+        raise UserError(f"{file}: a trace needs columns num_prefill_tokens,num_decode_tokens")
+    inputs, outputs = [], []
+    for line, row in enumerate(rows, start=2):
+        try:
+            p, d = int(float(row["num_prefill_tokens"])), int(float(row["num_decode_tokens"]))
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
+            raise UserError(f"{file}:{line}: num_prefill_tokens and num_decode_tokens must be numbers, "
+                            f"got {row.get('num_prefill_tokens')!r}, {row.get('num_decode_tokens')!r}") from None
+        if max(p, d) > TRACE_MAX_TOKENS or line > TRACE_MAX_ROWS + 1:
+            raise UserError(f"{file}:{line}: more than {TRACE_MAX_ROWS:,} requests or {TRACE_MAX_TOKENS:,} tokens in "
+                            f"one; sample the trace")
+        if p < 1 or d < 0:
+            raise UserError(f"{file}:{line}: token counts must be positive, got {p}, {d}")
+        inputs.append(p)
+        outputs.append(d)
+    return round(sum(inputs) / len(inputs)), max(round(sum(outputs) / len(outputs)), 1)

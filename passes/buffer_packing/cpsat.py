@@ -11,19 +11,15 @@ workers and time limit; read the status back. No OR-Tools type leaves this modul
 from __future__ import annotations
 
 import logging
-import time
+import math
 
 from ortools.sat.python import cp_model
 
 from passes.buffer_packing.model import PackingConfig, PackingInstance, Status, sections_of
+from passes.cpsat import SolverConfig, solve
 
 log = logging.getLogger(__name__)
 
-_STATUS: dict[int, Status] = {
-    cp_model.OPTIMAL: "optimal",
-    cp_model.FEASIBLE: "feasible",
-    cp_model.INFEASIBLE: "infeasible",
-}
 
 
 def _live_sets(instance: PackingInstance) -> list[list[int]]:
@@ -39,23 +35,24 @@ def solve_cpsat(
     config: PackingConfig,
     hint: dict[str, int] | None = None,
     capacity: int | None = None,
-) -> tuple[Status, dict[str, int]]:
+) -> tuple[Status, dict[str, int], int | None]:
     """Pack with CP-SAT below `capacity` (default: the instance's), or minimise the peak when both are None.
+    Returns (status, offsets by buffer id, the proven lower bound on the peak when minimising; else None).
 
     >>> from passes.buffer_packing.model import Buffer
     >>> inst = PackingInstance((Buffer("a", 0, 2, 4), Buffer("b", 1, 3, 4)), capacity=8)
-    >>> status, offsets = solve_cpsat(inst, PackingConfig(time_limit_s=5, workers=1))
+    >>> status, offsets, _ = solve_cpsat(inst, PackingConfig(time_limit_s=5, workers=1))
     >>> status, sorted(offsets.values())
     ('optimal', [0, 4])
     >>> solve_cpsat(inst, PackingConfig(time_limit_s=5, workers=1), capacity=7)
-    ('infeasible', {})
+    ('infeasible', {}, None)
     """
     bufs = instance.buffers
     cap = capacity if capacity is not None else instance.capacity
     minimise = cap is None
     upper = cap if cap is not None else sum(b.size for b in bufs)
     if any(b.size > upper for b in bufs):
-        return "infeasible", {}
+        return "infeasible", {}, None
     model = cp_model.CpModel()
     # offset[i]: first byte of buffer i; address[i]: its address interval; span[i]: its (fixed) lifetime
     offset = [model.new_int_var(0, upper - b.size, f"offset_{b.id}") for b in bufs]
@@ -73,14 +70,11 @@ def solve_cpsat(
         for i, b in enumerate(bufs):
             if b.id in hint:
                 model.add_hint(offset[i], hint[b.id])
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(config.time_limit_s, 0.01)
-    solver.parameters.random_seed = config.seed
-    solver.parameters.num_workers = config.workers
-    start = time.monotonic()
-    code = solver.solve(model)
-    status = _STATUS.get(code, "unknown")
-    log.debug("CP-SAT on %d buffers: %s in %.2f s", len(bufs), solver.status_name(code), time.monotonic() - start)
-    if status not in ("optimal", "feasible"):
-        return status, {}
-    return status, {b.id: int(solver.value(offset[i])) for i, b in enumerate(bufs)}
+    result = solve(model, SolverConfig(config.time_limit_s, config.workers, config.seed))
+    log.debug("CP-SAT on %d buffers: %s in %.2f s", len(bufs), result.status, result.wall_s)
+    if result.status == "invalid":
+        raise RuntimeError("the buffer-packing CP-SAT model is invalid (a planner bug)")
+    bound = math.ceil(result.bound - 1e-9) if minimise and result.bound is not None else None
+    if not result.found:
+        return result.status, {}, bound
+    return result.status, {b.id: result.value(offset[i]) for i, b in enumerate(bufs)}, bound

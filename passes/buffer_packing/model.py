@@ -56,7 +56,7 @@ class PackingConfig:
 
     time_limit_s: float = 10.0
     seed: int = 0
-    workers: int = 2
+    workers: int = 1  # one worker keeps CP-SAT deterministic
     use_cpsat: bool = True  # let `pack` try the CP-SAT model when the search gives up on a small instance
     cpsat_max_buffers: int = 60  # the CP-SAT fallback is only tried up to this many buffers
 

@@ -56,7 +56,7 @@ def pack(instance: PackingInstance, config: PackingConfig | None = None) -> Pack
         return _solution(instance, offsets, "optimal" if peak == lb else "feasible", "search", start, lb)
     if status == "unknown" and config.use_cpsat and len(instance.buffers) <= config.cpsat_max_buffers:
         left = dataclasses.replace(config, time_limit_s=max(deadline - time.monotonic(), 0.5))
-        status, offsets = solve_cpsat(instance, left, hint=greedy)
+        status, offsets, _ = solve_cpsat(instance, left, hint=greedy)
         if status in ("optimal", "feasible"):
             peak = peak_of(instance, offsets)
             return _solution(instance, offsets, "optimal" if peak == lb else "feasible", "cpsat", start, lb)
@@ -84,10 +84,12 @@ def _minimise_peak(instance: PackingInstance, config: PackingConfig, start: floa
             lo = probe + 1
     if best_peak > lb and config.use_cpsat and len(buffers) <= config.cpsat_max_buffers:
         left = dataclasses.replace(config, time_limit_s=max(deadline - time.monotonic(), 0.5))
-        status, offsets = solve_cpsat(instance, left, hint=best)
+        status, offsets, bound = solve_cpsat(instance, left, hint=best)
         if offsets and peak_of(instance, offsets) <= best_peak:
             best, best_peak, method = offsets, peak_of(instance, offsets), "cpsat"
-            proven = status == "optimal"
-            lo = best_peak if proven else lo
+        if status == "optimal" and best_peak == peak_of(instance, offsets):
+            lo, proven = best_peak, True  # CP-SAT proved this peak optimal
+        elif bound is not None and bound >= lo:
+            lo, proven = bound, True  # CP-SAT's bound proves no packing below it (a bisection's proof is kept too)
     optimal = best_peak == lb or (proven and lo >= best_peak)
     return _solution(instance, best, "optimal" if optimal else "feasible", method, start, lb)

@@ -1,7 +1,8 @@
 """The `planner` command line: one click group, one module per command family.
 
-Errors: a `UserError` or a usage mistake prints one line on stderr and exits 2; an unexpected
-exception prints one line and exits 1 (its traceback only with `--debug`).
+Errors: a `UserError` or a usage mistake prints one line on stderr and exits 2 (so does a plan that does not
+verify); Ctrl-C exits 130, SIGTERM during a write 143; an unexpected exception (a bug) prints one line and exits
+1 (its traceback only with `--debug`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import click
 
 from ir.errors import UserError
+from ir.fileio import Terminated
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     _register()
+    odd = next((arg for arg in argv if any(ord(ch) < 32 or ord(ch) == 127 for ch in arg)), None)
+    if odd is not None:  # a newline in a model or file name would reach plans and generated scripts
+        return _fail(f"argument {odd[:60]!r} holds a control character (newline, tab, escape, NUL); rename or retype it", 2)
     try:
         code = cli.main(args=argv, prog_name="planner", standalone_mode=False)
         if isinstance(code, int):  # click returns the code of an Exit raised by a command
@@ -72,10 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("aborted", 130)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except Terminated as exc:  # SIGTERM while a file was written: its temporary file is gone, the target untouched
+        return _fail("terminated", exc.exit_code)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # the file system refused a path the user gave: too long, no permission, no space
+        if debug:
+            raise
+        where = f" ({exc.filename[:80]!s})" if getattr(exc, "filename", None) else ""
+        return _fail(f"cannot use a path{where}: {exc.strerror or exc}; check the file names and permissions", 2)
     except Exception as exc:  # a bug: one line unless --debug
         if debug:
             raise

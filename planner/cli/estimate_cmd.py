@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import click
 
+from cost_models.cluster import MAX_DEVICES
+from cost_models.parallel_config import ATTENTION_KERNELS, COLLECTIVE_IMPLS, RUNTIMES
 from planner.cli import cli
-from planner.cli.output import console, emit_json, human, table
+from planner.cli.output import check_cluster_text, console, emit_json, human, table
+from planner.input_bounds import MAX_BATCH, MAX_RATE, MAX_TOKENS, Count, Positive
 
 _KEYS = [("fits", None), ("memory_per_device_bytes", "B"), ("step_time_s", "s"), ("latency_s", "s"),
          ("ttft_s", "s"), ("tpot_s", "s"), ("tokens_per_s", "tok/s"), ("output_tokens_per_s", "tok/s"),
@@ -46,29 +49,39 @@ def _print(r: dict) -> None:
 @click.argument("model")
 @click.option("--cluster", default=None, help="Shorthand (8xH100-SXM, 2x8xA100-SXM-80GB, 4xcpu) or YAML [default: 8xH100-SXM].")
 @click.option("--phase", type=click.Choice(["train", "prefill", "decode", "serve"]), default="decode", show_default=True)
-@click.option("--tp", type=int, default=1, show_default=True)
-@click.option("--pp", type=int, default=1, show_default=True)
-@click.option("--dp", type=int, default=None, help="[default: devices left after tp x pp]")
-@click.option("--ep", type=int, default=1, show_default=True)
-@click.option("--batch", type=int, default=1, show_default=True, help="Global batch (sequences).")
-@click.option("--input-len", type=int, default=None, help="Prompt / training sequence / decode context length.")
-@click.option("--output-len", type=int, default=128, show_default=True)
-@click.option("--microbatch-size", type=int, default=None)
+@click.option("--tp", type=Count(MAX_DEVICES), default=1, show_default=True)
+@click.option("--pp", type=Count(MAX_DEVICES), default=1, show_default=True)
+@click.option("--dp", type=Count(MAX_DEVICES), default=None, help="[default: devices left after tp x pp]")
+@click.option("--ep", type=Count(MAX_DEVICES), default=1, show_default=True)
+@click.option("--batch", type=Count(MAX_BATCH), default=1, show_default=True, help="Global batch (sequences).")
+@click.option("--input-len", type=Count(MAX_TOKENS), default=None,
+              help="Prompt / training sequence / decode context length.")
+@click.option("--output-len", type=Count(MAX_TOKENS), default=128, show_default=True)
+@click.option("--microbatch-size", type=Count(MAX_BATCH), default=None)
 @click.option("--recompute", type=click.Choice(["none", "selective", "full"]), default="none", show_default=True)
 @click.option("--sequence-parallel", is_flag=True)
 @click.option("--zero-stage", type=click.IntRange(0, 3), default=0, show_default=True)
 @click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp8", "fp32"]), default="bf16", show_default=True)
 @click.option("--weight-dtype", type=click.Choice(["bf16", "fp16", "fp8", "int8", "int4", "fp32"]), default=None)
 @click.option("--kv-dtype", type=click.Choice(["bf16", "fp16", "fp8", "int8", "fp32"]), default=None)
-@click.option("--qps", type=float, default=None, help="Serve: Poisson arrival rate (requests/s).")
+@click.option("--qps", type=Positive(MAX_RATE), default=None, help="Serve: Poisson arrival rate (requests/s).")
+@click.option("--collectives", type=click.Choice(COLLECTIVE_IMPLS), default="auto", show_default=True,
+              help="All-reduce implementation: NCCL's own choice, or an inference engine's custom all-reduce.")
+@click.option("--attention", type=click.Choice(ATTENTION_KERNELS), default="flash", show_default=True,
+              help="Attention kernel: fused (flash) or unfused (the score matrix in memory, pre-FlashAttention).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="engine", show_default=True,
+              help="Host side: a Python-scheduled engine, a C++ engine (TensorRT-LLM) or a compiled program.")
+@click.option("--trust-model-code", is_flag=True,
+              help="Allow MODEL to be Python code (pkg.module:factory), which is imported and run.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def estimate_command(model, cluster, phase, as_json, **options):
+def estimate_command(model, cluster, phase, as_json, trust_model_code, **options):
     """Predict one configuration of MODEL on a cluster: time, throughput, memory, energy."""
     import planner
 
+    check_cluster_text(cluster)
     input_len = options.get("input_len")
     result = planner.estimate(model, cluster, phase, seq_len=input_len if input_len and input_len <= 8192 else None,
-                              **options)
+                              trust_model_code=trust_model_code, **options)
     if as_json:
         emit_json(result)
     else:

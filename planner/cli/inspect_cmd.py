@@ -6,6 +6,7 @@ import click
 
 from planner.cli import cli
 from planner.cli.output import console, emit_json, human, table
+from planner.input_bounds import MAX_BATCH, MAX_TOKENS, Count
 from planner.presets import PRESETS
 
 
@@ -62,19 +63,25 @@ def _list_presets() -> None:
 
 @cli.command("inspect")
 @click.argument("model", required=False)
-@click.option("--batch", type=int, default=1, show_default=True, help="Sequences (or images) per batch.")
-@click.option("--seq-len", type=int, default=None, help="Tokens per sequence [default: min(2048, max positions)].")
+@click.option("--batch", type=Count(MAX_BATCH), default=1, show_default=True, help="Sequences (or images) per batch.")
+@click.option("--seq-len", type=Count(MAX_TOKENS), default=None,
+              help="Tokens per sequence [default: min(2048, max positions)].")
 @click.option("--phase", type=click.Choice(["prefill", "decode", "train"]), default="prefill", show_default=True)
-@click.option("--context-len", type=int, default=None, help="Decode: tokens in the KV cache [default: seq-len].")
+@click.option("--context-len", type=Count(MAX_TOKENS), default=None,
+              help="Decode: tokens in the KV cache [default: seq-len].")
 @click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True)
 @click.option("--all-layers", is_flag=True, help="One row per layer (default folds identical runs).")
 @click.option("--ops", "show_ops", is_flag=True, help="Print the graph's ops (repeated blocks folded).")
 @click.option("--list", "list_presets", is_flag=True, help="List the model presets and exit.")
+@click.option("--trust-model-code", is_flag=True,
+              help="Allow MODEL to be Python code (pkg.module:factory), which is imported and run.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def inspect_command(model, batch, seq_len, phase, context_len, dtype, all_layers, show_ops, list_presets, as_json):
+def inspect_command(model, batch, seq_len, phase, context_len, dtype, all_layers, show_ops, list_presets, as_json,
+                    trust_model_code):
     """Per-layer table of MODEL: parameters, FLOPs, activation bytes, KV bytes per token.
 
-    MODEL is a preset name, a Hugging Face config.json (or its folder) or pkg.module:factory.
+    MODEL is a preset name, a Hugging Face config.json (or its folder) or pkg.module:factory
+    (with --trust-model-code).
     """
     import planner
 
@@ -88,7 +95,7 @@ def inspect_command(model, batch, seq_len, phase, context_len, dtype, all_layers
     if not model:
         raise click.UsageError("missing MODEL (a preset name, config.json path or pkg.module:factory)")
     report = planner.inspect(model, batch=batch, seq_len=seq_len, phase=phase,
-                             context_len=context_len, dtype=dtype)
+                             context_len=context_len, dtype=dtype, trust_model_code=trust_model_code)
     if as_json:
         emit_json(report)
         return
@@ -96,4 +103,5 @@ def inspect_command(model, batch, seq_len, phase, context_len, dtype, all_layers
     if show_ops:
         from ir.printer import format_graph
 
-        click.echo(format_graph(planner.capture(model, batch=batch, seq_len=seq_len, dtype=dtype)))
+        click.echo(format_graph(planner.capture(model, batch=batch, seq_len=seq_len, dtype=dtype,
+                                                trust_model_code=trust_model_code)))

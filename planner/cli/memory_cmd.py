@@ -14,7 +14,8 @@ import click
 from ir.errors import UserError
 from passes.buffer_packing import PackingConfig, pack, read_csv, verify_packing, write_csv
 from planner.cli import cli
-from planner.cli.output import console, emit_json, table
+from planner.cli.output import console, emit_json, output_path, table
+from planner.input_bounds import MAX_SECONDS, Count, Positive
 
 
 @cli.group()
@@ -28,18 +29,19 @@ def _limit(seconds: float) -> str:
 
 @memory.command("pack")
 @click.argument("input_csv", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--capacity", type=int, default=None,
+@click.option("--capacity", type=Count(2**62), default=None,
               help="Address capacity in bytes (default: the number in the file name, else minimise the peak).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the packing as CSV with an offset column.")
-@click.option("--time-limit", type=float, default=10.0, show_default=True, help="Seconds to search.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the CP-SAT fallback.")
+@click.option("--time-limit", type=Positive(MAX_SECONDS), default=10.0, show_default=True, help="Seconds to search.")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
+              help="Random seed of the CP-SAT fallback.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def pack_cmd(input_csv: Path, capacity: int | None, output: Path | None, time_limit: float, seed: int,
              as_json: bool) -> None:
     """Give every buffer of INPUT_CSV (id,lower,upper,size) an offset within the capacity."""
-    if time_limit <= 0:
-        raise UserError(f"--time-limit must be > 0 seconds, got {time_limit:g}")
+    if output is not None:
+        output_path(str(output), "-o")
     instance = read_csv(input_csv, capacity)
     solution = pack(instance, PackingConfig(time_limit_s=time_limit, seed=seed))
     if not solution.found:

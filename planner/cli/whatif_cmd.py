@@ -7,9 +7,13 @@ import io
 
 import click
 
+from ir.errors import UserError
 from ir.fileio import write_atomic
 from planner.cli import cli
-from planner.cli.output import console, emit_json, progress_console, quiet, table
+from planner.cli.output import check_cluster_text, console, emit_json, output_path, progress_console, quiet, table
+from planner.input_bounds import COUNT_LIMITS, NUMBER_LIMITS, check_count, check_number
+
+MAX_POINTS = 1024  # plans in one sweep (each takes up to seconds)
 
 _COLUMNS = ("cluster", "layout", "ok", "output_tokens_per_s", "ttft_s", "tpot_s", "memory_per_device_bytes",
             "dollars_per_hour", "relative_error_80", "reason")
@@ -45,8 +49,11 @@ def _csv(records: list[dict]) -> str:
 @click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True, help="Parallel processes.")
 @click.option("--csv", "csv_path", default=None, help="Write the records as CSV.")
 @click.option("--plot", "plot_path", default=None, help="Write a figure (PNG).")
+@click.option("--trust-model-code", is_flag=True,
+              help="Allow MODEL to be Python code (pkg.module:factory), which is imported and run.")
 @click.option("--json", "as_json", is_flag=True)
-def whatif_command(model, clusters, workload, vary_items, slo, objective, mode, jobs, csv_path, plot_path, as_json):
+def whatif_command(model, clusters, workload, vary_items, slo, objective, mode, jobs, csv_path, plot_path, as_json,
+                   trust_model_code):
     """Plan MODEL over several clusters and workload settings and compare the answers."""
     from rich.progress import Progress
 
@@ -54,19 +61,31 @@ def whatif_command(model, clusters, workload, vary_items, slo, objective, mode, 
     from planner.whatif import parse_vary, what_if
 
     vary = parse_vary(list(vary_items))
+    for key, values in vary.items():  # the same bounds as the flags of `planner plan`
+        for value in values:
+            (check_number if key in NUMBER_LIMITS else check_count)(f"--vary {key}", value,
+                                                                   {**COUNT_LIMITS, **NUMBER_LIMITS}[key])
     clusters = list(clusters) or ["8xH100-SXM"]
+    for cluster in clusters:
+        check_cluster_text(cluster)
     total = len(clusters) * max(1, _count(vary))
+    if total > MAX_POINTS:
+        raise UserError(f"the sweep has {total:,} points ({len(clusters)} cluster(s) x the --vary combinations), above "
+                        f"the {MAX_POINTS:,} one run takes; sweep fewer values")
+    outputs = [output_path(p, flag) for p, flag in ((csv_path, "--csv"), (plot_path, "--plot")) if p is not None]
+    if len({str(p.resolve()) for p in outputs}) < len(outputs):
+        raise UserError("--csv and --plot name the same file; give two paths")
     with Progress(transient=True, disable=as_json or total < 4 or quiet(), console=progress_console()) as bar:
         task = bar.add_task("sweeping", total=total)
         records = what_if(model, clusters, workload=workload, vary=vary, slo=parse_slo(slo), objective=objective,
-                          mode=mode, jobs=jobs, progress=lambda: bar.advance(task))
+                          mode=mode, jobs=jobs, progress=lambda: bar.advance(task), trust_model_code=trust_model_code)
     figure = _figure(records, model, workload) if plot_path else None  # fails before anything is written
     if csv_path:
         write_atomic(csv_path, _csv(records))
     if figure is not None:
-        from planner.plots import _save
+        from planner.plots import save_figure
 
-        _save(figure, plot_path)
+        save_figure(figure, plot_path)
     if as_json:
         emit_json({"model": model, "workload": workload, "records": records})
         return

@@ -48,7 +48,8 @@ def _resolved(config) -> dict:
             "max_num_batched_tokens": s.max_num_batched_tokens, "enable_chunked_prefill": s.enable_chunked_prefill,
             "enable_prefix_caching": c.enable_prefix_caching, "block_size": c.block_size,
             "kv_cache_memory_bytes": c.kv_cache_memory_bytes, "tensor_parallel_size": p.tensor_parallel_size,
-            "pipeline_parallel_size": p.pipeline_parallel_size, "quantization": m.quantization,
+            "pipeline_parallel_size": p.pipeline_parallel_size, "data_parallel_size": p.data_parallel_size,
+            "enable_expert_parallel": bool(p.enable_expert_parallel), "quantization": m.quantization,
             "dtype": str(m.dtype), "kv_cache_dtype": c.cache_dtype, "watermark": getattr(s, "watermark", None),
             "kv_transfer_config": config.kv_transfer_config is not None}
 
