@@ -40,6 +40,31 @@ def kv_bytes_per_token(graph: Graph, kv_bytes: int, tp: int = 1) -> float:
                for layer in graph.layers for c in layer.caches)
 
 
+def kv_bytes_per_token_by_window(graph: Graph, kv_bytes: int, tp: int = 1) -> dict[int, float]:
+    """`kv_bytes_per_token` split by the window that bounds each cache (0: unbounded).
+
+    >>> import planner
+    >>> kv_bytes_per_token_by_window(planner.capture("tiny-llama", seq_len=16), 2)
+    {0: 512.0}
+    """
+    out: dict[int, float] = {}
+    for layer in graph.layers:
+        for c in layer.caches:
+            if c.elements_per_token:
+                out[c.window] = out.get(c.window, 0.0) + c.elements_per_token * kv_bytes / min(max(tp, 1), max(c.shards, 1))
+    return dict(sorted(out.items()))
+
+
+def attention_layers_by_window(graph: Graph) -> dict[int, int]:
+    """Layers with a token cache, counted by the window that bounds it (0: unbounded)."""
+    out: dict[int, int] = {}
+    for layer in graph.layers:
+        for c in layer.caches:
+            if c.elements_per_token:
+                out[c.window] = out.get(c.window, 0) + 1
+    return dict(sorted(out.items()))
+
+
 def state_bytes_per_sequence(graph: Graph, kv_bytes: int, tp: int = 1) -> float:
     """Constant per-sequence bytes of the recurrent (linear-attention and state-space) layers."""
     return sum(c.state_elements * kv_bytes / min(max(tp, 1), max(c.shards, 1))

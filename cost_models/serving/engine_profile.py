@@ -39,6 +39,7 @@ beside it (`fit`: rows, their file and the fit error per kind of row).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +181,13 @@ class ProfiledIterationCost:
         if self.fit.mixed is not None:
             return self.fit.mixed.per_kilo_kv_token_ms / 1e6
         return self.fit.decode_coefficients(decodes)[1] / 1e3
+
+    def decode_attention(self, decodes: int, decode_kv: float) -> float:
+        """The profile's decode attention: linear in the cached tokens (it was measured on the model as served)."""
+        return (decode_kv + decodes) * self.decode_attention_per_token(decodes) if decodes else 0.0
+
+    def decode_attention_slope(self, decodes: int, decode_kv: float) -> tuple[float, float]:
+        return self.decode_attention_per_token(decodes), math.inf
 
     def time(self, decodes: int = 0, decode_kv: float = 0.0, prefill_tokens: int = 0, prefill_pairs: float = 0.0,
              prefill_kv_read: float = 0.0, prompts_done: int = 0) -> float:

@@ -63,6 +63,15 @@ class ExpertParallelCost:
         """Per cached token of the whole batch: each group reads its 1/dp share, in parallel."""
         return self.base.decode_attention_per_token(self._share(decodes)) / self.dp
 
+    def decode_attention(self, decodes: int, decode_kv: float) -> float:
+        return self.base.decode_attention(self._share(decodes), decode_kv / self.dp)
+
+    def decode_attention_slope(self, decodes: int, decode_kv: float) -> tuple[float, float]:
+        """Per cached token of the whole batch (each group holds 1/dp of them), and how many more before a
+        group's window fills."""
+        slope, until = self.base.decode_attention_slope(self._share(decodes), decode_kv / self.dp)
+        return slope / self.dp, until * self.dp
+
     def prefill_attention(self, pairs: float, q_tokens: int, kv_read_tokens: float) -> float:
         return self.base.prefill_attention(pairs / self.dp, self._share(q_tokens), kv_read_tokens / self.dp)
 

@@ -11,7 +11,8 @@ An iteration runs `tokens` new tokens through the layers. Its time is
 - E(T): the embedding at T tokens; H(S): the LM head at S sampled tokens (engines compute logits only
   for the last token of each sequence: vLLM's `logits_processor` prunes them).
 - attention, summed over all attention layers on one rank: decode reads the K/V of every running
-  sequence's context (memory-bound), prefill chunks do q*c + q(q+1)/2 causal query-key pairs:
+  sequence's context (memory-bound; a sliding-window or chunked layer at most its window of each),
+  prefill chunks do q*c + q(q+1)/2 causal query-key pairs:
     time = max(pairs x flops_per_pair / (peak x e_attn), kv_tokens_read x kv_bytes_per_token / (bw x e_mem)),
   decode and prefill parts as separate kernels, plus one kernel overhead per attention layer.
 - every iteration also pays the engine's host time (scheduling, sampling, launch: `Efficiency.host_overhead`
@@ -33,6 +34,7 @@ import numpy as np
 from cost_models.estimate_context import Context
 from cost_models.estimate_infer import hidden_size, inference_memory, kv_bytes_per_token_at
 from cost_models.layer_times import layer_times
+from ir.kv_cache import attention_layers_by_window, kv_bytes_per_token_by_window
 from ir.phases import expected_experts_touched, phase_shape
 
 T_MAX = 1 << 15  # tokens per iteration tabulated exactly; beyond, linear extrapolation
@@ -121,6 +123,14 @@ class IterationCost:
         self.peak = ctx.device.peak_flops_for("bf16" if ctx.cfg.dtype == "fp8" else ctx.cfg.dtype)
         self.bandwidth = ctx.device.memory_bandwidth_bytes_per_s * ctx.eff.memory
         self.kv_read_per_token_s = kv_all / self.bandwidth  # all attention layers, one rank
+        # decode attention per window group (0: unbounded): (window, seconds per cached token read, FLOP share);
+        # a sliding-window or chunked layer reads at most its window of each sequence
+        by_window = kv_bytes_per_token_by_window(ctx.graph, ctx.kv_bytes, tp)
+        layers = attention_layers_by_window(ctx.graph)
+        total = max(sum(layers.values()), 1)
+        self.decode_groups = [(w, b / self.bandwidth, layers.get(w, 0) / total) for w, b in by_window.items()] or \
+            [(0, self.kv_read_per_token_s, 1.0)]
+        self._decode_compute = self.flops_per_pair / (self.peak * max(ctx.eff.attention(float(self.decode_rows)), 1e-6))
         # per iteration: one kernel per attention layer, and the engine's host work (schedule, sample, launch)
         self.overhead_s = self.attention_layers * ctx.eff.kernel_overhead_s + ctx.eff.host_overhead(ctx.options.runtime)
         self.request_overhead_s = ctx.eff.request_overhead_s  # front end, once per request (on its TTFT)
@@ -139,9 +149,34 @@ class IterationCost:
         return self.num_blocks * b + e + self.head[min(sampled, T_MAX)]
 
     def decode_attention_per_token(self, decodes: int) -> float:
-        """Seconds per cached token read by decode attention (max of compute and memory roofline)."""
-        compute = self.flops_per_pair / (self.peak * max(self.eff.attention(float(self.decode_rows)), 1e-6))
-        return max(compute, self.kv_read_per_token_s) if decodes else 0.0
+        """Seconds per cached token read by decode attention while no window is full (max of compute and memory
+        roofline per window group)."""
+        if not decodes:
+            return 0.0
+        return sum(max(self._decode_compute * share, read) for _, read, share in self.decode_groups)
+
+    def decode_attention(self, decodes: int, decode_kv: float) -> float:
+        """Decode attention of `decodes` sequences holding `decode_kv` cached tokens in total (each also reads
+        its new token): every cached token of unbounded layers; at most `decodes` x window tokens of a
+        sliding-window or chunked layer (the bound is exact once every sequence fills its window, an upper
+        bound before)."""
+        if not decodes:
+            return 0.0
+        tokens = decode_kv + decodes
+        return sum((min(tokens, decodes * w) if w else tokens) * max(self._decode_compute * share, read)
+                   for w, read, share in self.decode_groups)
+
+    def decode_attention_slope(self, decodes: int, decode_kv: float) -> tuple[float, float]:
+        """(d decode_attention / d decode_kv at `decode_kv`, cached tokens more before the slope changes: a
+        window group fills)."""
+        tokens, slope, until = decode_kv + decodes, 0.0, math.inf
+        for w, read, share in self.decode_groups:
+            if w and tokens >= decodes * w:
+                continue
+            slope += max(self._decode_compute * share, read)
+            if w:
+                until = min(until, decodes * w - tokens)
+        return (slope if decodes else 0.0), until
 
     def prefill_attention(self, pairs: float, q_tokens: int, kv_read_tokens: float) -> float:
         """Attention time of prefill chunks: `pairs` causal query-key pairs, `kv_read_tokens` cached."""
@@ -156,7 +191,7 @@ class IterationCost:
         `prefill_tokens` prompt tokens (chunks) doing `prefill_pairs` attention pairs; `prompts_done`
         prompts emit their first token."""
         t = self.linear(decodes + prefill_tokens, decodes + prompts_done)
-        t += (decode_kv + decodes) * self.decode_attention_per_token(decodes)
+        t += self.decode_attention(decodes, decode_kv)
         t += self.prefill_attention(prefill_pairs, prefill_tokens, prefill_kv_read)
         return t + (self.overhead_s if decodes or prefill_tokens else 0.0)
 
@@ -171,7 +206,7 @@ class IterationCost:
         block_np = self.block[both] if both <= T_MAX else self.lookup(self.block, both)
         t = (self.num_blocks - group_blocks) * block_n + group_blocks * block_np
         t += self.lookup(self.embed, n + p if first else n) + self.head[min(n + (prompts if last else 0), T_MAX)]
-        t += (decode_kv + n) * self.decode_attention_per_token(n)
+        t += self.decode_attention(n, decode_kv)
         t += frac * self.prefill_attention(prompt_pairs, p, 0.0)
         return t + self.overhead_s
 

@@ -296,8 +296,12 @@ class _Instance:
             return
         k = min(self.heap[0][0] - self.step, room // n) if self.fast_forward else 1
         a = cost.linear(n, n) + cost.overhead_s
-        b = cost.decode_attention_per_token(n)
-        base = a + b * (self.S + n)
+        # attention grows by b per cached token until a sliding window fills (`until` tokens more): the
+        # stretch stays within one linear piece (each step adds n cached tokens)
+        b, until = cost.decode_attention_slope(n, self.S)
+        if math.isfinite(until):
+            k = max(1, min(k, int(until // n) + 1))
+        base = a + cost.decode_attention(n, self.S)
         if bound_by_arrival and self.nxt < len(self.arr):
             dt = self.arr[self.nxt] - self.now
             q = b * n / 2.0
