@@ -48,7 +48,7 @@ from cost_models.serving.prefixes import chat_sessions  # noqa: E402
 from cost_models.serving.workload import hash_lists, write_trace  # noqa: E402
 from planner.cli import main as planner_main  # noqa: E402
 from planner.engines.calibrate import calibrate_vllm, profile_document, run_client, write_rows  # noqa: E402
-from planner.engines.server import VllmServer, script_args  # noqa: E402
+from planner.engines.server import VllmServer, raise_group_priority, script_args  # noqa: E402
 from planner.engines.vllm_env import vllm_python  # noqa: E402
 
 SHIPPED = "vllm-0.32-cpu"
@@ -173,9 +173,11 @@ def main() -> None:
     engine_args = script_args(script, "args", "0", env={"BASE_PORT": str(args.port)})
     print("engine arguments (serve_vllm.sh args 0):", " ".join(engine_args))
     nice = ["nice", "-n", str(args.nice)] if args.nice else []
+    if args.nice and raise_group_priority(args.nice):  # this session's group (the client runs in it) and the engine's
+        print(f"scheduling groups of the client and the engine at nice {args.nice} (kernel autogroups)")
     wait_for_calm(args.max_load, args.wait_s)
     with VllmServer(python, model, engine_args, args.port, work / "server.log", startup_s=900,
-                    prefix=nice) as server:
+                    prefix=nice, group_nice=args.nice or None) as server:
         t0 = time.monotonic()
         fit, rows, block = calibrate_vllm(python, server.url, str(model), work / "calibration", int(
             serving["engines"]["instance"]["max_num_batched_tokens"]), prefix=nice)

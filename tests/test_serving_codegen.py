@@ -146,3 +146,18 @@ def test_wide_expert_parallel_instance_runs_as_one_engine_with_attention_groups(
     assert sglang[sglang.index("--max-total-tokens") + 1] == str(engine["kv_cache_tokens"])
     listing = _args(tmp_path, files["serve_vllm.sh"], "list")
     assert len(listing) == 2 and "GPUs 0,1,2,3" in listing[0]  # one instance on all four GPUs, then the router
+
+
+def test_group_priority_is_written_where_the_kernel_has_autogroups(tmp_path):
+    """The real-engine benchmark's priority (planner.engines.server.raise_group_priority): on a kernel with
+    autogroups, this session's group takes the niceness written (0 here: no privilege needed); elsewhere False."""
+    from planner.engines.server import raise_group_priority
+
+    autogroup = Path("/proc/self/autogroup")
+    if not autogroup.exists():
+        assert raise_group_priority(0) is False
+        return
+    before = autogroup.read_text()
+    assert raise_group_priority(0) is True and autogroup.read_text().strip().endswith("nice 0")
+    assert raise_group_priority(0, pid=2**22 + 7) is False  # no such process: refused, no exception
+    assert before.split()[0] == autogroup.read_text().split()[0]  # the same group, only its niceness set

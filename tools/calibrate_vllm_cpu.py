@@ -26,7 +26,7 @@ from bench_vllm_real import MODEL_NAME, ensure_env, plan_deployment, sessions, w
 
 from cost_models.serving.workload import write_trace  # noqa: E402
 from planner.cli import main as planner_main  # noqa: E402
-from planner.engines.server import VllmServer, script_args  # noqa: E402
+from planner.engines.server import VllmServer, raise_group_priority, script_args  # noqa: E402
 
 
 def main() -> None:
@@ -46,7 +46,10 @@ def main() -> None:
     budget = plan["decision"]["serving"]["engines"]["instance"]["max_num_batched_tokens"]
     nice = ["nice", "-n", str(args.nice)] if args.nice else []
     wait_for_calm(3.5, 1800.0)
-    with VllmServer(python, model, engine_args, args.port, work / "server.log", startup_s=900, prefix=nice) as server:
+    if args.nice:
+        raise_group_priority(args.nice)  # the client's session group (kernel autogroups), the engine's below
+    with VllmServer(python, model, engine_args, args.port, work / "server.log", startup_s=900, prefix=nice,
+                    group_nice=args.nice or None) as server:
         code = planner_main(["calibrate", "--engine", "vllm", "--url", server.url, "--model", str(model),
                              "--model-name", MODEL_NAME, "--max-num-batched-tokens", str(budget), "--nice", str(args.nice),
                              "-o", str(args.out)])

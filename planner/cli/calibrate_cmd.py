@@ -60,6 +60,7 @@ def _engine_profile(url, model, model_name, output, budget, profile_device, vllm
     from ir.errors import UserError
     from ir.fileio import write_atomic
     from planner.engines.calibrate import calibrate_vllm, profile_document, write_rows
+    from planner.engines.server import raise_group_priority
     from planner.engines.vllm_env import vllm_python as default_python
     from planner.engines.vllm_env import why_not_vllm
 
@@ -72,6 +73,8 @@ def _engine_profile(url, model, model_name, output, budget, profile_device, vllm
         model_name = planner.capture(model, seq_len=16).model
     with tempfile.TemporaryDirectory() as folder:
         prefix = ["nice", "-n", str(nice)] if nice else None
+        if nice:
+            raise_group_priority(nice)  # the client's session group too (kernel autogroups)
         fit, rows, block = calibrate_vllm(python, url.rstrip("/"), model, Path(folder), budget, quick, prefix)
     out = Path(output)
     rows_file = out.with_suffix(".rows.csv")
