@@ -20,6 +20,10 @@ the fastest (NVIDIA/nccl src/graph/tuning.cc); this module evaluates the same mo
   when neither applies. t0 (barrier plus launch) is `Efficiency.custom_allreduce_latency_s`.
 Every call also pays `Efficiency.collective_launch_s` (the host launch and the skew between ranks
 arriving at the collective, which NCCL's latency table leaves out).
+- measured all-reduce inside one NVSwitch node (`data/nccl_measured.yaml`, DGX A100 / DGX H100 at 2,
+  4 and 8 ranks, 4-64 MiB): NCCL's model is what NCCL uses to choose, and it is optimistic for the
+  mid-size buffers of tensor parallelism; where a measured curve exists the time is the larger of
+  the model and the measurement (`measured_allreduce_time`).
 
 >>> round(nccl_time("all_reduce", 8, 2048, "nvlink", 300e9 * 0.8) * 1e6, 1)  # LL: 6.6 + 14 x 0.6 us
 15.1
@@ -30,12 +34,14 @@ arriving at the collective, which NCCL's latency table leaves out).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from pathlib import Path
 
 import yaml
 
 DATA_FILE = Path(__file__).parent / "data" / "collectives.yaml"
+MEASURED_FILE = Path(__file__).parent / "data" / "nccl_measured.yaml"
 _STEPS = {"all_reduce": lambda n: 2 * (n - 1), "all_gather": lambda n: n - 1, "reduce_scatter": lambda n: n - 1,
           "all_to_all": lambda n: n - 1, "send_recv": lambda n: 1}
 NVLS_KINDS = ("all_reduce",)  # the NCCL maintainer: all-gather/reduce-scatter stay at ring speed (GT167)
@@ -127,3 +133,54 @@ def custom_allreduce_time(n: int, nbytes: float, bandwidth: float, latency_s: fl
 
 def custom_allreduce_links() -> tuple[str, ...]:
     return tuple(constants()["custom_allreduce"]["links"])
+
+
+@functools.cache
+def _measured() -> dict:
+    return yaml.safe_load(MEASURED_FILE.read_text())
+
+
+def measured_allreduce_curve(family: str, n: int, link_class: str) -> tuple[tuple[float, float], ...]:
+    """(bytes, seconds) of NCCL all-reduce measured on `family`'s NVSwitch node at `n` ranks, or ()
+    where none was measured (`data/nccl_measured.yaml`).
+
+    >>> measured_allreduce_curve("A100", 2, "nvlink")[0], measured_allreduce_curve("A100", 2, "pci")
+    ((4194304.0, 6.5e-05), ())
+    """
+    data = _measured()
+    if link_class != data["link_class"]:
+        return ()
+    family = data.get("aliases", {}).get(family, family)
+    points = data["families"].get(family, {}).get("ranks", {}).get(n)
+    return tuple((float(b), float(t)) for b, t in points) if points else ()
+
+
+def _loglog(curve: tuple[tuple[float, float], ...], nbytes: float) -> float:
+    for (b0, t0), (b1, t1) in itertools.pairwise(curve):
+        if nbytes in (b0, b1):
+            return t0 if nbytes == b0 else t1
+        if nbytes < b1:
+            w = math.log(nbytes / b0) / math.log(b1 / b0)
+            return math.exp(math.log(t0) + w * math.log(t1 / t0))
+    return curve[-1][1]
+
+
+def measured_allreduce_time(model, nbytes: float, curve: tuple[tuple[float, float], ...]) -> float:
+    """Seconds of an all-reduce of `nbytes` given NCCL's model (`model(bytes)` -> seconds) and a
+    measured curve: inside the curve the larger of the two; below it the model plus the excess
+    measured at the smallest size, scaled by size; above it the model plus the excess at the
+    largest size (continuous, and monotonic where the model is).
+
+    >>> curve = ((4e6, 60e-6), (8e6, 90e-6))
+    >>> model = lambda b: 10e-6 + b / 200e9
+    >>> [round(measured_allreduce_time(model, b, curve) * 1e6, 1) for b in (2e6, 4e6, 8e6, 16e6)]
+    [35.0, 60.0, 90.0, 130.0]
+    """
+    if not curve or nbytes <= 0:
+        return model(nbytes)
+    (b0, t0), (b1, t1) = curve[0], curve[-1]
+    if nbytes < b0:
+        return model(nbytes) + max(t0 - model(b0), 0.0) * nbytes / b0
+    if nbytes > b1:
+        return model(nbytes) + max(t1 - model(b1), 0.0)
+    return max(model(nbytes), _loglog(curve, nbytes))

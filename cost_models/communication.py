@@ -10,9 +10,11 @@ B is the slowest link on the ring (NVSwitch inside a node, the NIC share across 
 achievable fraction `Efficiency.comm`. On GPU links (NVLink, PCIe, NICs) alpha and the share of B
 follow NCCL's own choice of algorithm and protocol by message size (`cost_models.collectives`: LL,
 LL128 and Simple rings, trees across nodes, NVLS in NVSwitch nodes), and inference engines' custom
-all-reduce replaces NCCL for small buffers inside an NVLink node (`impl="custom"`); every call adds
-`Efficiency.collective_launch_s`. On host links (gloo loopback between CPU ranks) alpha is the link's
-latency per ring step, (n-1) steps (2(n-1) for all-reduce), plus one kernel overhead.
+all-reduce replaces NCCL for small buffers inside an NVLink node (`impl="custom"`); an NCCL all-reduce
+inside one node takes at least what it was measured to take on that device family's NVSwitch node
+(`collectives.measured_allreduce_time`); every call adds `Efficiency.collective_launch_s`. On host
+links (gloo loopback between CPU ranks) alpha is the link's latency per ring step, (n-1) steps
+(2(n-1) for all-reduce), plus one kernel overhead.
 Groups spanning nodes use the hierarchical scheme NCCL uses for all-reduce: reduce-scatter inside
 nodes, all-reduce across nodes on 1/n_local of the data, all-gather inside nodes.
 """
@@ -21,8 +23,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cost_models.collectives import custom_allreduce_links, custom_allreduce_time, nccl_time
-from cost_models.efficiency import Efficiency
+from cost_models.collectives import (
+    custom_allreduce_links,
+    custom_allreduce_time,
+    measured_allreduce_curve,
+    measured_allreduce_time,
+    nccl_time,
+)
+from cost_models.efficiency import Efficiency, family_of
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
 IMPLEMENTATIONS = ("nccl", "custom")  # custom: an inference engine's own all-reduce where it applies
@@ -41,6 +49,7 @@ class Group:
     intra_class: str = "host"  # nvlink | pci | net | host (`LinkSpec.link_class`); host: plain alpha-beta
     inter_class: str = "host"
     nvls_busbw: float | None = None  # NVLink SHARP bus bandwidth inside a node, where the switch has it
+    family: str = ""  # the devices' fitted family (A100, H100, ...): selects measured collective curves
 
     @property
     def nodes(self) -> int:
@@ -57,7 +66,7 @@ def group_of(cluster, size: int, stride: int = 1) -> Group:
     inter, intra = node.inter_node_link, node.intra_link
     return Group(size, per_node, intra.pair_bandwidth_bytes_per_s, intra.latency_s, inter.bandwidth_bytes_per_s,
                  inter.latency_s, intra.link_class, "host" if intra.link_class == "host" else inter.link_class,
-                 intra.nvls_busbw_bytes_per_s)
+                 intra.nvls_busbw_bytes_per_s, family_of(node.device))
 
 
 def _flat(kind: str, n: int, nbytes: float, bandwidth: float, latency: float, eff: Efficiency) -> float:
@@ -105,9 +114,18 @@ def collective_time(kind: str, nbytes: float, group: Group, eff: Efficiency, imp
                                       eff.custom_allreduce_latency_s)
             if t is not None:
                 return t + launch
-        return launch + _level(kind, group.size, nbytes, group.intra_bandwidth, group.intra_latency_s,
-                               group.intra_class, eff, nvls=group.nvls_busbw)
+        return launch + _intra_node(kind, nbytes, group, eff)
     return launch + _hierarchical(kind, nbytes, group, eff)
+
+
+def _intra_node(kind: str, nbytes: float, group: Group, eff: Efficiency) -> float:
+    """One node: NCCL's model, and for an all-reduce at least the time measured on the family's node."""
+    def model(size: float) -> float:
+        return _level(kind, group.size, size, group.intra_bandwidth, group.intra_latency_s, group.intra_class, eff,
+                      nvls=group.nvls_busbw)
+
+    curve = measured_allreduce_curve(group.family, group.size, group.intra_class) if kind == "all_reduce" else ()
+    return measured_allreduce_time(model, nbytes, curve)
 
 
 def _hierarchical(kind: str, nbytes: float, group: Group, eff: Efficiency) -> float:
