@@ -82,11 +82,11 @@ def sessions(n: int, seed: int = 0):
                          output_tokens=(16, 64), think_s=2.0, seed=seed)
 
 
-def plan_deployment(model: Path, trace: Path, profile: str, out: Path) -> tuple[dict, Path]:
+def plan_deployment(model: Path, trace: Path, profile: str, out: Path, rate: float = PLAN_RATE) -> tuple[dict, Path]:
     """`planner plan` + `planner codegen` as a user runs them; the plan and its serve_vllm.sh."""
     slo = ",".join(f"{k}={v}" for k, v in SLO.items())
     engine = ["--engine-profile", profile] if profile else []
-    code = planner_main(["plan", str(model), "--cluster", "1xcpu", "--workload", str(trace), "--rate", str(PLAN_RATE),
+    code = planner_main(["plan", str(model), "--cluster", "1xcpu", "--workload", str(trace), "--rate", str(rate),
                          "--slo", slo, *engine, "-o", str(out / "plan.json")])
     if code:
         raise SystemExit(f"planner plan failed ({code})")
@@ -153,7 +153,9 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="keep the work folder here")
     ap.add_argument("--max-load", type=float, default=3.5)
     ap.add_argument("--wait-s", type=float, default=1800.0)
-    ap.add_argument("--nice", type=int, default=-20, help="niceness of the engine and the client (root lowers it)")
+    ap.add_argument("--nice", type=int, default=0, help="niceness of the engine and the client and of their scheduling "
+                    "groups (root lowers it; on 2 cores a raised client starves the engine front end: measured TTFT/TPOT "
+                    "then show token bursts, so the default leaves priorities alone)")
     ap.add_argument("--port", type=int, default=8150)
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
@@ -187,8 +189,10 @@ def main() -> None:
 
         fitted.write_text(yaml.safe_dump(profile_document(fit, MODEL_NAME, "cpu", block, "fitted.rows.csv",
                                                           "bench_vllm_real.py calibration"), sort_keys=False))
+        wake = fit.idle_wakeup or {}
         print(f"calibrated in {time.monotonic() - t0:.0f} s: {fit.iteration}, request latency "
-              f"{fit.request_latency_ms:.2f} ms, fit error {fit.errors['all']}")
+              f"{fit.request_latency_ms:.2f} ms, idle wake-up {wake.get('max_ms', 0):.2f} ms x (1 - exp(-idle / "
+              f"{wake.get('tau_ms', 0):.0f} ms)), fit error {fit.errors['all']}")
         loads = []
         workloads = {}
         for k, rate in enumerate(rates):

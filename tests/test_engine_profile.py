@@ -185,3 +185,27 @@ def test_vllm_tp1_baseline_misses_90_percent_as_measured(vllm):
     r = simulate(vllm, Deployment(PrefillFirst(max_batched_tokens=16384, max_num_seqs=1024)), w)
     assert measured_ok < 0.9 and attainment(r, _SLO) < 0.9
     assert attainment(r, {"ttft": 0.4, "tpot": 0.1}) >= 0.9  # twice the TTFT SLO is met: prefill time, not load
+
+
+def test_a_request_after_idle_time_pays_the_measured_wake_up(vllm):
+    """An engine profile's idle wake-up (max x (1 - exp(-idle / tau)), measured by `planner calibrate --engine vllm`'s
+    `idle` loads) delays the first iteration of a request that finds the instance idle, by what its idle time
+    gives; back-to-back work pays nothing."""
+    from dataclasses import replace as copy_with
+
+    from cost_models.serving.engine_profile import ProfiledIterationCost, idle_wakeup_ms
+
+    plain = vllm.get(1, 1)
+    woken = ProfiledIterationCost(plain.base, plain.fit, plain.overhead_s * 1e3, None, plain.request_latency_s * 1e3,
+                                  (6.0, 150.0))
+    w = Workload(np.array([0.0, 2.0, 2.3]), np.full(3, 200, np.int64), np.full(3, 2, np.int64), "spaced")
+    a, b = simulate_instance(plain, PrefillFirst(), w), simulate_instance(woken, PrefillFirst(), w)
+    idle = [w.arrival_s[k] - b.finish_s[k - 1] for k in (1, 2)]  # idle time of the engine that wakes up
+    extra = (b.first_token_s - a.first_token_s) * 1e3
+    assert extra[0] == 0.0  # the first request finds a fresh engine: no idle time before it
+    assert extra[1] == pytest.approx(idle_wakeup_ms(idle[0] * 1e3, 6.0, 150.0)) and extra[1] > 5.9
+    assert extra[2] == pytest.approx(idle_wakeup_ms(idle[1] * 1e3, 6.0, 150.0), rel=1e-6) and 3.0 < extra[2] < 5.9
+    back_to_back = copy_with(w, arrival_s=np.zeros(3))
+    assert np.allclose(simulate_instance(woken, PrefillFirst(), back_to_back).first_token_s,
+                       simulate_instance(plain, PrefillFirst(), back_to_back).first_token_s)
+    assert plain.idle_wakeup_s(1.0) == 0.0 and vllm.graph is not None

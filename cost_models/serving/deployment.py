@@ -84,7 +84,7 @@ class CostCache:
             if self.engine is not None:
                 e = self.engine
                 cost = ProfiledIterationCost(cost, e.fit_for(self.model, tp, pp), e.iteration_overhead_ms, e.block_size,
-                                             e.request_latency_ms)
+                                             e.request_latency_ms, (e.idle_wakeup_max_ms, e.idle_wakeup_tau_ms))
             self._built[key] = cost
         return self._built[key]
 

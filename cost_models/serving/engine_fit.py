@@ -19,6 +19,7 @@ and the largest |predicted / measured - 1|.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +79,7 @@ class FitResult:
     iteration: IterationFit
     request_latency_ms: float
     errors: dict  # kind -> {"rows", "mean_abs_rel_error", "max_abs_rel_error"}; "all" over every row
+    idle_wakeup: dict | None = None  # `fit_idle_wakeup`: max_ms, tau_ms and the measured points
 
     def predict_s(self, row: Row) -> float:
         coef = np.array([self.iteration.fixed_ms, self.iteration.per_token_ms, self.iteration.per_kilo_pair_ms,
@@ -107,3 +109,28 @@ def fit_rows(rows: list[Row]) -> FitResult:
         errors[kind] = {"rows": int(mask.sum()), "mean_abs_rel_error": round(float(np.abs(ratio[mask]).mean()), 4),
                         "max_abs_rel_error": round(float(np.abs(ratio[mask]).max()), 4)}
     return FitResult(result.iteration, result.request_latency_ms, errors)
+
+
+def fit_idle_wakeup(gaps_ms: list[float], ttfts_ms: list[float]) -> dict:
+    """`idle_wakeup_ms`'s max and tau from median first-token times of identical requests sent after idle gaps;
+    the shortest gap is the reference (penalty 0 there). Least squares over tau on a log grid, max closed form.
+
+    >>> from cost_models.serving.engine_profile import idle_wakeup_ms
+    >>> gaps = [20, 100, 300, 1000]
+    >>> fit = fit_idle_wakeup(gaps, [10 + idle_wakeup_ms(g - 20, 6.0, 150.0) for g in gaps])
+    >>> abs(fit["max_ms"] - 6.0) < 0.05, abs(fit["tau_ms"] - 150.0) < 3.0
+    (True, True)
+    """
+    order = np.argsort(gaps_ms)
+    g = np.asarray(gaps_ms, float)[order]
+    y = np.asarray(ttfts_ms, float)[order]
+    x, penalty = g[1:] - g[0], np.maximum(y[1:] - y[0], 0.0)
+    best = (math.inf, 0.0, 1.0)
+    for tau in np.exp(np.linspace(math.log(5.0), math.log(5000.0), 400)):
+        basis = 1.0 - np.exp(-x / tau)
+        scale = float(basis @ penalty / max(basis @ basis, 1e-12))
+        err = float(((scale * basis - penalty) ** 2).sum())
+        if err < best[0]:
+            best = (err, max(scale, 0.0), float(tau))
+    return {"max_ms": round(best[1], 6), "tau_ms": round(best[2], 3), "reference_gap_ms": float(g[0]),
+            "gaps_ms": [float(v) for v in g], "ttft_ms": [round(float(v), 4) for v in y]}

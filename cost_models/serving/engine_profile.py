@@ -96,6 +96,13 @@ class EngineFit:
         return self.decode_small if batch < self.small_batch_below else self.decode_large
 
 
+def idle_wakeup_ms(gap_ms: float, max_ms: float, tau_ms: float) -> float:
+    """Extra first-token time of a request that finds the engine idle for `gap_ms`: max x (1 - exp(-gap / tau)).
+    An engine that has slept wakes its worker threads and caches (on a CPU, OpenMP threads past their spin time)."""
+    return max_ms * (1.0 - math.exp(-max(gap_ms, 0.0) / tau_ms)) if max_ms > 0 and tau_ms > 0 else 0.0
+
+
+
 @dataclass(frozen=True)
 class EngineProfile:
     """A serving engine's measured iteration times on one device, per model and tp."""
@@ -107,6 +114,8 @@ class EngineProfile:
     iteration_overhead_ms: float = 0.0  # runtime cost of every iteration beyond the profiled forward pass
     block_size: int | None = None  # the engine's KV block tokens (None: the simulator's default, 16)
     request_latency_ms: float = 0.0  # per request, outside the iterations (before its first token)
+    idle_wakeup_max_ms: float = 0.0  # extra first-token time after the engine sat idle (`idle_wakeup_ms`)
+    idle_wakeup_tau_ms: float = 0.0
 
     def covers(self, model: str, tp: int, pp: int = 1) -> bool:
         return pp == 1 and tp in self.fits.get(model, {})
@@ -138,9 +147,11 @@ def load_engine_profile(path: str | Path) -> EngineProfile:
         data = yaml.safe_load(file.read_text())
         fits = {str(model): {int(tp): _entry(e) for tp, e in per_tp.items()} for model, per_tp in data["models"].items()}
         block = data.get("block_size")
+        wake = data.get("idle_wakeup") or {}
         return EngineProfile(str(data["engine"]), str(data["device"]), str(data["source"]), fits,
                              float(data.get("iteration_overhead_ms", 0.0)), int(block) if block else None,
-                             float(data.get("request_latency_ms", 0.0)))
+                             float(data.get("request_latency_ms", 0.0)), float(wake.get("max_ms", 0.0)),
+                             float(wake.get("tau_ms", 0.0)))
     except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise UserError(f"{file}: not an engine profile ({type(error).__name__}: {error}); see "
                         f"cost_models/serving/engine_profile.py for the format") from None
@@ -158,12 +169,17 @@ class ProfiledIterationCost:
     other quantity is the wrapped cost model's."""
 
     def __init__(self, base: IterationCost, fit: EngineFit, iteration_overhead_ms: float = 0.0,
-                 block_size: int | None = None, request_latency_ms: float = 0.0):
+                 block_size: int | None = None, request_latency_ms: float = 0.0, idle_wakeup: tuple = (0.0, 0.0)):
         self.base, self.fit = base, fit
         self.overhead_s = iteration_overhead_ms / 1e3  # per iteration, on top of the profiled forward pass
         if block_size:
             self.block_size = block_size  # read by the simulator (its default otherwise)
         self.request_latency_s = request_latency_ms / 1e3
+        self.idle_wakeup = idle_wakeup  # (max ms, tau ms)
+
+    def idle_wakeup_s(self, gap_s: float) -> float:
+        """Extra time before the first iteration after `gap_s` seconds idle (the profile's measured wake-up)."""
+        return idle_wakeup_ms(gap_s * 1e3, *self.idle_wakeup) / 1e3
 
     def __getattr__(self, name):  # capacity, KV bytes, MoE, power, gpus, num_blocks: the cost model's
         return getattr(self.base, name)

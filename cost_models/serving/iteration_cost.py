@@ -210,6 +210,11 @@ class IterationCost:
         t += frac * self.prefill_attention(prompt_pairs, p, 0.0)
         return t + self.overhead_s
 
+    def idle_wakeup_s(self, gap_s: float) -> float:
+        """Extra time before the first iteration after the instance sat idle: none in the cost model (engine
+        profiles measure it: `ProfiledIterationCost.idle_wakeup_s`)."""
+        return 0.0
+
     def compute_bound(self, tokens: int) -> float:
         """Seconds of an iteration of `tokens` tokens limited by FLOP/s (for the power model)."""
         return self.lookup(self.bound, tokens)

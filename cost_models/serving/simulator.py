@@ -329,8 +329,12 @@ class _Instance:
             pass
 
     def idle(self) -> None:
+        """Nothing runs or waits: jump to the next arrival, plus the engine's wake-up after that idle time."""
         if self.nxt < len(self.arr):
+            gap = self.arr[self.nxt] - self.now
             self.now = max(self.now, self.arr[self.nxt])
+            if gap > 0:
+                self.now += self.cost.idle_wakeup_s(gap)
 
 
 def simulate_instance(cost: IterationCost, policy, w: Workload, block_size: int | None = None,

@@ -7,11 +7,14 @@ timed trace with fresh prompt content (hash ids unique to the load) and exact ou
 - first token after a cached prefix (`prefix`): one at a time, prompts sharing a 1024-token prefix (the first
   request of the load computes it);
 - decode batches (`decode`): B = 1 .. 64 requests at once with 64-token prompts and 48 output tokens;
-- long-context decode (`long_decode`): B = 4 and 16 requests with 1,536-token prompts.
+- long-context decode (`long_decode`): B = 4 and 16 requests with 1,536-token prompts;
+- wake-up (`idle G`): 256-token requests one at a time after G = 20 ms .. 1 s of an idle engine: the first-token
+  time grows with the idle time (a CPU engine's OpenMP threads sleep past their spin time), fitted as
+  max x (1 - exp(-G / tau)) over the 20 ms reference (`engine_fit.fit_idle_wakeup`).
 Rows (`engine_fit.Row`): per `prefill`/`prefix` load and group of requests with the same prompt and cached
 prefix, the median TTFT (its chunks under the token budget, its cached prefix in whole engine blocks as the
-simulator reuses it); per decode load, the median of its requests' time per output token (an iteration of B
-decodes reading their contexts; a client reading several tokens at once does not distort it). Medians, since
+simulator reuses it); per decode load, the median of its requests' median inter-token latency (an iteration of B
+decodes reading their contexts, without the iterations that prefilled other requests' prompts beside them). Medians, since
 a shared machine adds outliers.
 """
 
@@ -28,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cost_models.serving.engine_fit import FitResult, Row, fit_rows
+from cost_models.serving.engine_fit import FitResult, Row, fit_idle_wakeup, fit_rows
 from cost_models.serving.iteration_cost import causal_pairs
 from cost_models.serving.workload import Workload, hash_lists, write_timed_trace
 from ir.errors import UserError
@@ -36,6 +39,7 @@ from ir.errors import UserError
 log = logging.getLogger(__name__)
 CLIENT = Path(__file__).with_name("vllm_client.py")
 BLOCK = 16  # tokens per hash id in the traces
+IDLE_GAPS_S = (0.02, 0.1, 0.3, 1.0)  # idle times before a request (engine wake-up: `engine_fit.fit_idle_wakeup`)
 
 
 def _fresh(n: int, prompt: int, output: int, first_id: int, shared: int = 0) -> Workload:
@@ -72,6 +76,9 @@ def calibration_loads(quick: bool = False, context: int = 4096) -> list[dict]:
         add("decode", _fresh(2 * batch, 64, 48, 0), batch)
     for batch in (4, 16):
         add("long_decode", _fresh(2 * batch, min(1536, context - 32), 32, 0), batch)
+    for gap in IDLE_GAPS_S:  # one request at a time after `gap` seconds of an idle engine (timed, no concurrency cap)
+        w = _fresh(4 if quick else 8, min(256, context - 2), 2, 0)
+        add(f"idle {gap}", replace(w, arrival_s=np.arange(len(w)) * gap), None)
     return loads
 
 
@@ -114,13 +121,20 @@ def _first_token_rows(kind: str, w: Workload, result: dict, block_size: int, bud
 
 
 def _decode_row(kind: str, w: Workload, result: dict, batch: int) -> Row:
-    """The median time per output token of a decode load's requests, (latency - TTFT) / (output - 1): iterations of
-    `batch` decodes (per-request, so a client that reads several tokens at once under load does not matter)."""
-    tpots = [(lat - ttft) / (out - 1) for lat, ttft, out in zip(result["latencies"], result["ttfts"], result["output_lens"])
-             if out > 1]
+    """The time of one decode iteration of `batch` sequences: the median over requests of each request's median
+    inter-token latency. A request's mean time per output token would also count the iterations in which other
+    requests' prompts were prefilled beside it (with 16 prompts of 1,244 tokens, a few 40-55 ms steps among 5.7 ms
+    ones: 17.9 ms mean per token against 5.7 ms per decode step), which the fit prices as prefill, not as decode.
+    Without inter-token latencies in the result: (latency - TTFT) / (output - 1), per request."""
+    itls = [np.median(x) for x in result.get("itls") or [] if len(x)]
+    if itls:
+        step = float(np.median(itls))
+    else:
+        step = float(np.median([(lat - ttft) / (out - 1) for lat, ttft, out in
+                                zip(result["latencies"], result["ttfts"], result["output_lens"]) if out > 1]))
     prompt, output = int(w.prompt_tokens[0]), int(w.output_tokens[0])
     context = batch * (prompt + output / 2)  # mean context over the decode steps
-    return Row(kind, float(np.median(tpots)), 1.0, batch, 0.0, context, batch, False)
+    return Row(kind, step, 1.0, batch, 0.0, context, batch, False)
 
 
 def rows_from(loads: list[dict], results: list[dict], block_size: int, budget: int) -> list[Row]:
@@ -128,11 +142,25 @@ def rows_from(loads: list[dict], results: list[dict], block_size: int, budget: i
     for load, result in zip(loads, results):
         if result.get("failed"):
             raise UserError(f"{result['failed']} requests of a {load['kind']} calibration load failed; see the client log")
+        if load["kind"].startswith("idle"):
+            continue  # `idle_wakeup_from`
         if load["kind"] in ("prefill", "prefix"):
             rows += _first_token_rows(load["kind"], load["workload"], result, block_size, budget)
         else:
             rows.append(_decode_row(load["kind"], load["workload"], result, load["max_concurrency"]))
     return rows
+
+
+def idle_wakeup_from(loads: list[dict], results: list[dict]) -> dict | None:
+    """The engine's wake-up after idle time (`engine_fit.fit_idle_wakeup`) from the `idle` loads: median
+    first-token time of identical requests per idle gap (the first request of each load, after the previous
+    load, is left out)."""
+    gaps, ttfts = [], []
+    for load, result in zip(loads, results):
+        if load["kind"].startswith("idle") and len(result["ttfts"]) > 1:
+            gaps.append(1e3 * float(load["kind"].split()[1]))
+            ttfts.append(1e3 * float(np.median(result["ttfts"][1:])))
+    return fit_idle_wakeup(gaps, ttfts) if len(gaps) >= 3 else None
 
 
 def engine_context(url: str) -> int:
@@ -164,6 +192,7 @@ def profile_document(fit: FitResult, model: str, device: str, block_size: int, r
     """The profile YAML's content (`cost_models.serving.engine_profile`) with its fit data."""
     return {"engine": engine, "device": device, "source": source, "block_size": block_size,
             "request_latency_ms": round(fit.request_latency_ms, 6),
+            **({"idle_wakeup": fit.idle_wakeup} if fit.idle_wakeup else {}),
             "models": {model: {1: {"iteration": {k: round(v, 9) for k, v in fit.iteration.as_dict().items()}}}},
             "fit": {"method": "non-negative least squares on relative errors (cost_models/serving/engine_fit.py)",
                     "rows_file": rows_file, "errors": fit.errors}}
@@ -177,7 +206,7 @@ def calibrate_vllm(python: str | Path, url: str, model: str, folder: Path, budge
     folder.mkdir(parents=True, exist_ok=True)
     results = run_client(python, url, model, loads, folder, prefix)
     rows = rows_from(loads, results, block_size, budget)
-    fit = fit_rows(rows)
+    fit = replace(fit_rows(rows), idle_wakeup=idle_wakeup_from(loads, results))
     log.info("fitted %s from %d rows: %s", fit.iteration, len(rows), fit.errors["all"])
     if not math.isfinite(fit.request_latency_ms):
         raise UserError("the calibration fit did not converge; rerun on a quieter machine")
