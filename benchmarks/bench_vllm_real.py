@@ -10,7 +10,8 @@
 4. Calibrates against that engine (`planner calibrate --engine vllm`'s closed-loop loads; no request rate)
    and drives it with vLLM's own benchmark client at each scored request rate, replaying the sessions trace
    (its timestamps, its shared prefixes; fresh content per rate so no rate warms another's cache).
-5. Prints measured vs predicted mean and p90 TTFT and TPOT, output throughput and SLO attainment per rate, for
+5. Prints the engine's own prefix-cache hit rate (its /metrics counters) against the simulated one, and
+   measured vs predicted mean and p90 TTFT and TPOT, output throughput and SLO attainment per rate, for
    the profile fitted in this run and for the shipped one; the verdict: predicted within 15% of measured for
    mean TTFT, mean TPOT and throughput at every scored rate, and the same SLO verdict (attainment >= 90%).
 
@@ -64,6 +65,17 @@ def ensure_env() -> Path:
         subprocess.run(["bash", str(ROOT / "tools" / "make_vllm_env.sh")], check=True)
         python = vllm_python()
     return python
+
+
+def prefix_cache_counters(url: str) -> tuple[float, float]:
+    """(hits, queries) of the engine's prefix cache, in tokens (vLLM's /metrics counters)."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return tuple(sum(float(m.group(1)) for m in re.finditer(re.escape(name) + r"(?:\{[^}]*\})? ([0-9.e+]+)", text))
+                 for name in ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"))
 
 
 def load_average() -> float:
@@ -201,20 +213,24 @@ def main() -> None:
             w = replace(w, arrival_s=w.arrival_s - w.arrival_s[0])
             workloads[rate] = w
             loads.append({"kind": f"rate {rate}", "workload": w, "max_concurrency": None})
-        out = []
+        out, engine_hits = [], {}
         for load in loads:  # one client run per rate, the load average noted before each
             wait_for_calm(args.max_load, 60.0)
             before = load_average()
             (work / "rates").mkdir(exist_ok=True)
+            hits0, queries0 = prefix_cache_counters(server.url)
             result = run_client(python, server.url, str(model), [load], work / "rates", prefix=nice)[0]
+            hits1, queries1 = prefix_cache_counters(server.url)
             rate = float(load["kind"].split()[1])
+            engine_hits[rate] = (hits1 - hits0) / max(queries1 - queries0, 1.0)
             os.replace(work / "rates" / "load00.result.json", work / "rates" / f"rate{rate}.result.json")
             out.append((rate, before, measured(load["workload"], result)))
     print(f"\n{len(rates)} scored rates; calibration used no rate (closed-loop loads only). Work folder: {work}")
     rows_out = [(rate, load, meas, predict(plan, model, str(fitted), workloads[rate]),
                  predict(plan, model, shipped or str(fitted), workloads[rate])) for rate, load, meas in out]
     for rate, _, _, pred, _ in rows_out:
-        print(f"rate {rate}: predicted prefix-cache hit rate {pred['hit']:.1%}")
+        print(f"rate {rate}: prefix-cache hit rate (tokens) measured by the engine {engine_hits[rate]:.1%}, "
+              f"predicted {pred['hit']:.1%}")
     ok = table(rows_out)
     print(f"\nall scored rates within {TOLERANCE:.0%} (mean TTFT, mean TPOT, throughput) with the same SLO verdict: "
           f"{'PASS' if ok else 'FAIL'}")
