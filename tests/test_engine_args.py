@@ -27,6 +27,7 @@ KINDS = {  # plan kind -> fixture (tests/golden/codegen/make_serving_plans.py)
     "dense": "serve_dense", "moe": "serve_moe", "fp8": "serve_fp8", "dp>1": "serve_dp4",
     "disaggregated": "serve_disagg", "fleet": "serve_fleet", "chunk 512": "serve_chunk512", "pp>1": "serve_pp2",
     "decode batch": "decode_tp2_pp2", "wide expert parallelism": "serve_wide_ep",
+    "wide expert parallelism over 2 nodes": "serve_wide_ep_2node",
 }
 HOSTS = "10.0.0.1 10.0.0.2 10.0.0.3 10.0.0.4"
 ENGINES = {"vllm": (vllm_python, why_not_vllm, "planner/engines/vllm_check.py"),
@@ -119,7 +120,9 @@ def test_vllm_resolves_the_plans_limits(vllm_results):
         assert r["max_model_len"] >= longest, case["name"]
         assert r["max_num_batched_tokens"] >= r["max_num_seqs"], case["name"]
         assert r["enable_prefix_caching"] and r["enable_chunked_prefill"] and r["kv_cache_memory_bytes"] > 0, case["name"]
-        assert r["quantization"] == ("fp8" if plan["inputs"].get("dtype") == "fp8" else None), case["name"]
+        published = ((plan["inputs"]["model_source"].get("values") or {}).get("quantization_config") or {}).get("quant_method")
+        fp8 = plan["inputs"].get("dtype") == "fp8" or published == "fp8"  # DeepSeek publishes fp8 block-scaled weights
+        assert r["quantization"] == ("fp8" if fp8 else None), case["name"]
         engines = serving.get("engines") or {}
         role = "prefill" if " prefill-" in case["name"] else "decode" if " decode-" in case["name"] else "instance"
         if role in engines:

@@ -24,6 +24,7 @@ CASES = {  # name -> `planner plan` arguments
     "serve_fp8": ["llama-3-8b", "--cluster", "1xH100-SXM", "--workload", "chat", "--dtype", "fp8"],
     "serve_moe": ["qwen3-30b-a3b", "--cluster", "2xH100-SXM", "--workload", "code", "--tp", "2"],
     "serve_wide_ep": ["qwen3-30b-a3b", "--cluster", "4xH100-SXM", "--workload", "chat", "--tp", "1", "--ep", "4"],
+    "serve_wide_ep_2node": ["deepseek-v3", "--cluster", "2x8xH100-SXM", "--workload", "chat"],
     "serve_pp2": ["llama-3.1-70b", "--cluster", "2x4xH100-SXM", "--workload", "chat", "--tp", "4", "--pp", "2"],
     "serve_disagg": ["opt-13b", "--cluster", "4xA100-SXM-80GB", "--workload", "chat", "--slo", "ttft=0.2,tpot=0.05",
                      "--engine-profile", "colocated=vllm-0.2-a100-80gb,disaggregated=distserve-a100-80gb"],
