@@ -79,7 +79,11 @@ def prefix_cache_counters(url: str) -> tuple[float, float]:
 
 
 def load_average() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
+    """The 1-minute load average (0 where the system does not report one)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
 
 
 def wait_for_calm(max_load: float, wait_s: float) -> None:

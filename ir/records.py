@@ -198,8 +198,7 @@ def _union(args: tuple, value, where: str):
         shared = {rec: len(set(value) & set(_hints(rec))) for rec in records}
         best = max(shared.values())
         if list(shared.values()).count(best) == 1:
-            return_error = next(e for option, e in errors if shared.get(option) == best)
-            raise UserError(return_error)
+            raise UserError(next(e for option, e in errors if shared.get(option) == best))
     raise UserError(errors[0][1] if len(errors) == 1 else f"{where}: {_show(value)} fits none of its types "
                     f"({'; '.join(e.split(': ', 1)[-1] for _, e in errors)})")
 

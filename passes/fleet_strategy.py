@@ -256,7 +256,8 @@ def _outcome(graph, request: Request, inst: FleetInstance, configs, buckets, sol
                          "gpus": sol.counts[c] * tp, "dollars_per_hour": sol.counts[c] * inst.price_milli[c] / 1000,
                          "slices": {_bucket_name(buckets[b]): sol.slices_of[c][b] for b in range(len(buckets))
                                     if sol.slices_of[c][b]},
-                         "engine": fleet_engine(graph, device, tp, request.dtype, request.workload)})
+                         "engine": fleet_engine(graph, device, tp, request.dtype, request.workload,
+                                                profiler.cost(device, tp))})
     cheapest = None
     if singles:
         cost, c, counts = singles[0]
@@ -290,10 +291,11 @@ def fleet_longest_request(graph, workload: str) -> int:
     return longest_request_tokens(workload, context)
 
 
-def fleet_engine(graph, device: str, tp: int, dtype: str, workload: str) -> dict:
+def fleet_engine(graph, device: str, tp: int, dtype: str, workload: str, costs: CostCache | None = None) -> dict:
     """The engine settings of one instance of a (GPU type, tp) configuration under the fleet policy, for the
-    workload's longest request (what codegen renders into that configuration's engine scripts)."""
-    cost = CostCache(graph, parse_cluster(f"{tp}x{device}"), dtype).get(tp, 1)
+    workload's longest request (what codegen renders into that configuration's engine scripts); `costs`: the
+    configuration's tables where the profiler already built them."""
+    cost = (costs or CostCache(graph, parse_cluster(f"{tp}x{device}"), dtype)).get(tp, 1)
     return engine_settings(cost, FLEET_POLICY, fleet_longest_request(graph, workload))
 
 

@@ -2,7 +2,7 @@
 torchtitan_plan.py) maps the plan's decisions, and torchtitan 0.3.0's own ConfigManager parses and validates
 every emitted job, with its ParallelDims accepting the degrees for the plan's world size.
 
-The torchtitan side runs in its own environment (tools/torchtitan_venv.sh builds /work/venvs/torchtitan;
+The torchtitan side runs in its own environment (tools/torchtitan_venv.sh builds ~/.cache/aot-planner/venvs/torchtitan;
 AOT_TORCHTITAN_PYTHON names another interpreter); where it is absent that test says so and skips.
 torchtitan needs a GPU to train, not to parse: on this CPU only float8's hardware check (SM89+, the plans'
 H100s) is answered for the H100 the plans target (`has_cuda_capability` -> True), nothing else is replaced.
@@ -23,7 +23,8 @@ import planner
 from codegen import render_plan
 from codegen.torchtitan import FLAVORS
 
-TITAN_PYTHON = Path(os.environ.get("AOT_TORCHTITAN_PYTHON", "/work/venvs/torchtitan/bin/python"))
+TITAN_PYTHON = Path(os.environ.get("AOT_TORCHTITAN_PYTHON") or
+                    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aot-planner/venvs/torchtitan/bin/python")
 
 CASES = {  # name: (model, cluster, fixed plan options, decision overrides)
     "dense_tp2_fsdp": ("llama-3-8b", "8xH100-SXM", {"tp": 2}, {}),

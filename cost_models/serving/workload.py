@@ -2,7 +2,7 @@
 
 Sources:
 - trace CSVs with `num_prefill_tokens,num_decode_tokens` (and optionally `arrived_at` seconds and
-  `hash_ids`), as in ../shared/data/traces/ (Splitwise conversation trace, ShareGPT lengths), and timed
+  `hash_ids`), as in benchmarks/data/traces/ (Splitwise conversation trace, ShareGPT lengths), and timed
   traces in JSON lines (`.jsonl`: `timestamp` s, `input_length`, `output_length`, `hash_ids`: the format
   of vLLM's benchmark client `--dataset-name timed_trace` and of the Mooncake/Qwen traces); a bad row names
   its line;

@@ -1,6 +1,6 @@
 """Where the vLLM CPU environment of tools/make_vllm_env.sh lives, and whether it is usable.
 
-The path: $AOT_PLANNER_VLLM_VENV, else /work/venvs/vllm where /work is writable, else
+The path: $AOT_PLANNER_VLLM_VENV, else
 ~/.cache/aot-planner/venvs/vllm (the same rule as the script). An environment counts as ready when its
 stamp file is there (the script writes it after vLLM imported).
 """
@@ -18,8 +18,6 @@ BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "make_vllm_env.sh
 def _venv_dir(variable: str, name: str) -> Path:
     if os.environ.get(variable):
         return Path(os.environ[variable])
-    if Path("/work").is_dir() and os.access("/work", os.W_OK):
-        return Path("/work/venvs") / name
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aot-planner" / "venvs" / name
 
 
