@@ -209,3 +209,16 @@ def test_a_request_after_idle_time_pays_the_measured_wake_up(vllm):
     assert np.allclose(simulate_instance(woken, PrefillFirst(), back_to_back).first_token_s,
                        simulate_instance(plain, PrefillFirst(), back_to_back).first_token_s)
     assert plain.idle_wakeup_s(1.0) == 0.0 and vllm.graph is not None
+
+
+@pytest.mark.parametrize("url, says", [("http://127.0.0.1:9", "Connection refused"), ("notaurl", "unknown url type")])
+def test_calibrating_an_engine_that_is_not_there_is_one_line_exit_2(url, says, capsys, tmp_path, monkeypatch):
+    """`planner calibrate --engine vllm` against no server: one line naming the URL and the way out, nothing written
+    (the vLLM environment is faked by an interpreter path: the server is asked before the client runs)."""
+    from planner.cli import main
+
+    code = main(["calibrate", "--engine", "vllm", "--url", url, "--model", "tiny-llama", "--model-name", "tiny-llama",
+                 "--vllm-python", "/usr/bin/python3", "-o", str(tmp_path / "p.yaml")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"cannot reach a vLLM server at {url}" in err[0] and says in err[0]
+    assert not (tmp_path / "p.yaml").exists()

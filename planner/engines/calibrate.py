@@ -163,16 +163,25 @@ def idle_wakeup_from(loads: list[dict], results: list[dict]) -> dict | None:
     return fit_idle_wakeup(gaps, ttfts) if len(gaps) >= 3 else None
 
 
+def _get(url: str, path: str) -> bytes:
+    """GET `url` + `path` from the engine; one clear line when nothing answers there."""
+    try:
+        with urllib.request.urlopen(f"{url}{path}", timeout=10) as response:
+            return response.read()
+    except (OSError, ValueError) as error:  # URLError is an OSError; a malformed URL a ValueError
+        reason = getattr(error, "reason", error)
+        raise UserError(f"cannot reach a vLLM server at {url} ({reason}); start one (serve_vllm.sh instance 0) or "
+                        f"check --url") from None
+
+
 def engine_context(url: str) -> int:
     """The running engine's max_model_len (/v1/models)."""
-    with urllib.request.urlopen(f"{url}/v1/models", timeout=10) as response:
-        return int(json.loads(response.read())["data"][0]["max_model_len"])
+    return int(json.loads(_get(url, "/v1/models"))["data"][0]["max_model_len"])
 
 
 def engine_block_size(url: str) -> int:
     """The KV block size the running engine reports (/metrics, vllm:cache_config_info)."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
-        text = response.read().decode()
+    text = _get(url, "/metrics").decode()
     for line in text.splitlines():
         if line.startswith("vllm:cache_config_info"):
             return int(line.split('block_size="')[1].split('"')[0])
