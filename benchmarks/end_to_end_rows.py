@@ -75,6 +75,7 @@ class Row:
     collectives: str = "auto"  # the engine's tensor-parallel all-reduce (Options.collectives)
     attention: str = "flash"  # the engine's attention kernel (Options.attention)
     runtime: str = "engine"  # serving engine, or a compiled generation loop (Options.runtime)
+    cluster: str = ""  # the cluster the source ran on where its default node is not it ("" = `cluster_of`)
     reason: str = ""  # why the row is not scored ("" = scored)
     fit_reason: str = ""  # why a scored row is kept out of the fit: its setup is known not to be expressible
     notes: str = ""
@@ -184,6 +185,9 @@ _UNFUSED_ATTENTION_SOURCES = ("Megatron-LM 2021 (Narayanan)", "Korthikanti 2022"
 #   FasterTransformer's C++ decoder; the rest are serving engines (TensorRT-LLM, vLLM, DistServe, Sarathi).
 _COMPILED_LOOP_SOURCES = ("gpt-fast", "FasterTransformer (kipply)")
 # - TensorRT-LLM schedules in its C++ executor (the rest are Python-scheduled engines)
+# - Sarathi-Serve's A100 PCIe GPUs are NVLink-bridged pairs (Azure NC A100 v4; its authors' simulator Vidur
+#   profiles A100s as `a100_pairwise_nvlink`): a tp-2 instance all-reduces over the bridge, not over PCIe.
+_SARATHI_NODE = "azure-nc-a100-v4-pair"
 _CPP_ENGINE_SOURCES = ("TRT-LLM throughput", "TRT-LLM online", "TRT-LLM H200 launch")
 
 
@@ -231,6 +235,8 @@ def _row_from_paper(r: dict) -> Row:
               _int(r["n_gpus"], 1), tp=_int(r["tp"], 1), dtype=_dtypes(r["precision"])[0],
               batch=_int(r["batch"], 1), input_len=_int(r["input_len"], 1), what=f"{r['model']} {r['phase']}",
               collectives="nccl" if source in _NCCL_SOURCES else "auto")
+    if source == "Sarathi-Serve" and row.device == "A100-PCIE-80GB" and row.n_gpus <= 2:
+        row.cluster = f"1x{_SARATHI_NODE}"
     row.family = f"{source}|{r['model']}|{r['phase']}|b{row.batch}|s{row.input_len}" if not prefill else \
         f"{source}|{r['model']}|prefill|s{row.input_len}"
     row.reason = "" if model and row.device else "model or device not in the planner"
@@ -334,7 +340,7 @@ def _cluster(row: Row):
 
     from cost_models.efficiency import family_of
 
-    cluster = _cluster_cached(cluster_of(row.device, row.tp * row.pp * row.dp))
+    cluster = _cluster_cached(row.cluster or cluster_of(row.device, row.tp * row.pp * row.dp))
     eff = _EFFICIENCY.get(family_of(cluster.nodes[0].device))
     if eff is None:
         return cluster

@@ -222,3 +222,32 @@ def test_calibrating_an_engine_that_is_not_there_is_one_line_exit_2(url, says, c
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and f"cannot reach a vLLM server at {url}" in err[0] and says in err[0]
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_calibration_decode_rows_read_token_bursts_as_iterations_not_as_free_ones():
+    """A front end that falls behind streams tokens in chunks: inter-token gaps of one long wait and then
+    microseconds. The decode row must still be the iteration time (the sum over a burst divided among its tokens),
+    not the median gap (microseconds, which once fitted a profile with no decode cost at all)."""
+    from planner.engines.calibrate import calibration_loads, rows_from
+
+    load = next(x for x in calibration_loads(quick=True, context=1024) if x["kind"] == "decode"
+                and x["max_concurrency"] == 16)
+    w, step = load["workload"], 0.004
+    rng = np.random.default_rng(0)
+    itls = []
+    for _ in range(len(w)):  # 47 gaps: every 3 tokens come in one chunk, plus two slow prefill iterations
+        gaps = []
+        while len(gaps) < int(w.output_tokens[0]) - 1:
+            gaps += [3 * step * rng.uniform(0.95, 1.05), 2e-6, 3e-6]
+        gaps[10], gaps[20] = 0.05, 0.04
+        itls.append(gaps[: int(w.output_tokens[0]) - 1])
+    lat = [0.01 + sum(g) for g in itls]
+    result = {"itls": itls, "ttfts": [0.01] * len(w), "latencies": lat, "output_lens": [int(w.output_tokens[0])] * len(w)}
+    (row,) = rows_from([load], [result], 16, 2048)
+    assert row.measured_s == pytest.approx(step, rel=0.05)
+    assert row.sequences == 16
+    # every request's tokens in one chunk at its end: nothing times the iterations, so no row at all
+    out = int(w.output_tokens[0])
+    chunk = {"itls": [[2e-6] * (out - 1)] * len(w), "ttfts": [0.2] * len(w), "latencies": [0.2 + 1e-4] * len(w),
+             "output_lens": [out] * len(w)}
+    assert rows_from([load], [chunk], 16, 2048) == []

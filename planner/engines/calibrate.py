@@ -120,18 +120,47 @@ def _first_token_rows(kind: str, w: Workload, result: dict, block_size: int, bud
     return rows
 
 
-def _decode_row(kind: str, w: Workload, result: dict, batch: int) -> Row:
-    """The time of one decode iteration of `batch` sequences: the median over requests of each request's median
-    inter-token latency. A request's mean time per output token would also count the iterations in which other
-    requests' prompts were prefilled beside it (with 16 prompts of 1,244 tokens, a few 40-55 ms steps among 5.7 ms
-    ones: 17.9 ms mean per token against 5.7 ms per decode step), which the fit prices as prefill, not as decode.
-    Without inter-token latencies in the result: (latency - TTFT) / (output - 1), per request."""
-    itls = [np.median(x) for x in result.get("itls") or [] if len(x)]
-    if itls:
-        step = float(np.median(itls))
-    else:
-        step = float(np.median([(lat - ttft) / (out - 1) for lat, ttft, out in
-                                zip(result["latencies"], result["ttfts"], result["output_lens"]) if out > 1]))
+BURST_GAP_S = 1e-4  # an inter-token gap shorter than any engine iteration: a token that came in the same chunk
+
+
+def step_per_delivery(itls: list[float]) -> float | None:
+    """One request's time per decode iteration from its inter-token latencies, robust to token bursts: a front end
+    that falls behind streams several tokens in one chunk (one long gap, then gaps of microseconds), so each
+    delivery's gap is divided among the tokens it carried; the median over deliveries leaves out the few that
+    spanned other requests' prefills. None without a delivery.
+
+    >>> step_per_delivery([0.002, 0.002, 0.006, 0.00001, 0.00001, 0.002])
+    0.002
+    """
+    deliveries: list[list[float]] = []
+    for gap in itls:
+        if gap < BURST_GAP_S:
+            if deliveries:  # a token of the previous delivery's chunk (one right after the first token: skipped)
+                deliveries[-1][1] += 1
+        else:
+            deliveries.append([gap, 1])
+    return float(np.median([gap / n for gap, n in deliveries])) if deliveries else None
+
+
+def _decode_row(kind: str, w: Workload, result: dict, batch: int) -> Row | None:
+    """The time of one decode iteration of `batch` sequences: the median over requests of each request's time per
+    iteration from its inter-token latencies (`step_per_delivery`). A request's mean time per output token would
+    also count the iterations in which other requests' prompts were prefilled beside it (with 16 prompts of 1,244
+    tokens, a few 40-55 ms steps among 5.7 ms ones: 17.9 ms mean per token against 5.7 ms per decode step), which
+    the fit prices as prefill, not as decode; a plain median of the gaps reads bursts as free iterations (on 2
+    shared cores, decode loads of 16 and 32 requests gave medians of 2.3 us). Without inter-token latencies in the
+    result, or where most requests' tokens came in one chunk: (latency - TTFT) / (output - 1), per request; where
+    that too is a chunk, no row (None)."""
+    steps = [step for step in map(step_per_delivery, result.get("itls") or []) if step is not None]
+    if len(steps) < len(w) / 2:  # no inter-token latencies, or most streams came in one chunk: time per token
+        steps = [(lat - ttft) / (out - 1) for lat, ttft, out in
+                 zip(result["latencies"], result["ttfts"], result["output_lens"]) if out > 1]
+        steps = [step for step in steps if step >= BURST_GAP_S]
+    if len(steps) < len(w) / 2:
+        log.warning("decode load of %d requests at a time left out: its tokens arrived in one chunk per request "
+                    "(a front end starved of CPU), so they do not time the iterations", batch)
+        return None
+    step = float(np.median(steps))
     prompt, output = int(w.prompt_tokens[0]), int(w.output_tokens[0])
     context = batch * (prompt + output / 2)  # mean context over the decode steps
     return Row(kind, step, 1.0, batch, 0.0, context, batch, False)
@@ -147,7 +176,8 @@ def rows_from(loads: list[dict], results: list[dict], block_size: int, budget: i
         if load["kind"] in ("prefill", "prefix"):
             rows += _first_token_rows(load["kind"], load["workload"], result, block_size, budget)
         else:
-            rows.append(_decode_row(load["kind"], load["workload"], result, load["max_concurrency"]))
+            row = _decode_row(load["kind"], load["workload"], result, load["max_concurrency"])
+            rows += [row] if row is not None else []
     return rows
 
 
@@ -215,6 +245,10 @@ def calibrate_vllm(python: str | Path, url: str, model: str, folder: Path, budge
     folder.mkdir(parents=True, exist_ok=True)
     results = run_client(python, url, model, loads, folder, prefix)
     rows = rows_from(loads, results, block_size, budget)
+    decode = sum(not row.first_token for row in rows)
+    if decode < 3:
+        raise UserError(f"only {decode} of the calibration's decode loads timed the engine's iterations (the rest came "
+                        f"back as one chunk per request: a front end starved of CPU); rerun on a quieter machine")
     fit = replace(fit_rows(rows), idle_wakeup=idle_wakeup_from(loads, results))
     log.info("fitted %s from %d rows: %s", fit.iteration, len(rows), fit.errors["all"])
     if not math.isfinite(fit.request_latency_ms):
