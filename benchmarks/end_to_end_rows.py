@@ -185,8 +185,10 @@ _UNFUSED_ATTENTION_SOURCES = ("Megatron-LM 2021 (Narayanan)", "Korthikanti 2022"
 #   FasterTransformer's C++ decoder; the rest are serving engines (TensorRT-LLM, vLLM, DistServe, Sarathi).
 _COMPILED_LOOP_SOURCES = ("gpt-fast", "FasterTransformer (kipply)")
 # - TensorRT-LLM schedules in its C++ executor (the rest are Python-scheduled engines)
-# - Sarathi-Serve's A100 PCIe GPUs are NVLink-bridged pairs (Azure NC A100 v4; its authors' simulator Vidur
-#   profiles A100s as `a100_pairwise_nvlink`): a tp-2 instance all-reduces over the bridge, not over PCIe.
+# - Sarathi-Serve's A100 PCIe GPUs are NVLink-bridged pairs: Azure 4 x A100 80GB nodes with pairwise NVLink
+#   (Azure NC A100 v4; its authors' simulator Vidur lists the "4xA100 80GB Pairwise NVLink Node" it profiled,
+#   microsoft/vidur README; secondary comparisons of the papers' testbeds say the same): a tp-2 instance
+#   all-reduces over the bridge, not over PCIe.
 _SARATHI_NODE = "azure-nc-a100-v4-pair"
 _CPP_ENGINE_SOURCES = ("TRT-LLM throughput", "TRT-LLM online", "TRT-LLM H200 launch")
 

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from cost_models.serving.deployment import Deployment
+from cost_models.serving.metrics import phase_rates
 from cost_models.serving.policies import Chunked, Disaggregated, Layered, PrefillFirst
 from ir.errors import UserError
 from passes.inference_strategy import PP_DEGREES
@@ -70,15 +71,6 @@ class ServingCandidate:
 
     def key(self) -> tuple:
         return (self.gpus, self.describe())
-
-
-def phase_rates(cost, mean_prompt: float, mean_output: float) -> tuple[float, float]:
-    """Offline request rates of one instance doing only prefill (8K-token batches) or only decode (the largest
-    batch the KV cache holds, at most 256): the terms of `metrics.capacity_rate`."""
-    batch = int(max(min(cost.kv_capacity_tokens / max(mean_prompt + mean_output, 1), 256), 1))
-    prefill = cost.time(prefill_tokens=8192, prefill_pairs=8192 * mean_prompt / 2, prompts_done=1) / 8192 * mean_prompt
-    decode = cost.time(decodes=batch, decode_kv=batch * (mean_prompt + mean_output / 2)) / batch * mean_output
-    return 1.0 / max(prefill, 1e-12), 1.0 / max(decode, 1e-12)
 
 
 def serving_candidates(graph, cluster, costs, fixed: dict, w) -> list[ServingCandidate]:

@@ -1,5 +1,5 @@
-"""Decode attention of sliding-window layers in the serving cost model: a layer with a window reads at most its
-window of each running sequence (gemma-3-27b: five 1024-token sliding-window layers per global one; gpt-oss:
+"""Decode and prefill attention of sliding-window layers in the serving cost model: a layer with a window reads at most its
+window of each running sequence, and each prompt query attends to at most the window (gemma-3-27b: five 1024-token sliding-window layers per global one; gpt-oss:
 alternating 128-token windows and full attention), and the simulator's fast-forwarded decode stretches stay
 exact across the point where windows fill."""
 
@@ -11,6 +11,7 @@ import pytest
 import planner
 from cost_models.cluster import parse_cluster
 from cost_models.serving.deployment import CostCache
+from cost_models.serving.iteration_cost import causal_pairs, windowed_pairs
 from cost_models.serving.policies import Chunked
 from cost_models.serving.simulator import simulate_instance
 from cost_models.serving.workload import fixed
@@ -47,3 +48,30 @@ def test_fast_forward_matches_stepping_across_window_fills(gemma):
     fast = simulate_instance(gemma, Chunked(2048), w)
     slow = simulate_instance(gemma, Chunked(2048), w, fast_forward=False)
     assert np.allclose(fast.finish_s, slow.finish_s, rtol=1e-9) and fast.decode_tokens == slow.decode_tokens
+
+
+def test_prefill_pairs_of_local_layers_stop_growing_at_the_window(gemma):
+    (_, _, share_full), (w, _, share_win) = gemma.decode_groups
+    assert gemma.attention_pairs(512, 0) == pytest.approx(causal_pairs(512, 0))  # shorter than the window
+    long = gemma.attention_pairs(8192, 0)
+    assert long == pytest.approx(share_full * causal_pairs(8192, 0) + share_win * (causal_pairs(w, 0) + (8192 - w) * w))
+    assert long < causal_pairs(8192, 0) / 2.5  # five local layers per global one: far fewer pairs
+    # a chunk after a long cached prefix: the local layers' queries all see exactly the window
+    assert gemma.attention_pairs(2048, 30_000) == pytest.approx(share_full * causal_pairs(2048, 30_000)
+                                                                + share_win * 2048 * w)
+    # chunking does not change the pairs: two halves add up to the whole prompt
+    assert windowed_pairs(4096, 0, w) + windowed_pairs(4096, 4096, w) == windowed_pairs(8192, 0, w)
+
+
+def test_long_prompts_of_a_windowed_model_prefill_faster_than_if_every_layer_were_global(gemma):
+    """The simulator prices the windowed pairs: a 16K-token prompt's first token comes much sooner than the
+    same iterations priced with full causal attention in every layer would allow."""
+    w = fixed(1, 16_384, 2, rate=1.0, seed=0)
+    ttft = simulate_instance(gemma, Chunked(2048), w).first_token_s[0]
+    chunks = [(2048, k * 2048) for k in range(8)]
+    causal = sum(gemma.time(prefill_tokens=q, prefill_pairs=causal_pairs(q, d), prefill_kv_read=d,
+                            prompts_done=int(d + q == 16_384)) for q, d in chunks)
+    windowed = sum(gemma.time(prefill_tokens=q, prefill_pairs=gemma.attention_pairs(q, d), prefill_kv_read=d,
+                              prompts_done=int(d + q == 16_384)) for q, d in chunks)
+    assert ttft == pytest.approx(windowed, rel=0.02)
+    assert windowed < 0.95 * causal  # at 16K tokens attention is a tenth of a 27B model's prefill

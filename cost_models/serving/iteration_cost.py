@@ -12,7 +12,8 @@ An iteration runs `tokens` new tokens through the layers. Its time is
   for the last token of each sequence: vLLM's `logits_processor` prunes them).
 - attention, summed over all attention layers on one rank: decode reads the K/V of every running
   sequence's context (memory-bound; a sliding-window or chunked layer at most its window of each),
-  prefill chunks do q*c + q(q+1)/2 causal query-key pairs:
+  prefill chunks do q*c + q(q+1)/2 causal query-key pairs (a sliding-window or chunked layer at most its
+  window per query: `windowed_pairs`, weighted by its share of the attention layers: `attention_pairs`):
     time = max(pairs x flops_per_pair / (peak x e_attn), kv_tokens_read x kv_bytes_per_token / (bw x e_mem)),
   decode and prefill parts as separate kernels, plus one kernel overhead per attention layer.
 - every iteration also pays the engine's host time (scheduling, sampling, launch: `Efficiency.host_overhead`
@@ -178,6 +179,12 @@ class IterationCost:
                 until = min(until, decodes * w - tokens)
         return (slope if decodes else 0.0), until
 
+    def attention_pairs(self, q: int, cached: int) -> float:
+        """Query-key pairs of a q-token chunk after `cached` tokens, averaged over the attention layers: causal
+        for unbounded layers, at most the window per query for sliding-window or chunked ones (`windowed_pairs`);
+        what `prefill_attention` prices with the per-pair FLOPs of all layers."""
+        return sum(share * windowed_pairs(q, cached, w) for w, _, share in self.decode_groups)
+
     def prefill_attention(self, pairs: float, q_tokens: int, kv_read_tokens: float) -> float:
         """Attention time of prefill chunks: `pairs` causal query-key pairs, `kv_read_tokens` cached."""
         if pairs <= 0:
@@ -227,6 +234,21 @@ def causal_pairs(q: int, cached: int) -> float:
     (10.0, 23.0)
     """
     return q * cached + q * (q + 1) / 2.0
+
+
+def windowed_pairs(q: int, cached: int, window: int) -> float:
+    """Query-key pairs of a q-token chunk after `cached` tokens in a layer whose queries see at most `window`
+    keys (0: unbounded, `causal_pairs`): the query at position p attends to min(p, window) keys.
+
+    >>> windowed_pairs(4, 0, 0), windowed_pairs(4, 0, 2), windowed_pairs(2, 10, 4), windowed_pairs(3, 1, 3)
+    (10.0, 7.0, 8.0, 8.0)
+    """
+    if not window or cached + q <= window:
+        return causal_pairs(q, cached)
+    if cached >= window:
+        return float(q * window)
+    below = causal_pairs(window - cached, cached)  # keys still growing up to the window
+    return below + float((cached + q - window) * window)
 
 
 def _moe_info(ctx: Context) -> MoeInfo:

@@ -32,6 +32,7 @@ import math
 
 import numpy as np
 
+from cost_models.serving.iteration_cost import causal_pairs
 from cost_models.serving.rate_search import highest_rate
 from cost_models.serving.simulator import SimResult
 
@@ -219,13 +220,21 @@ def is_sustainable(r: SimResult, max_growth: float = MAX_QUEUE_GROWTH) -> bool:
     return queue_growth(r) <= max_growth
 
 
-def capacity_rate(cost, mean_prompt: float, mean_output: float) -> float:
-    """Upper bound on an instance's request rate: prefill at 8K-token batches plus decode at the
-    largest batch the KV cache holds (max 256), per request (an offline throughput bound).
-
-    Used to bracket the goodput search.
-    """
+def phase_rates(cost, mean_prompt: float, mean_output: float) -> tuple[float, float]:
+    """Offline request rates of one instance doing only prefill (8K-token batches of whole prompts, their
+    attention pairs windowed where the model's layers are: `cost.attention_pairs`) or only decode (the largest
+    batch the KV cache holds, at most 256)."""
     batch = int(max(min(cost.kv_capacity_tokens / max(mean_prompt + mean_output, 1), 256), 1))
-    prefill = cost.time(prefill_tokens=8192, prefill_pairs=8192 * mean_prompt / 2, prompts_done=1) / 8192 * mean_prompt
+    prompt = max(round(mean_prompt), 1)
+    window_share = cost.attention_pairs(prompt, 0) / causal_pairs(prompt, 0)  # 1 without windowed layers
+    pairs = 8192 * mean_prompt / 2 * window_share
+    prefill = cost.time(prefill_tokens=8192, prefill_pairs=pairs, prompts_done=1) / 8192 * mean_prompt
     decode = cost.time(decodes=batch, decode_kv=batch * (mean_prompt + mean_output / 2)) / batch * mean_output
-    return 1.0 / max(prefill + decode, 1e-9)
+    return 1.0 / max(prefill, 1e-12), 1.0 / max(decode, 1e-12)
+
+
+def capacity_rate(cost, mean_prompt: float, mean_output: float) -> float:
+    """Upper bound on an instance's request rate: prefill and decode one after the other at their offline rates
+    (`phase_rates`), per request (an offline throughput bound). Used to bracket the goodput search."""
+    prefill_rate, decode_rate = phase_rates(cost, mean_prompt, mean_output)
+    return 1.0 / max(1.0 / prefill_rate + 1.0 / decode_rate, 1e-9)

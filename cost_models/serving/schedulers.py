@@ -12,7 +12,6 @@ advances decode-only iterations or idles).
 
 from __future__ import annotations
 
-from cost_models.serving.iteration_cost import causal_pairs
 from cost_models.serving.policies import DecodeOnly, Layered, PrefillFirst, group_sizes, groups_for
 
 
@@ -28,7 +27,7 @@ def prefill_first_step(st) -> bool:
         hit = st.done_pf[i]
         q = st.need[i] - hit
         tokens += q
-        pairs += causal_pairs(q, hit)
+        pairs += st.cost.attention_pairs(q, hit)
         cached += hit
     if not batch:
         return False
@@ -66,7 +65,7 @@ def chunked_step(st) -> bool:
         return False
     n = st.n
     tokens = sum(q for _, q, _ in chunks)
-    pairs = sum(causal_pairs(q, d) for _, q, d in chunks)
+    pairs = sum(cost.attention_pairs(q, d) for _, q, d in chunks)
     kv_read = sum(d for _, _, d in chunks)
     finished = [i for i, q, d in chunks if q + d == st.need[i]]
     st.note_kv()
@@ -96,7 +95,7 @@ def layered_step(st) -> bool:
         i = st.waiting.popleft()
         batch.append(i)
         tokens += st.need[i]
-        pairs += causal_pairs(st.need[i], 0)
+        pairs += cost.attention_pairs(st.need[i], 0)
     if not batch:
         return False
     sizes = group_sizes(cost.num_blocks, pol.groups or groups_for(tokens, cost.num_blocks))
