@@ -16,7 +16,8 @@ from cost_models.cluster import (
 from cost_models.hardware import get_device
 from ir.errors import UserError
 
-PRESETS = ["dgx-a100", "dgx-a100-40gb", "dgx-h100", "hgx-h200", "dgx-b200", "pcie-h100", "pcie-a100",
+PRESETS = ["dgx-a100", "dgx-a100-40gb", "dgx-h100", "hgx-h200", "dgx-b200", "pcie-h100",
+           "azure-nc-a100-v4-pair", "pcie-a100",
            "pcie-l4", "pcie-l40s", "pcie-a10g", "mi300x-platform", "cpu-host"]
 
 
@@ -38,6 +39,9 @@ def test_preset_numbers():
     assert get_node("dgx-a100").nic_bandwidth_per_device_bytes_per_s == 25e9
     assert get_node("DGX-H100").nic_bandwidth_per_node_bytes_per_s == 400e9
     assert get_node("mi300x-platform").intra_link.pair_bandwidth_bytes_per_s == 64e9
+    pair = get_node("a100-pcie-nvlink-pair")  # an NVLink bridge joins two A100 PCIe: 600 GB/s both ways
+    assert (pair.devices_per_node, pair.intra_link.bandwidth_bytes_per_s) == (2, 300e9)
+    assert (parse_cluster("2xnc-a100-v4-pair").num_devices, parse_cluster("2xnc-a100-v4-pair").num_nodes) == (4, 2)
 
 
 @pytest.mark.parametrize(("spec", "nodes", "devices", "device"), [

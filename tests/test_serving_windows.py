@@ -1,7 +1,7 @@
-"""Decode and prefill attention of sliding-window layers in the serving cost model: a layer with a window reads at most its
-window of each running sequence, and each prompt query attends to at most the window (gemma-3-27b: five 1024-token sliding-window layers per global one; gpt-oss:
-alternating 128-token windows and full attention), and the simulator's fast-forwarded decode stretches stay
-exact across the point where windows fill."""
+"""Decode and prefill attention of sliding-window layers in the serving cost model: a layer with a window reads at
+most its window of each running sequence, and each prompt query attends to at most the window (gemma-3-27b: five
+1024-token sliding-window layers per global one; gpt-oss: alternating 128-token windows and full attention), and
+the simulator's fast-forwarded decode stretches stay exact across the point where windows fill."""
 
 from __future__ import annotations
 
