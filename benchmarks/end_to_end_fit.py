@@ -10,7 +10,8 @@ family or shared by all GPUs, never one per row):
 2. end to end (`E2E_PARAMS` below), on the development set's rows each parameter acts on: the fp8
    GEMM share of the 16-bit efficiency (fp8 rows), the serving engine's host time per iteration
    (inference rows) and per request (TTFT rows), the per-call collective launch and the custom
-   all-reduce latency (multi-GPU inference rows), the sustained-load compute clock (training rows).
+   all-reduce latency (multi-GPU inference rows), the sustained-load compute clock (training rows, and inference
+   rows for the engines' own).
 
 Each stage-2 parameter is a 1-D search (a coarse log or linear grid, then a finer one around the best)
 of the mean |relative error| of its rows, in two sweeps, starting from the prior (the values before
@@ -98,6 +99,12 @@ E2E_PARAMS = (
     E2EParam("sustained_compute", ("H100", "H200"), lambda r: r.phase == "train" and _H100(r), 0.5, 1.0, False,
              "training keeps this share of the kernel benchmarks' FLOP/s (clocks under hours of load at the "
              "board power limit)"),
+    E2EParam("engine_sustained_compute", ("A100",), lambda r: r.phase in INFERENCE and _A100(r), 0.6, 1.0, False,
+             "an inference engine's iterations keep this share of the kernel benchmarks' FLOP/s (clocks under load "
+             "at the board power limit; compute-bound prefill feels it, memory-bound decode hardly)"),
+    E2EParam("engine_sustained_compute", ("H100", "H200"), lambda r: r.phase in INFERENCE and _H100(r), 0.5, 1.0,
+             False, "an inference engine's iterations keep this share of the kernel benchmarks' FLOP/s (clocks under "
+             "load at the board power limit; compute-bound prefill feels it, memory-bound decode hardly)"),
 )
 LOSO_SWEEPS = 1  # one coordinate sweep per left-out source (the full fit's second sweep moves values by < 10%)
 ROBUST_CAP = 0.3  # a row off by more than this counts as this much: rows no parameter explains do not steer
@@ -113,7 +120,8 @@ def _families_now() -> dict[str, Efficiency]:
 
 PRIOR = {"fp8_gemm": 0.8, "iteration_overhead_s": 0.0, "cpp_iteration_overhead_s": 0.0, "request_overhead_s": 0.0,
          "collective_launch_s": 0.0, "grouped_gemm": 0.7,
-         "custom_allreduce_latency_s": 3e-6, "sustained_compute": 1.0}
+         "custom_allreduce_latency_s": 3e-6, "sustained_compute": 1.0,
+         "engine_sustained_compute": 1.0}
 
 
 def _prior_of(p: E2EParam, family: str) -> float:

@@ -61,6 +61,7 @@ class Efficiency:
     fp8_gemm: float = 0.8  # fp8 GEMMs reach this share of the 16-bit efficiency, against the fp8 peak
     grouped_gemm: float = 0.7  # MoE grouped (expert) GEMMs reach this share of a dense GEMM's efficiency
     sustained_compute: float = 1.0  # training: share of the kernel benchmarks' FLOP/s kept under hours of load
+    engine_sustained_compute: float = 1.0  # inference engines: the same share under an engine's iterations
     iteration_overhead_s: float = 0.0  # serving engines: host time per iteration (schedule, sample, launch)
     cpp_iteration_overhead_s: float = 0.0  # the same for an engine with a C++ executor (TensorRT-LLM)
     request_overhead_s: float = 0.0  # serving front end per request, on its first token (HTTP, tokenizer)
@@ -99,17 +100,17 @@ class Efficiency:
         half = self.gemm_half_m if self.attention_half_m is None else self.attention_half_m
         return self.attention_max * (q_len / (q_len + half))
 
-    def under_sustained_load(self) -> Efficiency:
-        """This efficiency with the compute ceilings scaled by `sustained_compute`: training runs
-        GEMMs back to back for hours, at the clocks the board's power limit allows (a kernel
-        benchmark's burst runs faster)."""
-        if self.sustained_compute == 1.0:
+    def under_sustained_load(self, training: bool = True) -> Efficiency:
+        """This efficiency with the compute ceilings scaled by `sustained_compute` (training: GEMMs back to back
+        for hours) or `engine_sustained_compute` (an inference engine's iterations), at the clocks the board's
+        power limit allows (a kernel benchmark's burst runs faster)."""
+        s = self.sustained_compute if training else self.engine_sustained_compute
+        if s == 1.0:
             return self
-        s = self.sustained_compute
         return replace(self, gemm_max=self.gemm_max * s, attention_max=self.attention_max * s,
                        gemm_table=tuple((m, n, k, e * s) for m, n, k, e in self.gemm_table),
                        gemm_table_streaming=tuple((m, n, k, e * s) for m, n, k, e in self.gemm_table_streaming),
-                       sustained_compute=1.0)
+                       sustained_compute=1.0, engine_sustained_compute=1.0)
 
     def host_overhead(self, runtime: str) -> float:
         """Host time per inference iteration of a runtime (`parallel_config.Options.runtime`)."""

@@ -38,15 +38,16 @@ def hidden_size(ctx: Context) -> int:
 
 
 def forward_pass(ctx: Context, phase: str, batch: int, seq_len: int, context_len: int | None = None,
-                 training: bool = False) -> PassResult:
+                 training: bool = False, engine: bool = True) -> PassResult:
     """One forward pass (prefill of `batch` prompts, or one decode step) through all stages;
     `training`: also price each layer's backward (`LayerTime.backward_s`) and run the LM head on
-    every token (inference computes logits for one token per sequence)."""
+    every token (inference computes logits for one token per sequence); `engine`: an inference engine's
+    iteration, at its sustained clocks (`layer_times`), False for the burst clocks."""
     shape = phase_shape(ctx.graph, phase, batch, seq_len, context_len)
     o = ctx.options
     times = layer_times(ctx.graph, shape, ctx.device, ctx.eff, ctx.cfg, ctx.kv_bytes, ctx.tp_group, ctx.ep_group,
                         ep_tokens=o.ep if o.ep_over_dp else 1, backward=training,
-                        head_tokens=None if training else batch)
+                        head_tokens=None if training else batch, engine=engine and not training)
     stages = tuple(split_layers([t.total_s for t in times], ctx.options.pp))
     act_bytes = shape.tokens * hidden_size(ctx) * 2
     p2p = (len(stages) - 1) * (ctx.pp_link_latency_s + act_bytes / (ctx.pp_link_bandwidth * ctx.eff.comm))

@@ -56,16 +56,18 @@ def _expert_work(op, shape: PhaseShape, kv_bytes: int, ep: int) -> OpWork:
 
 def layer_times(graph: Graph, shape: PhaseShape, device, eff: Efficiency, cfg: ExecConfig,
                 kv_bytes: int, tp_group: Group, ep_group: Group | None = None, ep_tokens: int = 1,
-                backward: bool = False, head_tokens: int | None = None) -> list[LayerTime]:
+                backward: bool = False, head_tokens: int | None = None, engine: bool = False) -> list[LayerTime]:
     """Time of every layer at `shape` on one rank of a tp (and ep) group; `ep_tokens` > 1: expert
     GEMMs see the tokens of that many ranks (expert parallelism over dp, module docstring).
     `backward`: also price the backward pass (fused execution: `LayerTime.backward_s`);
-    `head_tokens`: tokens the LM head runs on (inference computes logits only for sampled tokens)."""
+    `head_tokens`: tokens the LM head runs on (inference computes logits only for sampled tokens);
+    `engine`: an inference engine's iteration (compute at `Efficiency.engine_sustained_compute`; a training
+    step's backward at `sustained_compute`; otherwise the kernel benchmarks' burst clocks)."""
     by_signature: dict[str, LayerTime] = {}
     out = []
     act_bytes = 4 if cfg.dtype == "fp32" else 2  # fp8 engines keep the residual stream in 16 bits
-    if backward and cfg.execution == "fused":
-        eff = eff.under_sustained_load()  # training: compute at the clocks hours of load allow
+    if cfg.execution == "fused" and (backward or engine):  # the clocks the board's power limit allows under load
+        eff = eff.under_sustained_load(training=backward)
     for layer in graph.layers:
         cached = by_signature.get(layer.signature)
         if cached is None:

@@ -81,3 +81,27 @@ def test_sustained_load_scales_only_compute_ceilings():
     eff = Efficiency(gemm_max=0.8, attention_max=0.7, memory=0.9, sustained_compute=0.9)
     s = eff.under_sustained_load()
     assert (s.gemm_max, s.attention_max, s.memory, s.sustained_compute) == pytest.approx((0.72, 0.63, 0.9, 1.0))
+    engine = Efficiency(gemm_max=0.8, attention_max=0.7, memory=0.9, sustained_compute=0.9,
+                        engine_sustained_compute=0.8).under_sustained_load(training=False)
+    assert (engine.gemm_max, engine.attention_max, engine.memory) == pytest.approx((0.64, 0.56, 0.9))
+
+
+def test_inference_is_priced_at_the_engines_sustained_clock():
+    """An engine iteration's compute-bound layers run at `engine_sustained_compute` of the kernel benchmarks'
+    FLOP/s (A100: the same share as training, fitted on other rows); memory-bound decode hardly moves."""
+    from dataclasses import replace
+
+    import planner
+    from cost_models.cluster import parse_cluster
+    from cost_models.estimate_context import make_context
+    from cost_models.estimate_infer import forward_pass
+    from cost_models.parallel_config import Options
+
+    graph = planner.capture("llama-3-8b", seq_len=2048)
+    ctx = make_context(graph, parse_cluster("1xA100-SXM-80GB"), Options(tp=1, pp=1, dp=1, input_len=2048))
+    at_burst = replace(ctx, eff=replace(ctx.eff, engine_sustained_compute=1.0))
+    prefill, burst = forward_pass(ctx, "prefill", 4, 2048), forward_pass(at_burst, "prefill", 4, 2048)
+    assert ctx.eff.engine_sustained_compute < 1.0
+    assert prefill.compute_s == pytest.approx(burst.compute_s / ctx.eff.engine_sustained_compute, rel=0.05)
+    decode, decode_burst = forward_pass(ctx, "decode", 1, 1, 2048), forward_pass(at_burst, "decode", 1, 1, 2048)
+    assert decode.time_s == pytest.approx(decode_burst.time_s, rel=0.02)

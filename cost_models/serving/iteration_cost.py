@@ -95,7 +95,7 @@ class IterationCost:
         hidden = hidden_size(ctx)
         for t in _GRID:
             times = layer_times(g, phase_shape(g, "prefill", 1, t), ctx.device, ctx.eff, ctx.cfg, ctx.kv_bytes,
-                                ctx.tp_group, ctx.ep_group, ep_tokens=o.ep if o.ep_over_dp else 1)
+                                ctx.tp_group, ctx.ep_group, ep_tokens=o.ep if o.ep_over_dp else 1, engine=True)
             linear = [lt.gemm_s + lt.other_s + lt.comm_s for lt in times]
             kinds = [layer.kind for layer in g.layers]
             p2p = (o.pp - 1) * (ctx.pp_link_latency_s + t * hidden * 2 / (ctx.pp_link_bandwidth * ctx.eff.comm))
