@@ -43,7 +43,8 @@ from cost_models.serving.deployment import CostCache, Deployment, simulate
 from cost_models.serving.engine_profile import load_engine_profile
 from cost_models.serving.metrics import attainment, capacity_rate, goodput, measured_result, slo_scale, summarize
 from cost_models.serving.policies import Chunked, Disaggregated, Layered, PrefillFirst
-from cost_models.serving.workload import Workload, arrivals, read_trace, write_trace
+from cost_models.serving.trace_files import write_trace
+from cost_models.serving.workload import Workload, arrivals, read_trace
 
 SHAREGPT = Path(__file__).resolve().parent / "data" / "traces" / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
 ARXIV = Path(__file__).resolve().parent / "data" / "arxiv_summarization_lengths.csv"

@@ -48,7 +48,8 @@ from cost_models.serving.engine_profile import PROFILE_DIR  # noqa: E402
 from cost_models.serving.metrics import ATTAINMENT, attainment, measured_result, summarize  # noqa: E402
 from cost_models.serving.policies import Chunked  # noqa: E402
 from cost_models.serving.prefixes import chat_sessions  # noqa: E402
-from cost_models.serving.workload import hash_lists, write_trace  # noqa: E402
+from cost_models.serving.trace_files import write_trace  # noqa: E402
+from cost_models.serving.workload import hash_lists  # noqa: E402
 from planner.cli import main as planner_main  # noqa: E402
 from planner.engines.calibrate import calibrate_vllm, profile_document, run_client, write_rows  # noqa: E402
 from planner.engines.server import VllmServer, raise_group_priority, script_args  # noqa: E402

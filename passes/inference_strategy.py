@@ -18,7 +18,7 @@ from cost_models.parallel_config import Options
 from cost_models.serving.deployment import costs_for
 from cost_models.serving.engine_settings import engine_settings
 from cost_models.serving.policies import Chunked
-from cost_models.serving.workload import trace_lengths
+from cost_models.serving.trace_files import trace_lengths
 from ir.errors import UserError
 from passes.memory_mapping import memory_map_for_plan
 from passes.parallel_layouts import TP_DEGREES, tp_ok

@@ -15,7 +15,8 @@ from cost_models.serving.iteration_cost import causal_pairs
 from cost_models.serving.metrics import attainment, latencies, measured_result
 from cost_models.serving.policies import Disaggregated, Layered, PrefillFirst
 from cost_models.serving.simulator import simulate_instance
-from cost_models.serving.workload import Workload, fixed, write_trace
+from cost_models.serving.trace_files import write_trace
+from cost_models.serving.workload import Workload, fixed
 from ir.errors import UserError
 
 

@@ -15,15 +15,8 @@ from cost_models.serving.policies import Chunked, Disaggregated, PrefillFirst
 from cost_models.serving.prefix_cache import PrefixCache
 from cost_models.serving.prefixes import chat_sessions
 from cost_models.serving.simulator import kv_cache_tokens, simulate_instance
-from cost_models.serving.workload import (
-    Workload,
-    hash_lists,
-    longest_request_tokens,
-    make_workload,
-    read_trace,
-    write_timed_trace,
-    write_trace,
-)
+from cost_models.serving.trace_files import write_timed_trace, write_trace
+from cost_models.serving.workload import Workload, hash_lists, longest_request_tokens, make_workload, read_trace
 from ir.errors import UserError
 
 POLICIES = [PrefillFirst(), Chunked(256), Chunked(2048)]

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_vllm_real import MODEL_NAME, ensure_env, plan_deployment, sessions, wait_for_calm  # noqa: E402
 
-from cost_models.serving.workload import write_trace  # noqa: E402
+from cost_models.serving.trace_files import write_trace  # noqa: E402
 from planner.cli import main as planner_main  # noqa: E402
 from planner.engines.server import VllmServer, raise_group_priority, script_args  # noqa: E402
 

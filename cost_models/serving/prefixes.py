@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cost_models.serving.workload import HASH_BLOCK_TOKENS, Workload, hash_lists
+from cost_models.serving.trace_files import HASH_BLOCK_TOKENS
+from cost_models.serving.workload import Workload, hash_lists
 from ir.errors import UserError
 
 

@@ -33,7 +33,8 @@ import numpy as np
 
 from cost_models.serving.engine_fit import FitResult, Row, fit_idle_wakeup, fit_rows
 from cost_models.serving.iteration_cost import causal_pairs
-from cost_models.serving.workload import Workload, hash_lists, write_timed_trace
+from cost_models.serving.trace_files import write_timed_trace
+from cost_models.serving.workload import Workload, hash_lists
 from ir.errors import UserError
 
 log = logging.getLogger(__name__)
