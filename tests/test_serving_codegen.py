@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -161,7 +162,11 @@ def test_group_priority_is_written_where_the_kernel_has_autogroups(tmp_path):
         assert raise_group_priority(0) is False
         return
     before = autogroup.read_text()
-    current = int(before.split("nice")[-1])
+    niceness = re.search(r"nice\s+(-?\d+)", before)
+    if niceness is None:  # a sandboxed /proc (CI's container reads it empty): the call still only answers
+        assert isinstance(raise_group_priority(0), bool)
+        return
+    current = int(niceness.group(1))
     if raise_group_priority(current):
         assert autogroup.read_text().strip().endswith(f"nice {current}")
     assert before.split()[0] == autogroup.read_text().split()[0]  # the same group, only its niceness set
