@@ -35,7 +35,7 @@ from cost_models.communication import collective_time
 from cost_models.estimate_context import Context
 from cost_models.estimate_infer import forward_pass, hidden_size
 from cost_models.memory import TrainingState, activation_bytes_per_layer, training_margin, training_state_bytes
-from cost_models.pipeline_schedule import in_flight, p2p_factor, pipeline_time
+from cost_models.pipeline_schedule import chunk_cuts, in_flight, p2p_factor, pipeline_time, rank_chunks
 from ir.phases import phase_costs
 
 MFU_CAPS_FILE = Path(__file__).parent / "data" / "mfu_caps.yaml"
@@ -275,6 +275,10 @@ def train_step(ctx: Context, stages=None, stage_ctxs: list[Context] | None = Non
         return per_ctx[id(c)]
 
     fwd, _ = times_of(ctx)
+    if stages is None and chunks is None and o.schedule == "interleaved" and o.virtual_stages > 1:
+        blocks = [i for i, layer in enumerate(ctx.graph.layers) if layer.kind == "block"]
+        chunks = rank_chunks(chunk_cuts(blocks, len(ctx.graph.layers), o.pp * o.virtual_stages), o.pp)
+        stages = tuple(c[0] for c in chunks)  # each rank's virtual stages, Megatron-LM's round-robin
     stages = tuple(stages or fwd.stages)
     stage_ctxs = stage_ctxs or [ctx] * len(stages)
     # activations sent between stages; with tp > 1 each tp rank sends its 1/tp share over its own link

@@ -125,14 +125,18 @@ def _check_divisibility(graph: Graph, o: Options) -> None:
 
 def _check_schedule(graph: Graph, o: Options) -> None:
     """UserError unless the pipeline schedule can run (the microbatch rule is checked by the plan)."""
-    from cost_models.pipeline_schedule import SCHEDULES
+    from cost_models.pipeline_schedule import SCHEDULES, chunk_problem
 
     _positive("virtual_stages", o.virtual_stages)
     if o.schedule not in SCHEDULES:
         raise UserError(f"unknown pipeline schedule {o.schedule!r}; use one of {', '.join(SCHEDULES)}")
     blocks = sum(1 for layer in graph.layers if layer.kind == "block")
-    if o.schedule == "interleaved" and (o.virtual_stages < 2 or o.pp < 2 or blocks % (o.pp * o.virtual_stages)):
-        raise UserError(f"interleaved 1F1B needs pp >= 2 and virtual stages >= 2 dividing the {blocks} blocks into "
-                        f"pp x v equal chunks, got pp={o.pp}, v={o.virtual_stages}")
+    if o.schedule == "interleaved" and (o.virtual_stages < 2 or o.pp < 2):
+        raise UserError(f"interleaved 1F1B needs pp >= 2 and virtual stages >= 2, got pp={o.pp}, v={o.virtual_stages}")
+    problem = chunk_problem(blocks, o.pp, o.virtual_stages) if o.schedule == "interleaved" else None
+    if problem:
+        runs = [v for v in range(2, blocks // o.pp + 2) if chunk_problem(blocks, o.pp, v) is None]
+        raise UserError(f"{problem}; got pp={o.pp}, v={o.virtual_stages}: "
+                        + (f"use v in {runs}" if runs else f"use the 1f1b schedule at pp={o.pp}"))
     if o.schedule != "interleaved" and o.virtual_stages != 1:
         raise UserError(f"virtual stages ({o.virtual_stages}) need the interleaved schedule, not {o.schedule}")

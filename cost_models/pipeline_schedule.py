@@ -19,6 +19,13 @@ backward), all three run m * t of work per rank plus a pipeline fill/drain:
   microbatches' worth of its layers' activations (Korthikanti et al. 2022, Sec. 4.2.3).
 With unequal stages (T_s per microbatch, T = max T_s) the step is m * T + (sum_s T_s - T) / v,
 which is (m - 1) * T + sum_s T_s for v = 1 (the existing 1F1B/GPipe formula).
+
+Chunks: the blocks split into pp * v chunks of equal size, or, where they do not divide, chunks of
+ceil(blocks / (pp * v)) blocks with the shortfall taken from the first and the last chunk, which also
+hold the embedding and the LM head (`chunk_sizes`): torchtitan's `pipeline_parallel_first_stage_less_layers`
+/ `last_stage_less_layers`, Megatron-LM's `--decoder-first/last-pipeline-num-layers`, and Llama 3's
+126 layers over pp 16 (Dubey et al. 2024, Sec. 3.3.2: "we reduce one Transformer layer each from the
+first and the last stages").
 """
 
 from __future__ import annotations
@@ -71,7 +78,7 @@ def p2p_factor(schedule: str, virtual_stages: int = 1) -> int:
 
 def schedule_problem(schedule: str, pp: int, microbatches: int, virtual_stages: int, blocks: int) -> str | None:
     """Why a schedule cannot run (None when it can): interleaving needs v > 1, pp > 1, m a multiple
-    of pp and the blocks split into pp * v equal chunks (Megatron-LM's requirements).
+    of pp (Megatron-LM's requirements) and the blocks dealt into pp * v chunks (`chunk_sizes`).
 
     >>> schedule_problem("interleaved", 4, 6, 2, 32)
     'interleaved 1F1B needs the microbatches (6) to be a multiple of pp=4'
@@ -84,20 +91,57 @@ def schedule_problem(schedule: str, pp: int, microbatches: int, virtual_stages: 
         return f"interleaved 1F1B needs pp >= 2 and virtual stages >= 2, got pp={pp}, v={virtual_stages}"
     if microbatches % pp:
         return f"interleaved 1F1B needs the microbatches ({microbatches}) to be a multiple of pp={pp}"
-    if blocks % (pp * virtual_stages):
-        return f"interleaved 1F1B needs the {blocks} blocks to split into pp x v = {pp * virtual_stages} equal chunks"
+    return chunk_problem(blocks, pp, virtual_stages)
+
+
+def chunk_sizes(blocks: int, chunks: int) -> list[int] | None:
+    """Blocks per chunk in model order (module docstring): equal, or ceil(blocks / chunks) each with the
+    shortfall taken from the first and the last chunk (the last, which holds the LM head, gives up the
+    larger half); None where the shortfall exceeds what those two chunks hold.
+
+    >>> chunk_sizes(8, 4), chunk_sizes(10, 4), chunk_sizes(28, 32)
+    ([2, 2, 2, 2], [2, 3, 3, 2], None)
+    >>> llama3 = chunk_sizes(126, 16 * 8)  # Llama 3 405B over pp 16, v 8: the end chunks hold embedding and head
+    >>> llama3[:2], llama3[-2:], sum(llama3)
+    ([0, 1], [1, 0], 126)
+    """
+    if chunks < 1:
+        return None
+    per = -(-blocks // chunks)
+    short = per * chunks - blocks
+    if short > 2 * per:
+        return None
+    sizes = [per] * chunks
+    sizes[0] -= short // 2
+    sizes[-1] -= short - short // 2
+    return sizes if min(sizes[1:-1], default=1) >= 1 else None
+
+
+def chunk_problem(blocks: int, pp: int, virtual_stages: int) -> str | None:
+    """Why `blocks` cannot be dealt into pp * v chunks (`chunk_sizes`), None when they can.
+
+    >>> chunk_problem(126, 16, 4) is None, chunk_problem(28, 8, 4)[:70]
+    (True, 'interleaved 1F1B needs the 28 blocks to split into pp x v = 32 chunks')
+    """
+    if chunk_sizes(blocks, pp * virtual_stages) is None:
+        return (f"interleaved 1F1B needs the {blocks} blocks to split into pp x v = {pp * virtual_stages} chunks of "
+                "equal size, or equal but for fewer on the first and the last chunk")
     return None
 
 
 def chunk_cuts(block_layers: list[int], num_layers: int, chunks: int) -> tuple[int, ...]:
-    """Layer boundaries of `chunks` equal-block virtual stages (embedding in the first, head in the
-    last); chunk c runs on rank c % pp as its (c // pp)-th virtual stage (Megatron-LM's assignment).
+    """Layer boundaries of `chunks` virtual stages of `chunk_sizes` blocks (embedding in the first, head
+    in the last); chunk c runs on rank c % pp as its (c // pp)-th virtual stage (Megatron-LM's assignment).
+    A chunk of no blocks holds only the embedding (or the head).
 
-    >>> chunk_cuts([1, 2, 3, 4], 6, 4)
-    (0, 2, 3, 4, 6)
+    >>> chunk_cuts([1, 2, 3, 4], 6, 4), chunk_cuts([1, 2, 3, 4, 5, 6], 8, 4)
+    ((0, 2, 3, 4, 6), (0, 2, 4, 6, 8))
     """
-    per = len(block_layers) // chunks
-    return (0, *(block_layers[per * c - 1] + 1 for c in range(1, chunks)), num_layers)
+    sizes = chunk_sizes(len(block_layers), chunks)
+    if sizes is None:
+        raise ValueError(chunk_problem(len(block_layers), chunks, 1))
+    ends = list(itertools.accumulate(sizes))[:-1]
+    return (0, *(block_layers[e - 1] + 1 if e else block_layers[0] for e in ends), num_layers)
 
 
 def rank_chunks(cuts: tuple[int, ...], pp: int) -> list[list[tuple[int, int]]]:

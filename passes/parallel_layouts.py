@@ -13,10 +13,10 @@ Rules the enumeration follows:
   Megatron-Core and torchtitan); each rank keeps E/ep experts, expert state is ZeRO-sharded over
   dp / ep, and each MoE layer pays two all-to-alls forward and two backward;
 - pipeline schedule (`cost_models.pipeline_schedule`): 1F1B on the layer grouping's cuts, and for
-  one homogeneous stage group interleaved 1F1B with v in VIRTUAL_STAGES on equal chunks (Megatron-LM's
-  rules: m a multiple of pp, blocks a multiple of pp x v). GPipe has 1F1B's step time and at least
-  its activation memory (all m microbatches in flight against pp - s), so it is dominated and only
-  evaluated when fixed (`fixed["schedule"]`);
+  one homogeneous stage group interleaved 1F1B with v in VIRTUAL_STAGES on equal chunks, or equal but
+  for fewer blocks on the first and last (m a multiple of pp; `pipeline_schedule.chunk_sizes`). GPipe
+  has 1F1B's step time and at least its activation memory (all m microbatches in flight against
+  pp - s), so it is dominated and only evaluated when fixed (`fixed["schedule"]`);
 - sequence parallelism (Korthikanti et al. 2022) is on whenever tp > 1 unless fixed off: it
   replaces each tp all-reduce by a reduce-scatter + all-gather of the same volume, splits norms
   and dropouts over tp and divides their activations by tp, so it never costs time or memory here;

@@ -29,7 +29,7 @@ from cost_models.estimate_train import (
     state_bytes,
 )
 from cost_models.parallel_config import Options
-from cost_models.pipeline_schedule import chunk_cuts, in_flight, pipeline_time, rank_chunks
+from cost_models.pipeline_schedule import chunk_cuts, chunk_problem, in_flight, pipeline_time, rank_chunks
 from ir.errors import UserError
 from ir.graph import Graph
 from passes.layer_grouping import GroupingConfig, GroupingInstance, solve_minmax
@@ -48,7 +48,7 @@ from passes.placement import place
 
 log = logging.getLogger(__name__)
 
-EXACT_GROUPING = ("optimal", "equal chunks")  # grouping statuses whose objective is exact for their layout
+EXACT_GROUPING = ("optimal", "equal chunks", "balanced chunks")  # grouping statuses exact for their layout
 
 @dataclass
 class SearchResult:
@@ -257,18 +257,19 @@ def _scan(ev: _Evaluator, graph: Graph, cluster, batch: int, fixed: dict, ranked
 
 
 def _virtual_options(graph: Graph, cand: TrainCandidate, fixed: dict) -> list[int]:
-    """Virtual stages per rank to try: one stage group, m a multiple of pp, blocks a multiple of pp x v."""
+    """Virtual stages per rank to try: one stage group, m a multiple of pp, the blocks dealt into pp x v chunks
+    (`pipeline_schedule.chunk_sizes`: equal, or equal but for fewer on the first and last chunk)."""
     if len(cand.groups) != 1 or cand.pp < 2 or cand.microbatches % cand.pp or cand.schedule != "1f1b":
         return []
     if fixed.get("schedule") not in (None, "interleaved"):
         return []
     blocks = sum(1 for layer in graph.layers if layer.kind == "block")
     options = (fixed["virtual_stages"],) if fixed.get("virtual_stages") else VIRTUAL_STAGES
-    return [v for v in options if v > 1 and blocks % (cand.pp * v) == 0]
+    return [v for v in options if v > 1 and chunk_problem(blocks, cand.pp, v) is None]
 
 
 def _interleaved(ev: _Evaluator, cand: TrainCandidate, v: int) -> TrainCandidate | None:
-    """`cand` under interleaved 1F1B with `v` equal chunks per rank (cost_models.pipeline_schedule);
+    """`cand` under interleaved 1F1B with `v` chunks per rank (`pipeline_schedule.chunk_cuts`);
     None when a rank's state and activations in flight overflow its devices."""
     made = replace(cand, schedule="interleaved", virtual_stages=v)
     ctx = ev.context(made, cand.groups[0])
@@ -292,8 +293,10 @@ def _interleaved(ev: _Evaluator, cand: TrainCandidate, v: int) -> TrainCandidate
     dense, expert = ranges_params(ctx, ranks[worst])
     exposed = exposed_gradient_reduction_s(ctx, dp_comm_s(ctx, dense, expert), max(stage_s) * 2 / 3, dense + expert)
     extra = exposed + optimizer_s(ctx, dense, expert) + fp8_weight_cast_s(ctx, dense, expert)
-    return replace(made, cuts=cuts, objective_us=to_us(pipe + extra),
-                   grouping_us=to_us(pipe), bound_us=None, status="equal chunks", solver="interleaved equal split")
+    even = sum(1 for layer in ev.graph.layers if layer.kind == "block") % (pp * v) == 0
+    return replace(made, cuts=cuts, objective_us=to_us(pipe + extra), grouping_us=to_us(pipe), bound_us=None,
+                   status="equal chunks" if even else "balanced chunks",
+                   solver="interleaved equal split" if even else "interleaved split, short end chunks")
 
 
 def _track_uniform(ev: _Evaluator, cand: TrainCandidate, ctxs, inst: GroupingInstance, best: dict) -> None:

@@ -32,6 +32,8 @@ CASES = {  # name: (cluster, fixed degrees, microbatches: None keeps the plan's,
     "pp2_recompute_full": ("2xcpu", {"pp": 2, "schedule": "1f1b"}, 2),
     "pp2": ("2xcpu", {"pp": 2, "schedule": "1f1b"}, 2),  # 1F1B with m = pp
     "pp2_interleaved": ("2xcpu", {"pp": 2, "virtual_stages": 2}, 2),  # 4 blocks: 2 chunks of 1 block per rank
+    # 4 blocks in 6 chunks (`pipeline_schedule.chunk_sizes`): the first holds only the embedding, the last only the head
+    "pp2_interleaved_short_ends": ("2xcpu", {"pp": 2, "virtual_stages": 3}, 2),
     "dp2_pp2": ("4xcpu", {"dp": 2, "pp": 2}, None),  # the planner picks m=1: GPipe order
     "tp2_pp2": ("4xcpu", {"tp": 2, "pp": 2, "schedule": "1f1b", "sequence_parallel": False}, 2),
     # tiny-mixtral, 4 experts: each rank holds 2; dp4/ep2 reduces expert gradients over 2 replicas,

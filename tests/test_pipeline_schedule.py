@@ -11,6 +11,7 @@ import planner
 from cost_models.pipeline_schedule import (
     bubble_fraction,
     chunk_cuts,
+    chunk_sizes,
     in_flight,
     p2p_factor,
     pipeline_time,
@@ -66,8 +67,44 @@ def test_chunks_round_robin_and_schedule_rules():
     assert rank_chunks(cuts, 2) == [[(0, 3), (5, 7)], [(3, 5), (7, 10)]]
     assert schedule_problem("interleaved", 2, 4, 2, 8) is None
     assert "multiple of pp" in schedule_problem("interleaved", 4, 6, 2, 32)
-    assert "equal chunks" in schedule_problem("interleaved", 4, 8, 4, 8)
+    assert "chunks of equal size" in schedule_problem("interleaved", 4, 8, 4, 8)
     assert schedule_problem("gpipe", 4, 2, 1, 8) is None
+
+
+def test_blocks_that_do_not_divide_shorten_the_first_and_last_chunk():
+    # Llama 3 405B (Dubey et al. 2024, Sec. 3.3.2): 126 layers over pp 16, one fewer on the first and last stage
+    assert chunk_sizes(126, 16) == [7] + [8] * 14 + [7]
+    assert chunk_sizes(126, 64) == [1] + [2] * 62 + [1]  # v = 4
+    assert chunk_sizes(10, 4) == [2, 3, 3, 2] and chunk_sizes(11, 4) == [3, 3, 3, 2]  # the head's chunk gives up more
+    assert chunk_sizes(32, 8) == [4] * 8  # dividing blocks keep equal chunks
+    assert chunk_sizes(8, 16) is None  # more shortfall than the two end chunks hold
+    # 4 blocks between embedding (0) and head (5) in 6 chunks: the end chunks hold only the embedding / the head
+    assert chunk_cuts([1, 2, 3, 4], 6, 6) == (0, 1, 2, 3, 4, 5, 6)
+    assert schedule_problem("interleaved", 16, 32, 4, 126) is None
+
+
+def test_estimate_prices_uneven_interleaving_by_its_chunks():
+    """Llama 3 405B's Table 4 layout (tp 8, pp 16, dp 64, 16M tokens of 8k): interleaving cuts the bubble by v and
+    the step time with it, bounded below by the bubble-free work; a v whose chunks cannot be dealt is refused
+    naming the ones that can."""
+    from cost_models.cluster import parse_cluster
+    from cost_models.estimator import estimate_graph
+    from cost_models.parallel_config import Options
+    from ir.errors import UserError
+    graph = planner.capture("llama-3.1-405b", seq_len=8192)
+    cluster = parse_cluster("1024x8xH100-SXM")
+    base = dict(tp=8, pp=16, dp=64, batch=2048, input_len=8192, microbatch_size=1, recompute="full")
+    one = estimate_graph(graph, cluster, "train", Options(**base))
+    steps = [one["step_time_s"]]
+    for v in (2, 4, 8):
+        r = estimate_graph(graph, cluster, "train", Options(**base, schedule="interleaved", virtual_stages=v))
+        steps.append(r["step_time_s"])
+        # bubble (sum T_s - T) / v, with stages that carry v x the sends: within 10% of 1F1B's over v
+        assert r["breakdown"]["bubble"] < one["breakdown"]["bubble"] / v * 1.1
+    assert steps == sorted(steps, reverse=True), steps
+    assert steps[-1] > one["step_time_s"] - one["breakdown"]["bubble"]  # never below the bubble-free step
+    with pytest.raises(UserError, match=r"use v in \[2, 4, 8\]"):
+        estimate_graph(graph, cluster, "train", Options(**base, schedule="interleaved", virtual_stages=3))
 
 
 @pytest.fixture(scope="module")

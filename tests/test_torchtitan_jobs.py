@@ -32,6 +32,9 @@ CASES = {  # name: (model, cluster, fixed plan options, decision overrides)
     "dense_ddp_multinode": ("llama-3-8b", "2x8xH100-SXM", {"tp": 1}, {"zero_stage": 0}),
     "dense_tp4_pp4_interleaved": ("llama-3.1-70b", "4x8xH100-SXM", {"pp": 4, "schedule": "interleaved"}, {}),
     "dense_405b_bf16_tp8_pp8": ("llama-3.1-405b", "16x8xH100-SXM", {"tp": 8, "pp": 8}, {"recompute": "full"}),
+    # Llama 3's own layout: 126 layers over pp 16 x v 4 = 64 chunks of 2, the first and last of 1 (with embedding, head)
+    "dense_405b_tp8_pp16_v4_short_ends": ("llama-3.1-405b", "16x8xH100-SXM", {"tp": 8, "pp": 16, "virtual_stages": 4},
+                                          {}),
     "moe_ep8_fp8": ("qwen3-30b-a3b", "8xH100-SXM", {"ep": 8, "dtype": "fp8"}, {}),
     "moe_ep4_pp2_interleaved": ("qwen3-30b-a3b", "2x8xH100-SXM", {"ep": 4, "pp": 2}, {"recompute": "selective"}),
 }
