@@ -120,7 +120,7 @@ def chunk_sizes(blocks: int, chunks: int) -> list[int] | None:
 def chunk_problem(blocks: int, pp: int, virtual_stages: int) -> str | None:
     """Why `blocks` cannot be dealt into pp * v chunks (`chunk_sizes`), None when they can.
 
-    >>> chunk_problem(126, 16, 4) is None, chunk_problem(28, 8, 4)[:70]
+    >>> chunk_problem(126, 16, 4) is None, chunk_problem(28, 8, 4)[:69]
     (True, 'interleaved 1F1B needs the 28 blocks to split into pp x v = 32 chunks')
     """
     if chunk_sizes(blocks, pp * virtual_stages) is None:
