@@ -234,13 +234,18 @@ def bounded_mfu(mfu: float, cap: float) -> float:
     return knee + room * math.tanh((mfu - knee) / room)
 
 
-def capped_step_s(ctx: Context, model_flops: float, step_s: float) -> float:
+def capped_step_s(ctx: Context, model_flops: float, step_s: float, stage_ctxs: list[Context] | None = None) -> float:
     """The step time with its MFU bounded by the best published on the device and dtype (`bounded_mfu`,
-    `mfu_cap`); CPUs are calibrated on the machine itself and are not bounded."""
-    if ctx.device.kind != "gpu" or model_flops <= 0 or step_s <= 0:
+    `mfu_cap`); CPUs are calibrated on the machine itself and are not bounded. With `stage_ctxs` (one per
+    pipeline stage, each on its own devices: heterogeneous pipelines) the peak is the stages' pooled peak
+    and the cap the peak-weighted mean of their devices' caps: the best the whole set of GPUs reaches."""
+    stage_ctxs = stage_ctxs or [ctx]
+    if any(c.device.kind != "gpu" for c in stage_ctxs) or model_flops <= 0 or step_s <= 0:
         return step_s
-    cap, _ = mfu_cap(ctx.device, ctx.options.dtype)
-    rate = ctx.device.peak_flops_for(ctx.options.dtype) * ctx.world
+    dtype, pp = ctx.options.dtype, len(stage_ctxs)
+    peaks = [c.device.peak_flops_for(dtype) * c.world / (c.options.pp if pp > 1 else 1) for c in stage_ctxs]
+    rate = sum(peaks)
+    cap = sum(mfu_cap(c.device, dtype)[0] * peak for c, peak in zip(stage_ctxs, peaks)) / rate
     mfu = model_flops / step_s / rate
     return model_flops / (bounded_mfu(mfu, cap) * rate)
 
@@ -303,7 +308,7 @@ def train_step(ctx: Context, stages=None, stage_ctxs: list[Context] | None = Non
     step = pipeline + exposed_dp + optimizer
     flops = phase_costs(ctx.graph, "train", batch=o.batch, seq_len=seq).total("flops")
     uncapped = step
-    step = capped_step_s(ctx, flops, step)  # never above the best published MFU (data/mfu_caps.yaml)
+    step = capped_step_s(ctx, flops, step, stage_ctxs)  # never above the best published MFU (data/mfu_caps.yaml)
     wfwd = times_of(wctx)[0]
     share = wfwd.time_s or 1.0
     comm_share, compute_share = wfwd.comm_s / share, wfwd.compute_s / share

@@ -87,7 +87,7 @@ class _Evaluator:
         o = ctx.options
         key = (ctx.device.name, o.tp, o.microbatch_size, o.recompute, o.pp > 1, o.ep, o.sequence_parallel)
         if key not in self._times:
-            fwd = forward_pass(ctx, "prefill", o.microbatch_size, self.seq, engine=False)
+            fwd = forward_pass(ctx, "prefill", o.microbatch_size, self.seq, training=True)
             self._times[key] = layer_step_times(ctx, fwd)
         return self._times[key]
 
