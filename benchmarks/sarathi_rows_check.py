@@ -1,0 +1,95 @@
+"""Cross-check of the Sarathi-Serve decode rows (validation/paper_timings.csv, Yi-34B, tp 2, A100 80GB) against a
+bottom-up sum of the same engine's own published profiles (Vidur, `benchmarks/data/vidur/`, README there):
+
+    step(b) >= layers x (non-attention ops of one layer at b tokens, scaled from CodeLlama-34B to Yi-34B by the
+               bytes of weights each layer reads: decode GEMMs up to 128 tokens are weight-bound on A100)
+             + layers x (FlashAttention decode of b sequences of 1024 cached tokens: the same 4 K/V heads of 128
+               per GPU at tp 2)
+             + the engine's host time of one iteration at b sequences, tp 2 (linear fit of the profile at 8-128)
+
+All-reduces (two per layer) and the LM head are left out, so the sum is a lower bound of what this engine's kernels
+and host work take. It prints the bound, the planner's prediction and the measured row: where a measured step is
+several times the bound, the row holds time that neither the engine's profiles nor the planner model.
+
+    python3 benchmarks/sarathi_rows_check.py
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+DATA = Path(__file__).resolve().parent / "data" / "vidur"
+CODELLAMA_34B = {"hidden": 8192, "intermediate": 22016, "heads": 64, "kv_heads": 8, "head_dim": 128}
+CPU_COLUMNS = ("schedule_mean", "sampler_e2e_mean", "prepare_inputs_e2e_mean", "process_model_outputs_mean")
+
+
+def layer_weight_params(hidden: int, intermediate: int, heads: int, kv_heads: int, head_dim: int) -> int:
+    """Weights one gated-MLP transformer layer reads per step: QKV, output projection, gate/up and down.
+
+    >>> layer_weight_params(**CODELLAMA_34B)
+    692060160
+    """
+    return hidden * (heads + 2 * kv_heads) * head_dim + heads * head_dim * hidden + 3 * hidden * intermediate
+
+
+def _rows(name: str) -> list[dict]:
+    with open(DATA / name, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def layer_ops_ms(tokens: int) -> float:
+    """CodeLlama-34B's non-attention ops of one layer at `tokens` tokens, tp 2 (two residual adds per layer)."""
+    row = next(r for r in _rows("a100_codellama34b_tp2_layer_ops.csv") if int(r["num_tokens"]) == tokens)
+    return sum(float(v) * (2 if k.startswith("add") else 1) for k, v in row.items() if k != "num_tokens")
+
+
+def attention_decode_ms(batch: int) -> float:
+    row = next(r for r in _rows("a100_attention_decode_tp2_kv1024.csv") if int(r["batch_size"]) == batch)
+    return float(row["attn_decode_median_ms"])
+
+
+def host_ms(batch: int, tp: int = 2) -> float:
+    """The sarathi engine's host time per iteration at `batch` sequences: least-squares line over the profile's
+    rows at this tp (all models; the per-model spread is printed by `main`)."""
+    rows = [r for r in _rows("a100_cpu_overheads.csv") if int(r["tensor_parallel_degree"]) == tp]
+    xs = [float(r["batch_size"]) for r in rows]
+    ys = [sum(float(r[c]) for c in CPU_COLUMNS) + (float(r["ray_comm_time_mean"]) if tp > 1 else 0.0) for r in rows]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my + slope * (batch - mx)
+
+
+def main() -> None:
+    import end_to_end_rows as e2e
+
+    rows = [r for r in e2e.load_rows() if r.id.startswith("PT-yi34b-d")]
+    config = rows[0].model and e2e.graph_of(rows[0].model).config
+    yi = {"hidden": config["hidden_size"], "intermediate": config["intermediate_size"], "heads": config["num_heads"],
+          "kv_heads": config["num_kv_heads"], "head_dim": config["hidden_size"] // config["num_heads"]}
+    layers = sum(1 for layer in e2e.graph_of(rows[0].model).layers if layer.kind == "block")
+    scale = layer_weight_params(**yi) / layer_weight_params(**CODELLAMA_34B)
+    print(f"Yi-34B: {layers} layers, weights per layer x{scale:.3f} of CodeLlama-34B's; host time per iteration "
+          f"(sarathi engine, tp 2, fit over 8-128 sequences): {host_ms(8):.1f} ms at 8, {host_ms(128):.1f} ms at 128")
+    print(f"{'row':16} {'batch':>5} {'ops':>7} {'attn':>7} {'host':>7} {'bound':>7} {'planner':>8} {'measured':>9} "
+          f"{'measured/bound':>15}")
+    planner_ratio, measured_ratio = [], []
+    for row in rows:
+        b = row.batch
+        ops, attn, host = layers * layer_ops_ms(b) * scale, layers * attention_decode_ms(b), host_ms(b)
+        bound = ops + attn + host
+        predicted = e2e.predict(row)
+        planner_ratio.append(predicted / bound)
+        measured_ratio.append(row.measured / bound)
+        print(f"{row.id:16} {b:5d} {ops:7.1f} {attn:7.1f} {host:7.1f} {bound:7.1f} {predicted:8.1f} "
+              f"{row.measured:9.1f} {row.measured / bound:14.2f}x")
+    print(f"summary: planner / bound x{min(planner_ratio):.2f}-x{max(planner_ratio):.2f}; "
+          f"measured / bound x{min(measured_ratio):.2f}-x{max(measured_ratio):.2f}")
+
+
+if __name__ == "__main__":
+    main()
