@@ -157,6 +157,7 @@ def search_training(graph: Graph, cluster, *, batch: int, seq: int, dtype: str =
     interrupted search has it, and its stage cuts seed CP-SAT's refinement of that layout."""
     fixed = fixed or {}
     _check_fixed_ep(graph, fixed.get("ep"))
+    _check_fixed_chunks(graph, fixed.get("pp"), fixed.get("virtual_stages"))
     ev = _Evaluator(graph, cluster, batch, seq, dtype)
     ranked: list[TrainCandidate] = []
     evaluated = pruned = 0
@@ -212,6 +213,18 @@ def _check_fixed_ep(graph: Graph, ep: int | None) -> None:
     if experts % ep:
         raise UserError(f"--ep {ep} does not divide the {experts} experts of {graph.model}; use one of "
                         f"{', '.join(str(d) for d in divisors(experts))}")
+
+
+def _check_fixed_chunks(graph: Graph, pp: int | None, v: int | None) -> None:
+    """UserError when a forced pp and v cannot deal the model's blocks into chunks (`chunk_problem`)."""
+    if not pp or pp < 2 or not v or v < 2:
+        return
+    blocks = sum(1 for layer in graph.layers if layer.kind == "block")
+    problem = chunk_problem(blocks, pp, v)
+    if problem:
+        runs = [w for w in range(2, blocks // pp + 2) if chunk_problem(blocks, pp, w) is None]
+        raise UserError(f"{problem}; got --pp {pp} --virtual-stages {v}: "
+                        + (f"use --virtual-stages in {runs}" if runs else f"use the 1f1b schedule at pp={pp}"))
 
 
 def _describe_fixed(fixed: dict) -> str:

@@ -107,6 +107,21 @@ def test_estimate_prices_uneven_interleaving_by_its_chunks():
         estimate_graph(graph, cluster, "train", Options(**base, schedule="interleaved", virtual_stages=3))
 
 
+def test_plan_refuses_virtual_stages_that_cannot_deal_the_blocks(tmp_path, capsys):
+    """A forced --virtual-stages whose pp x v chunks the blocks cannot fill is named with the v that can, on the
+    command line one line and exit 2, nothing written (was: "no training layout matches" with the generic rules)."""
+    from ir.errors import UserError
+    from planner.cli import main as cli_main
+
+    with pytest.raises(UserError, match=r"32 blocks .* 64 chunks.*use --virtual-stages in \[2, 3, 4, 8\]"):
+        planner.plan("llama-3-8b", "8xH100-SXM", "train", pp=4, virtual_stages=16)
+    out = tmp_path / "plan.json"
+    code = cli_main(["plan", "llama-3-8b", "--cluster", "8xH100-SXM", "--workload", "train", "--pp", "4",
+                     "--virtual-stages", "16", "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and not out.exists() and len(err) == 1 and "use --virtual-stages in [2, 3, 4, 8]" in err[0]
+
+
 @pytest.fixture(scope="module")
 def interleaved_plan():
     return planner.plan("tiny-llama", "2xcpu", "train", batch=4, seq_len=8, pp=2, virtual_stages=2).to_dict()
