@@ -1,15 +1,15 @@
-"""Cross-check of the Sarathi-Serve decode rows (validation/paper_timings.csv, Yi-34B, tp 2, A100 80GB) against a
-bottom-up sum of the same engine's own published profiles (Vidur, `benchmarks/data/vidur/`, README there):
+"""Cross-check of the Sarathi-Serve rows (validation/paper_timings.csv, Yi-34B, tp 2, A100 80GB) against a bottom-up
+sum of the same engine's own published profiles (Vidur, `benchmarks/data/vidur/`, README there):
 
-    step(b) >= layers x (non-attention ops of one layer at b tokens, scaled from CodeLlama-34B to Yi-34B by the
-               bytes of weights each layer reads: decode GEMMs up to 128 tokens are weight-bound on A100)
-             + layers x (FlashAttention decode of b sequences of 1024 cached tokens: the same 4 K/V heads of 128
-               per GPU at tp 2)
-             + the engine's host time of one iteration at b sequences, tp 2 (linear fit of the profile at 8-128)
+    step >= layers x (non-attention ops of one layer at the iteration's tokens, scaled from CodeLlama-34B to Yi-34B
+                      by the weights each layer holds: the GEMMs' bytes when weight-bound, their FLOPs when not)
+          + layers x (attention of one layer: FlashAttention decode of b sequences of 1024 cached tokens, the same 4
+                      K/V heads of 128 per GPU at tp 2; or causal prefill of one prompt, scaled by query heads)
+          + the engine's host time of one iteration at b sequences, tp 2 (linear fit of the profile at 8-128)
 
 All-reduces (two per layer) and the LM head are left out, so the sum is a lower bound of what this engine's kernels
-and host work take. It prints the bound, the planner's prediction and the measured row: where a measured step is
-several times the bound, the row holds time that neither the engine's profiles nor the planner model.
+and host work take. It prints the sum, the planner's prediction and the measured row: where a measured step is
+several times the sum, the row holds time that neither the engine's profiles nor the planner model.
 
     python3 benchmarks/sarathi_rows_check.py
 """
@@ -48,6 +48,12 @@ def layer_ops_ms(tokens: int) -> float:
     return sum(float(v) * (2 if k.startswith("add") else 1) for k, v in row.items() if k != "num_tokens")
 
 
+def attention_prefill_ms(tokens: int) -> float:
+    """Causal FlashAttention prefill of one `tokens`-token prompt, one layer, 32 query heads per GPU (64 at tp 2)."""
+    row = next(r for r in _rows("a100_attention_prefill_tp2.csv") if int(r["prefill_chunk_size"]) == tokens)
+    return float(row["attn_prefill_median_ms"])
+
+
 def attention_decode_ms(batch: int) -> float:
     row = next(r for r in _rows("a100_attention_decode_tp2_kv1024.csv") if int(r["batch_size"]) == batch)
     return float(row["attn_decode_median_ms"])
@@ -67,28 +73,37 @@ def host_ms(batch: int, tp: int = 2) -> float:
 def main() -> None:
     import end_to_end_rows as e2e
 
-    rows = [r for r in e2e.load_rows() if r.id.startswith("PT-yi34b-d")]
-    config = rows[0].model and e2e.graph_of(rows[0].model).config
+    rows = [r for r in e2e.load_rows() if r.id.startswith("PT-yi34b-")]
+    graph = e2e.graph_of(rows[0].model)
+    config = graph.config
     yi = {"hidden": config["hidden_size"], "intermediate": config["intermediate_size"], "heads": config["num_heads"],
           "kv_heads": config["num_kv_heads"], "head_dim": config["hidden_size"] // config["num_heads"]}
-    layers = sum(1 for layer in e2e.graph_of(rows[0].model).layers if layer.kind == "block")
+    layers = sum(1 for layer in graph.layers if layer.kind == "block")
     scale = layer_weight_params(**yi) / layer_weight_params(**CODELLAMA_34B)
-    print(f"Yi-34B: {layers} layers, weights per layer x{scale:.3f} of CodeLlama-34B's; host time per iteration "
-          f"(sarathi engine, tp 2, fit over 8-128 sequences): {host_ms(8):.1f} ms at 8, {host_ms(128):.1f} ms at 128")
-    print(f"{'row':16} {'batch':>5} {'ops':>7} {'attn':>7} {'host':>7} {'bound':>7} {'planner':>8} {'measured':>9} "
-          f"{'measured/bound':>15}")
-    planner_ratio, measured_ratio = [], []
+    heads = yi["heads"] / CODELLAMA_34B["heads"]
+    print(f"Yi-34B: {layers} layers, weights per layer x{scale:.3f} of CodeLlama-34B's, query heads x{heads:.3f}; host "
+          f"time per iteration (sarathi engine, tp 2, fit over 8-128 sequences): {host_ms(8):.1f} ms at 8, "
+          f"{host_ms(128):.1f} ms at 128")
+    print(f"{'row':16} {'tokens':>6} {'ops':>7} {'attn':>7} {'host':>6} {'sum':>7} {'planner':>8} {'measured':>9} "
+          f"{'planner/sum':>12} {'measured/sum':>13}")
+    ratios: dict[str, list[tuple[float, float]]] = {"prefill": [], "decode": []}
     for row in rows:
-        b = row.batch
-        ops, attn, host = layers * layer_ops_ms(b) * scale, layers * attention_decode_ms(b), host_ms(b)
-        bound = ops + attn + host
-        predicted = e2e.predict(row)
-        planner_ratio.append(predicted / bound)
-        measured_ratio.append(row.measured / bound)
-        print(f"{row.id:16} {b:5d} {ops:7.1f} {attn:7.1f} {host:7.1f} {bound:7.1f} {predicted:8.1f} "
-              f"{row.measured:9.1f} {row.measured / bound:14.2f}x")
-    print(f"summary: planner / bound x{min(planner_ratio):.2f}-x{max(planner_ratio):.2f}; "
-          f"measured / bound x{min(measured_ratio):.2f}-x{max(measured_ratio):.2f}")
+        decode = row.phase == "decode"
+        tokens = row.batch if decode else row.input_len
+        if not decode and tokens > 4096:
+            print(f"{row.id:16} {tokens:6d}  (the profiles stop at 4,096 prompt tokens)")
+            continue
+        ops = layers * layer_ops_ms(tokens) * scale
+        attn = layers * (attention_decode_ms(tokens) if decode else attention_prefill_ms(tokens) * heads)
+        host = host_ms(row.batch)
+        total, predicted = ops + attn + host, e2e.predict(row)
+        ratios["decode" if decode else "prefill"].append((predicted / total, row.measured / total))
+        print(f"{row.id:16} {tokens:6d} {ops:7.1f} {attn:7.1f} {host:6.1f} {total:7.1f} {predicted:8.1f} "
+              f"{row.measured:9.1f} {predicted / total:11.2f}x {row.measured / total:12.2f}x")
+    for phase, pairs in ratios.items():
+        planner, measured = [p for p, _ in pairs], [m for _, m in pairs]
+        print(f"summary {phase}: planner / sum x{min(planner):.2f}-x{max(planner):.2f}; "
+              f"measured / sum x{min(measured):.2f}-x{max(measured):.2f}")
 
 
 if __name__ == "__main__":
