@@ -78,6 +78,7 @@ class Row:
     collectives: str = "auto"  # the engine's tensor-parallel all-reduce (Options.collectives)
     attention: str = "flash"  # the engine's attention kernel (Options.attention)
     runtime: str = "engine"  # serving engine, or a compiled generation loop (Options.runtime)
+    p2p_overlap: bool = True  # interleaved pipeline sends under the next chunk (Options.p2p_overlap)
     cluster: str = ""  # the cluster the source ran on where its default node is not it ("" = `cluster_of`)
     reason: str = ""  # why the row is not scored ("" = scored)
     fit_reason: str = ""  # why a scored row is kept out of the fit: its setup is known not to be expressible
@@ -186,6 +187,9 @@ def _training_setup(r: dict, row: Row) -> None:
 #   published in May 2022, after these runs).
 _NCCL_SOURCES = ("gpt-fast", "FasterTransformer (kipply)", "DistServe")
 _UNFUSED_ATTENTION_SOURCES = ("Megatron-LM 2021 (Narayanan)", "Korthikanti 2022", "MT-NLG 2022")
+# - Megatron-LM before 2023 sent pipeline activations in line (its overlap_p2p_comm came with Megatron-core);
+#   NeMo turns the overlap on with virtual stages, and Llama 3 sends asynchronously (Dubey et al. 2024, 3.3.2)
+_IN_LINE_P2P_SOURCES = ("Megatron-LM 2021 (Narayanan)", "Korthikanti 2022", "MT-NLG 2022")
 # - a compiled generation loop with no serving scheduler: gpt-fast (torch.compile, CUDA graphs) and
 #   FasterTransformer's C++ decoder; the rest are serving engines (TensorRT-LLM, vLLM, DistServe, Sarathi).
 _COMPILED_LOOP_SOURCES = ("gpt-fast", "FasterTransformer (kipply)")
@@ -227,6 +231,7 @@ def _row_from_end_to_end(r: dict) -> Row:
     row.runtime = "compiled" if source in _COMPILED_LOOP_SOURCES else "cpp-engine" if source in _CPP_ENGINE_SOURCES \
         else "engine"
     row.attention = "unfused" if source in _UNFUSED_ATTENTION_SOURCES else "flash"
+    row.p2p_overlap = source not in _IN_LINE_P2P_SOURCES
     row.group = _group(row)
     row.family = _family(row, r)
     row.reason = row.reason or _exclusion(row, r)
@@ -335,7 +340,8 @@ def _estimate(row: Row, phase: str, **over) -> dict:
     if phase == "train":
         options.update(microbatch_size=row.microbatch, recompute=row.recompute,
                        sequence_parallel=row.sequence_parallel, zero_stage=row.zero_stage,
-                       schedule="interleaved" if row.vp > 1 else "1f1b", virtual_stages=row.vp)
+                       schedule="interleaved" if row.vp > 1 else "1f1b", virtual_stages=row.vp,
+                       p2p_overlap=row.p2p_overlap)
     options.update(over)
     return estimate_graph(graph, _cluster(row), phase, Options(**options))
 

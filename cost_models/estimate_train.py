@@ -35,7 +35,14 @@ from cost_models.communication import collective_time
 from cost_models.estimate_context import Context
 from cost_models.estimate_infer import forward_pass, hidden_size
 from cost_models.memory import TrainingState, activation_bytes_per_layer, training_margin, training_state_bytes
-from cost_models.pipeline_schedule import chunk_cuts, in_flight, p2p_factor, pipeline_time, rank_chunks
+from cost_models.pipeline_schedule import (
+    chunk_cuts,
+    exposed_sends_s,
+    in_flight,
+    p2p_factor,
+    pipeline_time,
+    rank_chunks,
+)
 from ir.phases import phase_costs
 
 MFU_CAPS_FILE = Path(__file__).parent / "data" / "mfu_caps.yaml"
@@ -289,13 +296,14 @@ def train_step(ctx: Context, stages=None, stage_ctxs: list[Context] | None = Non
     # activations sent between stages; with tp > 1 each tp rank sends its 1/tp share over its own link
     # (Megatron's scatter-gather of pipeline sends, Narayanan et al. 2021 Sec. 4.1; sequence parallelism
     # keeps them split anyway) and the next stage all-gathers them over NVLink
-    act_bytes = mbs * seq * hidden_size(ctx) * 2 / o.tp
+    act_bytes = mbs * seq * hidden_size(ctx) * 2  # a stage's tp ranks send 1/tp each
     if links is None:
         links = [(ctx.pp_link_bandwidth, ctx.pp_link_latency_s)] * (len(stages) - 1)
     ranges = [list(chunks[s]) if chunks else [r] for s, r in enumerate(stages)]
     sends = p2p_factor(o.schedule, o.virtual_stages)
-    stage_times = [sum(sum(times_of(c)[1][a:b]) for a, b in ranges[s])
-                   + sends * stage_p2p_s(act_bytes, links, s, c.eff.comm) for s, c in enumerate(stage_ctxs)]
+    work = [sum(sum(times_of(c)[1][a:b]) for a, b in ranges[s]) for s, c in enumerate(stage_ctxs)]
+    stage_times = [w + exposed_sends_s(w, stage_p2p_s(act_bytes / c.options.tp, links, s, c.eff.comm), sends,
+                                       o.p2p_overlap) for s, (w, c) in enumerate(zip(work, stage_ctxs))]
     slowest = max(stage_times)
     pipeline = pipeline_time(stage_times, microbatches, o.virtual_stages if sends > 1 else 1)
     busy = microbatches * slowest

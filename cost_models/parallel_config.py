@@ -41,6 +41,10 @@ class Options:
     qps: float | None = None
     schedule: str = "1f1b"  # pipeline schedule: 1f1b, interleaved or gpipe (cost_models.pipeline_schedule)
     virtual_stages: int = 1  # interleaved 1F1B: model chunks per pipeline rank
+    # interleaved 1F1B's sends overlap the rank's next chunk (Megatron-core's overlap_p2p_comm, on with virtual
+    # stages in NeMo / Megatron-Bridge; torch.distributed.pipelining's asynchronous sends); False: each send
+    # waits in line (Megatron-LM before 2023). 1F1B and GPipe always pay their sends in line.
+    p2p_overlap: bool = True
     # tensor-parallel all-reduce: "custom" = an inference engine's own kernel inside an NVLink node (vLLM,
     # SGLang, TensorRT-LLM), "nccl" = NCCL (training frameworks, gpt-fast); "auto": custom unless training
     collectives: str = "auto"

@@ -17,6 +17,8 @@ backward), all three run m * t of work per rank plus a pipeline fill/drain:
   `forward_backward_pipelining_with_interleaving`), so with the one in steady state it keeps that
   many + 1 chunks, each 1/v of its layers: on the first rank pp * (1 + (pp - 1) / (pp * v))
   microbatches' worth of its layers' activations (Korthikanti et al. 2022, Sec. 4.2.3).
+Pipeline sends (`exposed_sends_s`) add to T_s in line, except interleaved sends with overlap, which run under
+the rank's next chunk (Megatron-core's overlap_p2p_comm; NeMo turns it on with virtual stages).
 With unequal stages (T_s per microbatch, T = max T_s) the step is m * T + (sum_s T_s - T) / v,
 which is (m - 1) * T + sum_s T_s for v = 1 (the existing 1F1B/GPipe formula).
 
@@ -45,6 +47,22 @@ def pipeline_time(stage_times: list[float], microbatches: int, virtual_stages: i
     """
     slowest = max(stage_times)
     return microbatches * slowest + (sum(stage_times) - slowest) / virtual_stages
+
+
+def exposed_sends_s(compute_s: float, send_s: float, virtual_stages: int = 1, overlap: bool = True) -> float:
+    """Seconds a stage's pipeline sends add to its time per microbatch, `send_s` each (forward and backward) and
+    `compute_s` of work over its v chunks. In line (1F1B, GPipe, or interleaving without overlap) all v sends
+    add up; interleaved with overlap (Megatron-core's overlap_p2p_comm) each send runs under the rank's next
+    chunk and only what outlasts a chunk's work shows.
+
+    >>> exposed_sends_s(8.0, 0.5), exposed_sends_s(8.0, 0.5, 4, overlap=False), exposed_sends_s(8.0, 0.5, 4)
+    (0.5, 2.0, 0.0)
+    >>> exposed_sends_s(1.0, 0.5, 4)  # each chunk's 0.25 s of work hides half of its send
+    1.0
+    """
+    if virtual_stages <= 1 or not overlap:
+        return virtual_stages * send_s
+    return virtual_stages * max(0.0, send_s - compute_s / virtual_stages)
 
 
 def bubble_fraction(pp: int, microbatches: int, virtual_stages: int = 1) -> float:

@@ -29,7 +29,14 @@ from cost_models.estimate_train import (
     state_bytes,
 )
 from cost_models.parallel_config import Options
-from cost_models.pipeline_schedule import chunk_cuts, chunk_problem, in_flight, pipeline_time, rank_chunks
+from cost_models.pipeline_schedule import (
+    chunk_cuts,
+    chunk_problem,
+    exposed_sends_s,
+    in_flight,
+    pipeline_time,
+    rank_chunks,
+)
 from ir.errors import UserError
 from ir.graph import Graph
 from passes.layer_grouping import GroupingConfig, GroupingInstance, solve_minmax
@@ -134,7 +141,7 @@ def _instance(ev: _Evaluator, cand: TrainCandidate) -> tuple[GroupingInstance, l
         times.append(tuple(to_us(t) for t in ev.layer_times(ctx)))
         mems.append(_memory_rows(ev, ctx, cand, s))
         caps.append(int(ctx.capacity_bytes - ctx.reserve))
-        overheads.append(to_us(stage_p2p_s(act_bytes, links, s, ctx.eff.comm)))
+        overheads.append(to_us(stage_p2p_s(act_bytes / ctx.options.tp, links, s, ctx.eff.comm)))  # 1/tp per rank
     return GroupingInstance(tuple(times), tuple(mems), tuple(caps), tuple(overheads), cand.microbatches), ctxs
 
 
@@ -292,7 +299,7 @@ def _interleaved(ev: _Evaluator, cand: TrainCandidate, v: int) -> TrainCandidate
     cuts = chunk_cuts([i for i, layer in enumerate(ev.graph.layers) if layer.kind == "block"], num_layers, pp * v)
     ranks = rank_chunks(cuts, pp)
     links = ev._links.setdefault((cand.dp, cand.groups), stage_links(ev.cluster, cand))
-    act_bytes = cand.microbatch_size * ev.seq * hidden_size(ctx) * 2
+    act_bytes, pp_tp = cand.microbatch_size * ev.seq * hidden_size(ctx) * 2, ctx.options.tp  # 1/tp per rank
     stage_s = []
     for s, ranges in enumerate(ranks):
         layers = [i for a, b in ranges for i in range(a, b)]
@@ -300,7 +307,9 @@ def _interleaved(ev: _Evaluator, cand: TrainCandidate, v: int) -> TrainCandidate
         need = sum(state[i] + acts[i] * flight for i in layers) + (logits if ranges[-1][1] == num_layers else 0.0)
         if need > ctx.capacity_bytes - ctx.reserve:
             return None
-        stage_s.append(sum(times[i] for i in layers) + v * stage_p2p_s(act_bytes, links, s, ctx.eff.comm))
+        work = sum(times[i] for i in layers)
+        stage_s.append(work + exposed_sends_s(work, stage_p2p_s(act_bytes / pp_tp, links, s, ctx.eff.comm), v,
+                                              ctx.options.p2p_overlap))
     pipe = pipeline_time(stage_s, m, v)
     worst = stage_s.index(max(stage_s))
     dense, expert = ranges_params(ctx, ranks[worst])

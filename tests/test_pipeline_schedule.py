@@ -122,6 +122,35 @@ def test_plan_refuses_virtual_stages_that_cannot_deal_the_blocks(tmp_path, capsy
     assert code == 2 and not out.exists() and len(err) == 1 and "use --virtual-stages in [2, 3, 4, 8]" in err[0]
 
 
+def test_interleaved_sends_overlap_the_next_chunk():
+    """Megatron-core's overlap_p2p_comm (on with virtual stages in NeMo) and torch.distributed.pipelining's
+    asynchronous sends hide an interleaved stage's sends under its next chunk; in line (Megatron-LM before 2023,
+    `p2p_overlap=False`) all v of them add up. 1F1B pays its sends in line either way."""
+    from cost_models.cluster import parse_cluster
+    from cost_models.estimator import estimate_graph
+    from cost_models.parallel_config import Options
+
+    graph = planner.capture("llama-2-70b", seq_len=4096)
+    cluster = parse_cluster("4xdgx-a100")
+    base = dict(tp=4, pp=4, dp=2, batch=64, input_len=4096, microbatch_size=1)
+    step = {}
+    for schedule, v in (("1f1b", 1), ("interleaved", 4)):
+        for overlap in (True, False):
+            o = Options(**base, schedule=schedule, virtual_stages=v, p2p_overlap=overlap)
+            step[schedule, overlap] = estimate_graph(graph, cluster, "train", o)["step_time_s"]
+    assert step["1f1b", True] == step["1f1b", False]
+    assert step["interleaved", True] < step["interleaved", False]
+
+
+@pytest.mark.parametrize("fixed", [{"tp": 4, "pp": 2}, {"tp": 2, "pp": 4, "schedule": "1f1b"}])
+def test_search_objective_is_the_reported_step_with_tensor_and_pipeline_parallelism(fixed):
+    """The search prices a stage's sends as the estimate does (each tp rank sends 1/tp of the activations,
+    interleaved sends under the next chunk): the chosen plan's objective is its reported step."""
+    p = planner.plan("llama-2-70b", "4xdgx-a100", "train", batch=256, **fixed).to_dict()
+    assert p["decision"]["tp"] == fixed["tp"] and p["decision"]["pp"] == fixed["pp"]
+    assert p["solver"]["step_objective_us"] / 1e6 == pytest.approx(p["predicted"]["step_time_s"], rel=1e-4)
+
+
 @pytest.fixture(scope="module")
 def interleaved_plan():
     return planner.plan("tiny-llama", "2xcpu", "train", batch=4, seq_len=8, pp=2, virtual_stages=2).to_dict()
