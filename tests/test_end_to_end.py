@@ -117,6 +117,21 @@ def test_estimate_and_plan_agree_on_memory_for_the_same_layout():
     assert r["memory_per_device_bytes"] <= 80e9
 
 
+@pytest.mark.slow
+def test_estimate_and_plan_agree_on_an_interleaved_pipeline_layout():
+    """The estimate prices an interleaved schedule by the chunks the plan records (Megatron's round-robin of
+    `pipeline_schedule.chunk_cuts`), so the plan's layout estimated alone gives its memory and its step time."""
+    plan = planner.plan("llama-2-70b", "4xdgx-a100", "train", batch=256, seq_len=2048, tp=4, pp=2)
+    d = plan.to_dict()["decision"]
+    assert d["schedule"] == "interleaved" and d["virtual_stages"] > 1
+    r = planner.estimate("llama-2-70b", "4xdgx-a100", "train", tp=4, pp=2, dp=d["dp"], batch=256, input_len=2048,
+                         microbatch_size=d["microbatch_size"], recompute=d["recompute"], zero_stage=d["zero_stage"],
+                         sequence_parallel=bool(d["sequence_parallel"]), schedule="interleaved",
+                         virtual_stages=d["virtual_stages"])
+    assert r["memory_per_device_bytes"] == plan.predicted.memory_per_device_bytes
+    assert r["step_time_s"] == pytest.approx(plan.predicted.step_time_s, rel=1e-9)
+
+
 def test_development_set_rows_all_name_their_source_and_unscored_rows_say_why():
     sys.path.insert(0, str(BENCH))
     import end_to_end_rows as rows
