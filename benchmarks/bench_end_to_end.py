@@ -1,7 +1,7 @@
 """End-to-end validation: the planner's predictions against published end-to-end measurements.
 
 Runs every row of the development set (`benchmarks/data/validation/`: 115 published end-to-end rows and
-23 paper-artifact timings, each with its source; see `end_to_end_rows.py` for how a row becomes a
+23 paper-artifact timings, each with its source; see `end_to_end_rows.py` and `end_to_end_predict.py` for how a row becomes a
 prediction with its source's conventions) through `cost_models.estimator.estimate_graph` and prints:
 
 - each row: measured, the baseline rule, the prediction and the relative error;
@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import end_to_end_rows as e2e  # noqa: E402
 from end_to_end_baseline import baseline  # noqa: E402
+from end_to_end_predict import predict  # noqa: E402
 
 TARGET_GROUP, TARGET_OVERALL, TARGET_RATIO, TARGET_LOSO = 0.12, 0.10, 0.08, 0.15
 GROUP_WHAT = {
@@ -51,7 +52,7 @@ GROUP_WHAT = {
 }
 
 
-def evaluate(rows: list[e2e.Row], predictor=e2e.predict) -> dict[str, float]:
+def evaluate(rows: list[e2e.Row], predictor=predict) -> dict[str, float]:
     """Predicted value per scored row id."""
     return {r.id: predictor(r) for r in rows if r.scored}
 

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import end_to_end_rows as e2e  # noqa: E402
+from end_to_end_predict import predict, with_efficiency  # noqa: E402
 
 from cost_models.efficiency import FAMILIES, FITTED_FILE, Efficiency, family_efficiency, fitted_records  # noqa: E402
 
@@ -148,11 +149,11 @@ def score(rows: list[e2e.Row], families: dict[str, Efficiency]) -> float:
     """Mean |relative error| of `rows` predicted with `families`, each capped at `ROBUST_CAP`."""
     if not rows:
         return 0.0
-    e2e.with_efficiency(families)
+    with_efficiency(families)
     try:
-        return float(np.mean([min(abs(e2e.predict(r) - r.measured) / r.measured, ROBUST_CAP) for r in rows]))
+        return float(np.mean([min(abs(predict(r) - r.measured) / r.measured, ROBUST_CAP) for r in rows]))
     finally:
-        e2e.with_efficiency(None)
+        with_efficiency(None)
 
 
 def _grid(p: E2EParam, center: float | None) -> np.ndarray:
@@ -184,11 +185,11 @@ def fit_e2e(rows: list[e2e.Row], start: dict[str, Efficiency], params=E2E_PARAMS
                     if trial < best - 1e-9:
                         best_value, best = float(value), trial
             families = _set(families, p, best_value)
-            e2e.with_efficiency(families)
+            with_efficiency(families)
             try:
-                mape = float(np.mean([abs(e2e.predict(r) - r.measured) / r.measured for r in mine]))
+                mape = float(np.mean([abs(predict(r) - r.measured) / r.measured for r in mine]))
             finally:
-                e2e.with_efficiency(None)
+                with_efficiency(None)
             report[param_key(p)] = {"value": best_value, "rows": [r.id for r in mine], "error": mape}
             log(f"  sweep {sweep + 1}: {param_key(p):44} = {best_value:.4g}  its {len(mine)} rows: MAPE {mape:.1%}")
     return families, report
@@ -207,12 +208,12 @@ def leave_one_source_out(rows: list[e2e.Row], write_bands: bool = False) -> floa
         if touched:
             others = [r for r in scored if r.source != source]
             families, _ = fit_e2e(others, prior_families(touched), touched, sweeps=LOSO_SWEEPS, log=lambda *_: None)
-        e2e.with_efficiency(families)
+        with_efficiency(families)
         try:
             for r in mine:
-                errors[r.id] = (e2e.predict(r) - r.measured) / r.measured
+                errors[r.id] = (predict(r) - r.measured) / r.measured
         finally:
-            e2e.with_efficiency(None)
+            with_efficiency(None)
         mape = np.mean([abs(errors[r.id]) for r in mine])
         print(f"  {source:30} rows {len(mine):3d}  MAPE {mape:6.1%}  refitted {', '.join(map(param_key, touched)) or '-'}")
     overall = float(np.mean([abs(e) for e in errors.values()]))

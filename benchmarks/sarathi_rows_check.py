@@ -72,9 +72,11 @@ def host_ms(batch: int, tp: int = 2) -> float:
 
 def main() -> None:
     import end_to_end_rows as e2e
+    from end_to_end_models import graph_of
+    from end_to_end_predict import predict
 
     rows = [r for r in e2e.load_rows() if r.id.startswith("PT-yi34b-")]
-    graph = e2e.graph_of(rows[0].model)
+    graph = graph_of(rows[0].model)
     config = graph.config
     yi = {"hidden": config["hidden_size"], "intermediate": config["intermediate_size"], "heads": config["num_heads"],
           "kv_heads": config["num_kv_heads"], "head_dim": config["hidden_size"] // config["num_heads"]}
@@ -96,7 +98,7 @@ def main() -> None:
         ops = layers * layer_ops_ms(tokens) * scale
         attn = layers * (attention_decode_ms(tokens) if decode else attention_prefill_ms(tokens) * heads)
         host = host_ms(row.batch)
-        total, predicted = ops + attn + host, e2e.predict(row)
+        total, predicted = ops + attn + host, predict(row)
         ratios["decode" if decode else "prefill"].append((predicted / total, row.measured / total))
         print(f"{row.id:16} {tokens:6d} {ops:7.1f} {attn:7.1f} {host:6.1f} {total:7.1f} {predicted:8.1f} "
               f"{row.measured:9.1f} {predicted / total:11.2f}x {row.measured / total:12.2f}x")

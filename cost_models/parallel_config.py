@@ -129,7 +129,7 @@ def _check_divisibility(graph: Graph, o: Options) -> None:
 
 def _check_schedule(graph: Graph, o: Options) -> None:
     """UserError unless the pipeline schedule can run (the microbatch rule is checked by the plan)."""
-    from cost_models.pipeline_schedule import SCHEDULES, chunk_problem
+    from cost_models.pipeline_schedule import SCHEDULES, chunk_problem, runnable_virtual_stages
 
     _positive("virtual_stages", o.virtual_stages)
     if o.schedule not in SCHEDULES:
@@ -139,7 +139,7 @@ def _check_schedule(graph: Graph, o: Options) -> None:
         raise UserError(f"interleaved 1F1B needs pp >= 2 and virtual stages >= 2, got pp={o.pp}, v={o.virtual_stages}")
     problem = chunk_problem(blocks, o.pp, o.virtual_stages) if o.schedule == "interleaved" else None
     if problem:
-        runs = [v for v in range(2, blocks // o.pp + 2) if chunk_problem(blocks, o.pp, v) is None]
+        runs = runnable_virtual_stages(blocks, o.pp)
         raise UserError(f"{problem}; got pp={o.pp}, v={o.virtual_stages}: "
                         + (f"use v in {runs}" if runs else f"use the 1f1b schedule at pp={o.pp}"))
     if o.schedule != "interleaved" and o.virtual_stages != 1:

@@ -147,6 +147,15 @@ def chunk_problem(blocks: int, pp: int, virtual_stages: int) -> str | None:
     return None
 
 
+def runnable_virtual_stages(blocks: int, pp: int) -> list[int]:
+    """The v >= 2 whose pp * v chunks `blocks` can be dealt into (`chunk_problem`), for refusals to name.
+
+    >>> runnable_virtual_stages(126, 16), runnable_virtual_stages(32, 4)
+    ([2, 4, 8], [2, 3, 4, 8])
+    """
+    return [v for v in range(2, blocks // max(pp, 1) + 2) if chunk_problem(blocks, pp, v) is None]
+
+
 def chunk_cuts(block_layers: list[int], num_layers: int, chunks: int) -> tuple[int, ...]:
     """Layer boundaries of `chunks` virtual stages of `chunk_sizes` blocks (embedding in the first, head
     in the last); chunk c runs on rank c % pp as its (c // pp)-th virtual stage (Megatron-LM's assignment).

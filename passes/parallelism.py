@@ -36,6 +36,7 @@ from cost_models.pipeline_schedule import (
     in_flight,
     pipeline_time,
     rank_chunks,
+    runnable_virtual_stages,
 )
 from ir.errors import UserError
 from ir.graph import Graph
@@ -229,7 +230,7 @@ def _check_fixed_chunks(graph: Graph, pp: int | None, v: int | None) -> None:
     blocks = sum(1 for layer in graph.layers if layer.kind == "block")
     problem = chunk_problem(blocks, pp, v)
     if problem:
-        runs = [w for w in range(2, blocks // pp + 2) if chunk_problem(blocks, pp, w) is None]
+        runs = runnable_virtual_stages(blocks, pp)
         raise UserError(f"{problem}; got --pp {pp} --virtual-stages {v}: "
                         + (f"use --virtual-stages in {runs}" if runs else f"use the 1f1b schedule at pp={pp}"))
 
@@ -296,7 +297,8 @@ def _interleaved(ev: _Evaluator, cand: TrainCandidate, v: int) -> TrainCandidate
     times = ev.layer_times(ctx)
     state, acts, logits = _memory_terms(ev, ctx, made)
     num_layers, pp, m = len(ev.graph.layers), cand.pp, cand.microbatches
-    cuts = chunk_cuts([i for i, layer in enumerate(ev.graph.layers) if layer.kind == "block"], num_layers, pp * v)
+    blocks = [i for i, layer in enumerate(ev.graph.layers) if layer.kind == "block"]
+    cuts = chunk_cuts(blocks, num_layers, pp * v)
     ranks = rank_chunks(cuts, pp)
     links = ev._links.setdefault((cand.dp, cand.groups), stage_links(ev.cluster, cand))
     act_bytes, pp_tp = cand.microbatch_size * ev.seq * hidden_size(ctx) * 2, ctx.options.tp  # 1/tp per rank
@@ -315,7 +317,7 @@ def _interleaved(ev: _Evaluator, cand: TrainCandidate, v: int) -> TrainCandidate
     dense, expert = ranges_params(ctx, ranks[worst])
     exposed = exposed_gradient_reduction_s(ctx, dp_comm_s(ctx, dense, expert), max(stage_s) * 2 / 3, dense + expert)
     extra = exposed + optimizer_s(ctx, dense, expert) + fp8_weight_cast_s(ctx, dense, expert)
-    even = sum(1 for layer in ev.graph.layers if layer.kind == "block") % (pp * v) == 0
+    even = len(blocks) % (pp * v) == 0
     return replace(made, cuts=cuts, objective_us=to_us(pipe + extra), grouping_us=to_us(pipe), bound_us=None,
                    status="equal chunks" if even else "balanced chunks",
                    solver="interleaved equal split" if even else "interleaved split, short end chunks")
