@@ -14,6 +14,11 @@
    measured vs predicted mean and p90 TTFT and TPOT, output throughput and SLO attainment per rate, for
    the profile fitted in this run and for the shipped one; the verdict: predicted within 15% of measured for
    mean TTFT, mean TPOT and throughput at every scored rate, and the same SLO verdict (attainment >= 90%).
+   TTFT is judged twice. As the engine counts it (its /metrics histogram, from the request's arrival in the
+   engine to its first token out; predicted: the simulated TTFT less the profile's `client_path_ms`, the
+   calibrated time outside that count), and as vLLM's client measures it, which also holds the HTTP exchange
+   and the client's own turns on the 2 cores it shares with the engine here; the first verdict is the
+   benchmark's, the second is printed beside it.
    Each rate runs --repeats times with fresh content; each metric scores its median over the runs (every
    run's means are printed).
 
@@ -44,14 +49,21 @@ sys.path.insert(0, str(ROOT))
 import planner  # noqa: E402
 from cost_models.cluster import parse_cluster  # noqa: E402
 from cost_models.serving.deployment import Deployment, costs_for, simulate  # noqa: E402
-from cost_models.serving.engine_profile import PROFILE_DIR  # noqa: E402
+from cost_models.serving.engine_profile import PROFILE_DIR, load_engine_profile  # noqa: E402
 from cost_models.serving.metrics import ATTAINMENT, attainment, measured_result, summarize  # noqa: E402
 from cost_models.serving.policies import Chunked  # noqa: E402
 from cost_models.serving.prefixes import chat_sessions  # noqa: E402
 from cost_models.serving.trace_files import write_trace  # noqa: E402
 from cost_models.serving.workload import hash_lists  # noqa: E402
 from planner.cli import main as planner_main  # noqa: E402
-from planner.engines.calibrate import calibrate_vllm, profile_document, run_client, write_rows  # noqa: E402
+from planner.engines.calibrate import (  # noqa: E402
+    TTFT_METRIC,
+    calibrate_vllm,
+    engine_mean_s,
+    profile_document,
+    run_client,
+    write_rows,
+)
 from planner.engines.server import VllmServer, raise_group_priority, script_args  # noqa: E402
 from planner.engines.vllm_env import vllm_python  # noqa: E402
 
@@ -68,17 +80,6 @@ def ensure_env() -> Path:
         subprocess.run(["bash", str(ROOT / "tools" / "make_vllm_env.sh")], check=True)
         python = vllm_python()
     return python
-
-
-def prefix_cache_counters(url: str) -> tuple[float, float]:
-    """(hits, queries) of the engine's prefix cache, in tokens (vLLM's /metrics counters)."""
-    import re
-    import urllib.request
-
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return tuple(sum(float(m.group(1)) for m in re.finditer(re.escape(name) + r"(?:\{[^}]*\})? ([0-9.e+]+)", text))
-                 for name in ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"))
 
 
 def load_average() -> float:
@@ -127,7 +128,9 @@ def predict(plan: dict, model: Path, profile: str, w) -> dict:
     deployment = Deployment(Chunked(int(serving["chunk_tokens"])), 1, 1, int(plan["decision"]["dp"]))
     result = simulate(costs, deployment, replace(w, context_tokens=serving["longest_request_tokens"]))
     s = summarize(result, SLO)
-    return {"ttft_mean": s["ttft_mean"], "ttft_p90": s["ttft_p90"], "tpot_mean": s["tpot_mean"], "tpot_p90": s["tpot_p90"],
+    client_path_s = load_engine_profile(profile).client_path_ms / 1e3  # outside the engine's own TTFT count
+    return {"ttft_mean": s["ttft_mean"], "engine_ttft_mean": s["ttft_mean"] - client_path_s,
+            "ttft_p90": s["ttft_p90"], "tpot_mean": s["tpot_mean"], "tpot_p90": s["tpot_p90"],
             "throughput": s["output_tokens_per_s"], "attainment": s["attainment"], "hit": result.prefix_hit_rate}
 
 
@@ -136,7 +139,8 @@ def measured(w, result: dict) -> dict:
     out = np.array(result["output_lens"])
     tpot = np.array([(lat - t) / (o - 1) if o > 1 else np.nan for lat, t, o in zip(result["latencies"], ttft, out)])
     ok = np.isfinite(tpot)
-    return {"ttft_mean": float(ttft.mean()), "ttft_p90": float(np.percentile(ttft, 90)),
+    return {"ttft_mean": float(ttft.mean()), "engine_ttft_mean": engine_mean_s(result, TTFT_METRIC),
+            "ttft_p90": float(np.percentile(ttft, 90)),
             "tpot_mean": float(tpot[ok].mean()), "tpot_p90": float(np.percentile(tpot[ok], 90)),
             "throughput": float(result["output_throughput"]),
             "attainment": attainment(measured_result(w, ttft, np.nan_to_num(tpot, nan=0.0)), SLO)}
@@ -148,26 +152,32 @@ def median_of(runs: list[dict]) -> dict:
     return {k: float(np.median([m[k] for m in runs])) for k in runs[0]}
 
 
-def table(rows: list[tuple[float, float, dict, dict, dict]]) -> bool:
-    keys = ("ttft_mean", "ttft_p90", "tpot_mean", "tpot_p90", "throughput", "attainment")
-    ok = True
+def table(rows: list[tuple[float, float, dict, dict, dict]]) -> tuple[bool, bool]:
+    """Print measured/predicted per rate for both profiles; (verdict with the engine's own TTFT, verdict with the
+    client's) for the profile fitted in this run. TPOT and throughput are the client's in both."""
+    keys = ("ttft_mean", "engine_ttft_mean", "ttft_p90", "tpot_mean", "tpot_p90", "throughput", "attainment")
+    ok = {"engine_ttft_mean": True, "ttft_mean": True}
     for label, index in (("fitted in this run", 3), ("shipped profile", 4)):
         print(f"\npredicted with the {label} ({SHIPPED if index == 4 else 'calibrate loads only'}):")
-        print(f"{'rate':>6} {'load':>5} " + " ".join(f"{k + ' meas/pred':>26}" for k in keys) + "  verdict")
+        print(f"{'rate':>6} {'load':>5} " + " ".join(f"{k + ' meas/pred':>26}" for k in keys)
+              + "  verdict (engine / client TTFT)")
         for rate, load, meas, *preds in rows:
             pred = preds[index - 3]
             cells = []
             for k in keys:
-                scale, unit = (1e3, "ms") if k.startswith(("ttft", "tpot")) else (1.0, "")
+                scale, unit = (1e3, "ms") if k.startswith(("ttft", "tpot", "engine_ttft")) else (1.0, "")
                 ratio = pred[k] / meas[k] if meas[k] else float("nan")
                 cells.append(f"{meas[k] * scale:9.2f}/{pred[k] * scale:8.2f}{unit:>2} x{ratio:5.2f}")
-            within = all(abs(pred[k] / meas[k] - 1) <= TOLERANCE for k in ("ttft_mean", "tpot_mean", "throughput"))
             same = (meas["attainment"] >= ATTAINMENT) == (pred["attainment"] >= ATTAINMENT)
-            verdict = f"{'PASS' if within and same else 'FAIL'} (SLO {'met' if meas['attainment'] >= ATTAINMENT else 'missed'})"
-            print(f"{rate:6.1f} {load:5.1f} " + " ".join(cells) + f"  {verdict}")
-            if index == 3:
-                ok &= within and same
-    return ok
+            verdicts = []
+            for ttft in ok:
+                passed = same and all(abs(pred[k] / meas[k] - 1) <= TOLERANCE for k in (ttft, "tpot_mean", "throughput"))
+                verdicts.append("PASS" if passed else "FAIL")
+                if index == 3:
+                    ok[ttft] &= passed
+            print(f"{rate:6.1f} {load:5.1f} " + " ".join(cells) + f"  {' / '.join(verdicts)} "
+                  f"(SLO {'met' if meas['attainment'] >= ATTAINMENT else 'missed'})")
+    return ok["engine_ttft_mean"], ok["ttft_mean"]
 
 
 def main() -> None:
@@ -230,11 +240,11 @@ def main() -> None:
                 wait_for_calm(args.max_load, 60.0)
                 before = load_average()
                 (work / "rates").mkdir(exist_ok=True)
-                hits0, queries0 = prefix_cache_counters(server.url)
                 load = {"kind": f"rate {rate}", "workload": wj, "max_concurrency": None}
                 result = run_client(python, server.url, str(model), [load], work / "rates", prefix=nice)[0]
-                hits1, queries1 = prefix_cache_counters(server.url)
-                engine_hits.setdefault(rate, []).append((hits1 - hits0) / max(queries1 - queries0, 1.0))
+                counted = result["engine_metrics"]
+                engine_hits.setdefault(rate, []).append(counted["vllm:prefix_cache_hits_total"][0]
+                                                        / max(counted["vllm:prefix_cache_queries_total"][0], 1.0))
                 os.replace(work / "rates" / "load00.result.json", work / "rates" / f"rate{rate}.run{j}.result.json")
                 repeats.append((before, measured(wj, result)))
             out.append((rate, max(b for b, _ in repeats), median_of([m for _, m in repeats]), [m for _, m in repeats]))
@@ -247,9 +257,15 @@ def main() -> None:
         print(f"rate {rate}: prefix-cache hit rate (tokens) measured by the engine {hits}, predicted {pred['hit']:.1%}; "
               "mean TTFT / TPOT per run " + ", ".join(f"{m['ttft_mean'] * 1e3:.1f}/{m['tpot_mean'] * 1e3:.2f}"
                                                     for m in runs) + " ms")
-    ok = table(rows_out)
-    print(f"\nall scored rates within {TOLERANCE:.0%} (mean TTFT, mean TPOT, throughput) with the same SLO verdict: "
-          f"{'PASS' if ok else 'FAIL'}")
+    for rate, _, meas, pred, _ in rows_out:
+        print(f"rate {rate}: first-token time outside the engine's own count (client TTFT - engine TTFT): measured "
+              f"{(meas['ttft_mean'] - meas['engine_ttft_mean']) * 1e3:.1f} ms, calibrated "
+              f"{(pred['ttft_mean'] - pred['engine_ttft_mean']) * 1e3:.1f} ms")
+    engine_ok, client_ok = table(rows_out)
+    print(f"\nall scored rates within {TOLERANCE:.0%} (mean TTFT as the engine counts it, mean TPOT, throughput) with "
+          f"the same SLO verdict: {'PASS' if engine_ok else 'FAIL'}")
+    print(f"the same with the client's mean TTFT (it also holds the HTTP exchange and the client's own turns on the "
+          f"cores it shares with the engine): {'PASS' if client_ok else 'FAIL'}")
 
 
 if __name__ == "__main__":

@@ -252,3 +252,37 @@ def test_calibration_decode_rows_read_token_bursts_as_iterations_not_as_free_one
     chunk = {"itls": [[2e-6] * (out - 1)] * len(w), "ttfts": [0.2] * len(w), "latencies": [0.2 + 1e-4] * len(w),
              "output_lens": [out] * len(w)}
     assert rows_from([load], [chunk], 16, 2048) == []
+
+
+def test_calibration_separates_the_client_path_from_the_engines_own_first_token_time(tmp_path):
+    """The engine's /metrics count a first token from its arrival in the engine; the client's TTFT also holds the
+    HTTP exchange. Calibration keeps that difference (median over the one-at-a-time first-token loads) in the
+    profile as `client_path_ms`, loads without engine metrics give none, and the profile reads it back."""
+    import yaml
+
+    from cost_models.serving.engine_fit import fit_rows
+    from planner.engines.calibrate import calibration_loads, client_path_from, engine_mean_s, profile_document, rows_from
+
+    loads = [x for x in calibration_loads(quick=True, context=1024) if x["kind"] in ("prefill", "prefix", "decode")]
+    rng = np.random.default_rng(1)
+    results, path_s = [], 0.006
+    for load in loads:
+        w = load["workload"]
+        engine = 0.004 + 2e-5 * w.prompt_tokens.astype(float)
+        client = engine + path_s + rng.uniform(-5e-4, 5e-4, len(w))
+        out = int(w.output_tokens[0])
+        results.append({"ttfts": client.tolist(), "itls": [[0.003] * (out - 1)] * len(w), "output_lens": [out] * len(w),
+                        "latencies": (client + 0.003 * (out - 1)).tolist(),
+                        "engine_metrics": {"vllm:time_to_first_token_seconds": [float(engine.sum()), float(len(w))]}})
+    assert engine_mean_s(results[0], "vllm:time_to_first_token_seconds") == pytest.approx(
+        float(np.mean(0.004 + 2e-5 * loads[0]["workload"].prompt_tokens)))
+    assert client_path_from(loads, results) == pytest.approx(1e3 * path_s, abs=0.5)
+    assert client_path_from(loads, [{k: v for k, v in r.items() if k != "engine_metrics"} for r in results]) is None
+
+    from dataclasses import replace
+
+    fit = replace(fit_rows(rows_from(loads, results, 16, 2048)), client_path_ms=client_path_from(loads, results))
+    file = tmp_path / "engine.yaml"
+    file.write_text(yaml.safe_dump(profile_document(fit, "m", "cpu", 16, "rows.csv", "test")))
+    assert load_engine_profile(file).client_path_ms == pytest.approx(fit.client_path_ms)
+    assert load_engine_profile("vllm-0.32-cpu").client_path_ms == 0.0  # measured before the split: none claimed

@@ -33,8 +33,11 @@ T: tokens computed (decodes + prompt chunk tokens); P: causal query-key pairs of
 their cached prefix); K: tokens of context the decodes read; S: sequences sampled (decodes + prompts that
 finish). Such a profile also gives the engine's KV `block_size` (tokens; vLLM's CPU backend uses 128) and
 `request_latency_ms`, the time a request spends outside the iterations before its first token (HTTP,
-tokenization, detokenization and streaming back), which the simulator adds at arrival. Its fit data sit
-beside it (`fit`: rows, their file and the fit error per kind of row).
+tokenization, detokenization and streaming back), which the simulator adds at arrival, and optionally
+`client_path_ms`, the part of that latency the engine's own time-to-first-token metric does not count (the HTTP
+exchange and the client; measured against the engine's /metrics), so a run's TTFT as the engine counts it is
+the simulated one minus `client_path_ms`. Its fit data sit beside it (`fit`: rows, their file and the fit error per
+kind of row).
 """
 
 from __future__ import annotations
@@ -116,6 +119,7 @@ class EngineProfile:
     request_latency_ms: float = 0.0  # per request, outside the iterations (before its first token)
     idle_wakeup_max_ms: float = 0.0  # extra first-token time after the engine sat idle (`idle_wakeup_ms`)
     idle_wakeup_tau_ms: float = 0.0
+    client_path_ms: float = 0.0  # of request_latency_ms, outside the engine's own TTFT (0: not measured)
 
     def covers(self, model: str, tp: int, pp: int = 1) -> bool:
         return pp == 1 and tp in self.fits.get(model, {})
@@ -151,7 +155,7 @@ def load_engine_profile(path: str | Path) -> EngineProfile:
         return EngineProfile(str(data["engine"]), str(data["device"]), str(data["source"]), fits,
                              float(data.get("iteration_overhead_ms", 0.0)), int(block) if block else None,
                              float(data.get("request_latency_ms", 0.0)), float(wake.get("max_ms", 0.0)),
-                             float(wake.get("tau_ms", 0.0)))
+                             float(wake.get("tau_ms", 0.0)), float(data.get("client_path_ms", 0.0)))
     except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise UserError(f"{file}: not an engine profile ({type(error).__name__}: {error}); see "
                         f"cost_models/serving/engine_profile.py for the format") from None

@@ -89,6 +89,8 @@ def _engine_profile(url, model, model_name, output, budget, profile_device, vllm
     c = console()
     coefficients = [[k, f"{v:.6g}"] for k, v in fit.iteration.as_dict().items()]
     coefficients.append(["request_latency_ms", f"{fit.request_latency_ms:.6g}"])
+    if fit.client_path_ms is not None:
+        coefficients.append(["client_path_ms (of request_latency_ms)", f"{fit.client_path_ms:.6g}"])
     c.print(table(f"{model_name} on {profile_device}: {len(rows)} rows, block size {block}", ["coefficient", "fitted"],
                   coefficients))
     c.print(table("|predicted / measured - 1| by kind of row", ["kind", "rows", "mean", "max"],

@@ -194,6 +194,30 @@ def idle_wakeup_from(loads: list[dict], results: list[dict]) -> dict | None:
     return fit_idle_wakeup(gaps, ttfts) if len(gaps) >= 3 else None
 
 
+TTFT_METRIC = "vllm:time_to_first_token_seconds"
+ITL_METRIC = "vllm:inter_token_latency_seconds"
+
+
+def engine_mean_s(result: dict, name: str) -> float | None:
+    """The engine's own mean of histogram `name` over one client run (the `engine_metrics` the client saved);
+    None where the run has none."""
+    total, count = (result.get("engine_metrics") or {}).get(name, (0.0, 0.0))
+    return total / count if count > 0 else None
+
+
+def client_path_from(loads: list[dict], results: list[dict]) -> float | None:
+    """Milliseconds a request's first token spends outside the engine's own count (`vllm_client`: from the HTTP
+    request to the engine's arrival stamp, and the token's way back through the HTTP stream to the client): per
+    first-token load (one request at a time), the client's mean TTFT minus the engine's; the median over loads.
+    None where the results carry no engine metrics."""
+    gaps = []
+    for load, result in zip(loads, results):
+        engine = engine_mean_s(result, TTFT_METRIC)
+        if load["kind"] in ("prefill", "prefix") and engine is not None:
+            gaps.append(1e3 * (float(np.mean(result["ttfts"])) - engine))
+    return round(max(float(np.median(gaps)), 0.0), 6) if gaps else None
+
+
 def _get(url: str, path: str) -> bytes:
     """GET `url` + `path` from the engine; one clear line when nothing answers there."""
     try:
@@ -232,6 +256,7 @@ def profile_document(fit: FitResult, model: str, device: str, block_size: int, r
     """The profile YAML's content (`cost_models.serving.engine_profile`) with its fit data."""
     return {"engine": engine, "device": device, "source": source, "block_size": block_size,
             "request_latency_ms": round(fit.request_latency_ms, 6),
+            **({"client_path_ms": fit.client_path_ms} if fit.client_path_ms is not None else {}),
             **({"idle_wakeup": fit.idle_wakeup} if fit.idle_wakeup else {}),
             "models": {model: {1: {"iteration": {k: round(v, 9) for k, v in fit.iteration.as_dict().items()}}}},
             "fit": {"method": "non-negative least squares on relative errors (cost_models/serving/engine_fit.py)",
@@ -250,7 +275,8 @@ def calibrate_vllm(python: str | Path, url: str, model: str, folder: Path, budge
     if decode < 3:
         raise UserError(f"only {decode} of the calibration's decode loads timed the engine's iterations (the rest came "
                         f"back as one chunk per request: a front end starved of CPU); rerun on a quieter machine")
-    fit = replace(fit_rows(rows), idle_wakeup=idle_wakeup_from(loads, results))
+    fit = replace(fit_rows(rows), idle_wakeup=idle_wakeup_from(loads, results),
+                  client_path_ms=client_path_from(loads, results))
     log.info("fitted %s from %d rows: %s", fit.iteration, len(rows), fit.errors["all"])
     if not math.isfinite(fit.request_latency_ms):
         raise UserError("the calibration fit did not converge; rerun on a quieter machine")
