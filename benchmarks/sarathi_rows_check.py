@@ -11,6 +11,14 @@ All-reduces (two per layer) and the LM head are left out, so the sum is a lower 
 and host work take. It prints the sum, the planner's prediction and the measured row: where a measured step is
 several times the sum, the row holds time that neither the engine's profiles nor the planner model.
 
+How the rows were measured (microsoft/sarathi-serve, osdi-experiments/figure-2 at 02d2567: operation_time_split_runs.sh,
+decode.csv, prefill.csv): the engine's `batch_execution_time` per batch (the whole iteration as its metrics store
+times it), averaged over the batches of one shape, on 2 A100 80GB PCIe joined pairwise by NVLink. Prefill rows: one
+prompt per batch. Decode rows: 2b requests of 1,024 tokens (1,020 prompt, 4 output) under the vLLM-style scheduler
+with batch size b and a 1,024-token budget, so each pure decode batch holds b sequences at 1,020-1,023 tokens of
+context. The decode steps rise unevenly with b (46.8, 47.5, 48.8 ms at b 1, 2, 4, then 69.7 ms at 8 and 127.8 ms at
+64), which no per-token or per-sequence term of the profiles gives.
+
     python3 benchmarks/sarathi_rows_check.py
 """
 
