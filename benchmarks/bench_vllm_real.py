@@ -20,7 +20,7 @@
    and the client's own turns on the 2 cores it shares with the engine here; the first verdict is the
    benchmark's, the second is printed beside it.
    Each rate runs --repeats times with fresh content; each metric scores its median over the runs (every
-   run's means are printed).
+   run's means are printed, and the CPU each server process and the client used during it, in cores).
 
 The machine is shared: the run waits (up to --wait-s) for the 1-minute load average to drop under --max-load,
 runs the engine and the client at nice --nice, and prints the load average of every measurement.
@@ -146,6 +146,15 @@ def measured(w, result: dict) -> dict:
             "attainment": attainment(measured_result(w, ttft, np.nan_to_num(tpot, nan=0.0)), SLO)}
 
 
+def cpu_shares(before: dict, after: dict, client_before, client_after, seconds: float) -> dict[str, float]:
+    """Cores each server process (by name) and the benchmark client used over `seconds` of a run, the server's
+    from /proc (`VllmServer.cpu_seconds`), the client's from this process's finished children (`os.times`)."""
+    shares = {name: (after[name] - before.get(name, 0.0)) / seconds for name in after}
+    client = (client_after.children_user + client_after.children_system
+              - client_before.children_user - client_before.children_system)
+    return {**{name: share for name, share in sorted(shares.items()) if share >= 0.005}, "client": client / seconds}
+
+
 def median_of(runs: list[dict]) -> dict:
     """Per metric, the median over repeated runs of one rate: a shared machine stalls now and then (a 0.5-0.8 s
     freeze of every stream, seen on this 2-core VM at any rate), which moves one run's mean, not the median."""
@@ -229,7 +238,7 @@ def main() -> None:
         print(f"calibrated in {time.monotonic() - t0:.0f} s: {fit.iteration}, request latency "
               f"{fit.request_latency_ms:.2f} ms, idle wake-up {wake.get('max_ms', 0):.2f} ms x (1 - exp(-idle / "
               f"{wake.get('tau_ms', 0):.0f} ms)), fit error {fit.errors['all']}")
-        workloads, out, engine_hits = {}, [], {}
+        workloads, out, engine_hits, host_cpu = {}, [], {}, {}
         for k, rate in enumerate(rates):
             n = int(rate * args.seconds)
             w = base.head(n).with_rate(rate)
@@ -241,7 +250,10 @@ def main() -> None:
                 before = load_average()
                 (work / "rates").mkdir(exist_ok=True)
                 load = {"kind": f"rate {rate}", "workload": wj, "max_concurrency": None}
+                cpu0, client0, t0 = server.cpu_seconds(), os.times(), time.monotonic()
                 result = run_client(python, server.url, str(model), [load], work / "rates", prefix=nice)[0]
+                host_cpu.setdefault(rate, []).append(cpu_shares(cpu0, server.cpu_seconds(), client0, os.times(),
+                                                                time.monotonic() - t0))
                 counted = result["engine_metrics"]
                 engine_hits.setdefault(rate, []).append(counted["vllm:prefix_cache_hits_total"][0]
                                                         / max(counted["vllm:prefix_cache_queries_total"][0], 1.0))
@@ -257,6 +269,9 @@ def main() -> None:
         print(f"rate {rate}: prefix-cache hit rate (tokens) measured by the engine {hits}, predicted {pred['hit']:.1%}; "
               "mean TTFT / TPOT per run " + ", ".join(f"{m['ttft_mean'] * 1e3:.1f}/{m['tpot_mean'] * 1e3:.2f}"
                                                     for m in runs) + " ms")
+    for rate, runs in host_cpu.items():
+        print(f"rate {rate}: CPU used during each run, in cores (the client's run includes its start-up): "
+              + "; ".join(", ".join(f"{name} {share:.2f}" for name, share in run.items()) for run in runs))
     for rate, _, meas, pred, _ in rows_out:
         print(f"rate {rate}: first-token time outside the engine's own count (client TTFT - engine TTFT): measured "
               f"{(meas['ttft_mean'] - meas['engine_ttft_mean']) * 1e3:.1f} ms, calibrated "

@@ -112,3 +112,36 @@ class VllmServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) each process of the server has used so far, by process name (the API
+        server, its engine core, its workers: what vLLM names them), summed over processes of one name."""
+        return process_tree_cpu_s(self.process.pid) if self.process is not None else {}
+
+
+def process_tree_cpu_s(root: int) -> dict[str, float]:
+    """CPU seconds of `root` and its descendants by process name, from /proc (empty where there is none).
+
+    >>> cpu = process_tree_cpu_s(os.getpid()); isinstance(cpu, dict) and all(v >= 0 for v in cpu.values())
+    True
+    """
+    parents, stats = {}, {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        parents[int(entry.name)] = int(fields[1])
+        stats[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier += children
+    out: dict[str, float] = {}
+    for pid in sorted(tree & stats.keys()):
+        name, seconds = stats[pid]
+        out[name] = out.get(name, 0.0) + seconds
+    return out
