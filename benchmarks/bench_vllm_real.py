@@ -129,8 +129,9 @@ def predict(plan: dict, model: Path, profile: str, w) -> dict:
     result = simulate(costs, deployment, replace(w, context_tokens=serving["longest_request_tokens"]))
     s = summarize(result, SLO)
     client_path_s = load_engine_profile(profile).client_path_ms / 1e3  # outside the engine's own TTFT count
-    return {"ttft_mean": s["ttft_mean"], "engine_ttft_mean": s["ttft_mean"] - client_path_s,
-            "ttft_p90": s["ttft_p90"], "tpot_mean": s["tpot_mean"], "tpot_p90": s["tpot_p90"],
+    return {"iterations": float(result.iterations), "ttft_mean": s["ttft_mean"],
+            "engine_ttft_mean": s["ttft_mean"] - client_path_s, "ttft_p90": s["ttft_p90"], "tpot_mean": s["tpot_mean"],
+            "tpot_p90": s["tpot_p90"],
             "throughput": s["output_tokens_per_s"], "attainment": s["attainment"], "hit": result.prefix_hit_rate}
 
 
@@ -140,10 +141,15 @@ def measured(w, result: dict) -> dict:
     tpot = np.array([(lat - t) / (o - 1) if o > 1 else np.nan for lat, t, o in zip(result["latencies"], ttft, out)])
     ok = np.isfinite(tpot)
     return {"ttft_mean": float(ttft.mean()), "engine_ttft_mean": engine_mean_s(result, TTFT_METRIC),
-            "ttft_p90": float(np.percentile(ttft, 90)),
+            "ttft_p90": float(np.percentile(ttft, 90)), "iterations": float(iterations(result)),
             "tpot_mean": float(tpot[ok].mean()), "tpot_p90": float(np.percentile(tpot[ok], 90)),
             "throughput": float(result["output_throughput"]),
             "attainment": attainment(measured_result(w, ttft, np.nan_to_num(tpot, nan=0.0)), SLO)}
+
+
+def iterations(result: dict) -> float:
+    """Engine steps during a run (the count of vLLM's tokens-per-iteration histogram; nan without it)."""
+    return (result.get("engine_metrics") or {}).get("vllm:iteration_tokens_total", (0.0, float("nan")))[1]
 
 
 def cpu_shares(before: dict, after: dict, client_before, client_after, seconds: float) -> dict[str, float]:
@@ -269,6 +275,9 @@ def main() -> None:
         print(f"rate {rate}: prefix-cache hit rate (tokens) measured by the engine {hits}, predicted {pred['hit']:.1%}; "
               "mean TTFT / TPOT per run " + ", ".join(f"{m['ttft_mean'] * 1e3:.1f}/{m['tpot_mean'] * 1e3:.2f}"
                                                     for m in runs) + " ms")
+    for rate, _, meas, pred, _ in rows_out:
+        print(f"rate {rate}: engine iterations {meas['iterations']:.0f} measured, {pred['iterations']:.0f} simulated "
+              f"(x{pred['iterations'] / meas['iterations']:.2f})")
     for rate, runs in host_cpu.items():
         print(f"rate {rate}: CPU used during each run, in cores (the client's run includes its start-up): "
               + "; ".join(", ".join(f"{name} {share:.2f}" for name, share in run.items()) for run in runs))

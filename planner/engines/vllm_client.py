@@ -8,10 +8,11 @@ its own timestamps: `--self-timed`; hash ids of 16-token blocks give prompts the
 (`--save-result --save-detailed`: ttfts, itls, start_times, latencies, input and output lengths).
 
 Each saved result also gets `engine_metrics`: what the engine itself counted during the run (its /metrics
-before and after: `[sum, count]` increments of its time-to-first-token, inter-token, end-to-end, queue and
-prefill histograms, and its prefix-cache hit and query counters). The engine's time to first token runs from the
-request's arrival in the engine (after the HTTP request is read and the prompt tokenized) to the first token's
-output processing; the client's also holds the HTTP exchange and the client's own scheduling.
+before and after: `[sum, count]` increments of its time-to-first-token, inter-token, end-to-end, queue,
+prefill and tokens-per-iteration histograms (the last one's count: iterations), and its prefix-cache hit and
+query counters). The engine's time to first token runs from the request's arrival in the engine (after the HTTP
+request is read and the prompt tokenized) to the first token's output processing; the client's also holds the
+HTTP exchange and the client's own scheduling.
 """
 
 import argparse
@@ -22,7 +23,8 @@ import urllib.request
 from pathlib import Path
 
 HISTOGRAMS = ("vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds",
-              "vllm:e2e_request_latency_seconds", "vllm:request_queue_time_seconds", "vllm:request_prefill_time_seconds")
+              "vllm:e2e_request_latency_seconds", "vllm:request_queue_time_seconds", "vllm:request_prefill_time_seconds",
+              "vllm:iteration_tokens_total")
 COUNTERS = ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total")
 
 
