@@ -206,19 +206,30 @@ def report(plan: dict, args: argparse.Namespace, result: dict) -> None:
 
 
 def main(plan: dict, argv: list[str] | None = None) -> int:
-    """Entry point of a generated run_plan.py: returns the exit code (2 for a plan mismatch or bad input)."""
+    """Entry point of a generated run_plan.py: returns the exit code (2 for a plan mismatch or bad input).
+
+    A distributed rank (torchrun) leaves through `os._exit` once its process group is destroyed and its output
+    flushed: objects that outlive `destroy_process_group` (the device mesh, FSDP's state) keep gloo's worker
+    threads alive until the interpreter's finalization, which can then abort (SIGABRT, "terminate called without
+    an active exception"; pytorch/pytorch#179291), failing a run that finished."""
     plan = expand_plan(plan)
     args = parse_args(plan, argv)
+    distributed, code = False, 0
     try:
         result = run(plan, args)
         report(plan, args, result)
-        if dist.is_initialized():
+        distributed = dist.is_initialized()
+        if distributed:
             dist.barrier()  # every rank done before any tears its process group down (gloo aborts otherwise)
     except PlanError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 2
+        distributed, code = dist.is_initialized(), 2
     finally:
         with contextlib.suppress(Exception):
             if dist.is_initialized():
                 dist.destroy_process_group()
-    return 0
+    if distributed:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
