@@ -125,21 +125,22 @@ def process_tree_cpu_s(root: int) -> dict[str, float]:
     >>> cpu = process_tree_cpu_s(os.getpid()); isinstance(cpu, dict) and all(v >= 0 for v in cpu.values())
     True
     """
-    parents, stats = {}, {}
+    children: dict[int, list[int]] = {}
+    stats = {}
+    tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             text = (entry / "stat").read_text()
         except OSError:
             continue
         name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
-        parents[int(entry.name)] = int(fields[1])
-        stats[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        stats[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / tick)
     tree, frontier = {root}, [root]
     while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
-        tree.update(children)
-        frontier += children
+        found = [pid for pid in children.get(frontier.pop(), []) if pid not in tree]
+        tree.update(found)
+        frontier += found
     out: dict[str, float] = {}
     for pid in sorted(tree & stats.keys()):
         name, seconds = stats[pid]
