@@ -286,3 +286,88 @@ def test_calibration_separates_the_client_path_from_the_engines_own_first_token_
     file.write_text(yaml.safe_dump(profile_document(fit, "m", "cpu", 16, "rows.csv", "test")))
     assert load_engine_profile(file).client_path_ms == pytest.approx(fit.client_path_ms)
     assert load_engine_profile("vllm-0.32-cpu").client_path_ms == 0.0  # measured before the split: none claimed
+
+
+def test_held_out_mixed_loads_score_the_fit_on_prompts_arriving_beside_decodes(tmp_path):
+    """The held-out `mixed B P` loads: B decoders running while prompts arrive one at a time. Their rows price a
+    prompt's TTFT as half a decode iteration of B (in flight at arrival) + its chunk iteration with the B decodes
+    at the decoders' context then, and the decoders' time per token as decode iterations with the prompts' work
+    spread over their tokens; they are never fitted, only scored, and they land in the rows file and the profile."""
+    import csv
+
+    import yaml
+
+    from cost_models.serving.engine_fit import FitResult
+    from cost_models.serving.engine_profile import IterationFit
+    from planner.engines.calibrate import (
+        calibration_loads,
+        held_out_errors,
+        held_out_rows,
+        mixed_load,
+        profile_document,
+        rows_from,
+        write_rows,
+    )
+
+    it = IterationFit(fixed_ms=2.5, per_token_ms=0.02, per_kilo_pair_ms=0.03, per_kilo_kv_token_ms=0.2,
+                      per_sequence_ms=0.05)
+    latency_ms = 5.0
+
+    def iteration_ms(tokens, pairs, kv, sequences):  # the profile's iteration, written out independently
+        return (it.fixed_ms + it.per_token_ms * tokens + it.per_kilo_pair_ms * pairs / 1e3
+                + it.per_kilo_kv_token_ms * kv / 1e3 + it.per_sequence_ms * sequences)
+
+    decoders, prompt = 4, 256
+    w = mixed_load(decoders, prompt, context=1276)
+    assert len(w) == decoders + 6 and int(w.output_tokens[0]) == 600 and w.prompt_tokens[-1] == prompt
+    assert (w.arrival_s[:decoders] == 0).all() and (np.diff(w.arrival_s[decoders:]) > 0).all()
+    out = int(w.output_tokens[0])
+    first = 0.05  # the decoders' first tokens, after their prefill
+    step = iteration_ms(decoders, 0, decoders * (64 + out / 2), decoders) / 1e3
+    ttfts, starts, latencies, itls = [first] * decoders, [0.0] * decoders, [], [[step] * (out - 1)] * decoders
+    prompt_ms = []
+    for a in w.arrival_s[decoders:]:
+        context = 64 + 1 + (a - first) / step
+        dec = iteration_ms(decoders, 0, decoders * context, decoders)
+        chunk = iteration_ms(prompt + decoders, causal_pairs(prompt, 0), decoders * context, decoders + 1)
+        prompt_ms.append(latency_ms + 0.5 * dec + chunk)
+        starts.append(float(a))
+        ttfts.append(prompt_ms[-1] / 1e3)
+        itls.append([step])
+    extra = 6 / (out - 1) * iteration_ms(prompt, causal_pairs(prompt, 0), 0, 2) - 6 / (out - 1) * it.fixed_ms
+    tpot_ms = iteration_ms(decoders, 0, decoders * (64 + out / 2), decoders) + extra
+    latencies = [first + tpot_ms / 1e3 * (out - 1)] * decoders + [t + step for t in ttfts[decoders:]]
+    result = {"start_times": starts, "ttfts": ttfts, "latencies": latencies, "itls": itls,
+              "output_lens": w.output_tokens.tolist()}
+    load = {"kind": f"mixed {decoders} {prompt}", "workload": w, "max_concurrency": None}
+    rows = held_out_rows([load], [result], budget=2048)
+    assert [row.kind for row in rows] == ["mixed_ttft", "mixed_tpot"]
+    fit = FitResult(it, latency_ms, {})
+    assert fit.predict_s(rows[0]) == pytest.approx(rows[0].measured_s, rel=0.01)
+    assert rows[0].measured_s == pytest.approx(float(np.median(prompt_ms)) / 1e3)
+    assert fit.predict_s(rows[1]) == pytest.approx(rows[1].measured_s, rel=0.01)
+    errors = held_out_errors(fit, rows)
+    assert errors["all"]["rows"] == 2 and errors["all"]["max_abs_rel_error"] < 0.01
+    slower = FitResult(IterationFit(it.fixed_ms * 1.2, *list(it.as_dict().values())[1:]), latency_ms, {})
+    assert held_out_errors(slower, rows)["all"]["mean_rel_error"] > 0.05  # a wrong fit shows on held-out rows
+
+    # never fitted: rows_from skips the mixed loads, which calibration_loads adds within the context
+    assert rows_from([load], [result], 16, 2048) == []
+    kinds = [x["kind"] for x in calibration_loads(quick=True, context=1276)]
+    assert [k for k in kinds if k.startswith("mixed")] == ["mixed 4 256", "mixed 4 1024", "mixed 16 256", "mixed 16 1024"]
+    # prompts sent after the decoders finished (a starved client) or decoder streams in bursts: left out
+    late = {**result, "start_times": starts[:decoders] + [s + 5.0 for s in starts[decoders:]]}
+    assert held_out_rows([load], [late], 2048) == []
+    bursts = {**result, "itls": [[0.00001] * (out - 1)] * len(w)}
+    assert held_out_rows([load], [bursts], 2048) == []
+
+    from dataclasses import replace
+
+    fitted = replace(fit, held_out=tuple(rows), held_out_errors=errors)
+    write_rows(tmp_path / "rows.csv", list(rows[:1]), fitted)
+    written = list(csv.DictReader((tmp_path / "rows.csv").open()))
+    assert [r["fitted"] for r in written] == ["True", "False", "False"]
+    document = profile_document(fitted, "m", "cpu", 16, "rows.csv", "test")
+    assert document["fit"]["held_out_errors"]["all"]["rows"] == 2
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(document))
+    assert load_engine_profile(tmp_path / "p.yaml").fit_for("m", 1).mixed.fixed_ms == pytest.approx(2.5)

@@ -96,6 +96,11 @@ def _engine_profile(url, model, model_name, output, budget, profile_device, vllm
     c.print(table("|predicted / measured - 1| by kind of row", ["kind", "rows", "mean", "max"],
                   [[k, str(e["rows"]), f"{e['mean_abs_rel_error']:.1%}", f"{e['max_abs_rel_error']:.1%}"]
                    for k, e in fit.errors.items()]))
+    if fit.held_out_errors:
+        c.print(table("held out (loads the fit did not see: prompts arriving beside running decodes), "
+                      "|predicted / measured - 1|", ["kind", "rows", "mean", "max", "mean signed"],
+                      [[k, str(e["rows"]), f"{e['mean_abs_rel_error']:.1%}", f"{e['max_abs_rel_error']:.1%}",
+                        f"{e['mean_rel_error']:+.1%}"] for k, e in fit.held_out_errors.items()]))
     c.print(f"wrote {out} and {rows_file} (use it with --engine-profile {out})")
 
 

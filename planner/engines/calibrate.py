@@ -10,7 +10,12 @@ timed trace with fresh prompt content (hash ids unique to the load) and exact ou
 - long-context decode (`long_decode`): B = 4 and 16 requests with 1,536-token prompts;
 - wake-up (`idle G`): 256-token requests one at a time after G = 20 ms .. 1 s of an idle engine: the first-token
   time grows with the idle time (a CPU engine's OpenMP threads sleep past their spin time), fitted as
-  max x (1 - exp(-G / tau)) over the 20 ms reference (`engine_fit.fit_idle_wakeup`).
+  max x (1 - exp(-G / tau)) over the 20 ms reference (`engine_fit.fit_idle_wakeup`);
+- held out, never fitted (`mixed B P`): B requests decode (64-token prompts, long outputs) while prompts of P
+  tokens arrive one at a time beside them, so their chunks share iterations with the decodes (what a loaded
+  engine runs). The fitted profile predicts each prompt's TTFT (the residual of the decode iteration in flight,
+  then its chunk iterations with the B decodes) and the decoders' time per output token (decode iterations of B
+  with the prompts' chunks added); `held_out_rows` makes these rows and `held_out_errors` scores them.
 Rows (`engine_fit.Row`): per `prefill`/`prefix` load and group of requests with the same prompt and cached
 prefix, the median TTFT (its chunks under the token budget, its cached prefix in whole engine blocks as the
 simulator reuses it); per decode load, the median of its requests' median inter-token latency (an iteration of B
@@ -80,7 +85,26 @@ def calibration_loads(quick: bool = False, context: int = 4096) -> list[dict]:
     for gap in IDLE_GAPS_S:  # one request at a time after `gap` seconds of an idle engine (timed, no concurrency cap)
         w = _fresh(4 if quick else 8, min(256, context - 2), 2, 0)
         add(f"idle {gap}", replace(w, arrival_s=np.arange(len(w)) * gap), None)
+    for decoders, prompt in MIXED_LOADS:  # held out (`held_out_rows`): prompts arriving beside running decodes
+        add(f"mixed {decoders} {prompt}", mixed_load(decoders, min(prompt, context - 2), context), None)
     return loads
+
+
+MIXED_LOADS = ((4, 256), (4, 1024), (16, 256), (16, 1024))  # (decoders, prompt tokens) of the held-out loads
+MIXED_PROMPTS, MIXED_START_S, MIXED_GAP_S = 6, 0.3, 0.25  # prompts per load; the first's arrival; between arrivals
+DECODER_PROMPT = 64
+
+
+def mixed_load(decoders: int, prompt: int, context: int) -> Workload:
+    """`decoders` requests at time 0 (64-token prompts, outputs as long as the context allows, up to 600 tokens),
+    then `MIXED_PROMPTS` prompts of `prompt` tokens (2 output tokens) one every `MIXED_GAP_S` from
+    `MIXED_START_S`; every request with its own content. A client whose event loop is busy reading the decoders'
+    streams can send the prompts late, after the decoders finished: `_mixed_rows` then leaves the load out."""
+    output = min(600, context - DECODER_PROMPT)
+    d, p = _fresh(decoders, DECODER_PROMPT, output, 0), _fresh(MIXED_PROMPTS, prompt, 2, 10_000_000)
+    return Workload(np.concatenate([d.arrival_s, MIXED_START_S + MIXED_GAP_S * np.arange(MIXED_PROMPTS)]),
+                    np.concatenate([d.prompt_tokens, p.prompt_tokens]), np.concatenate([d.output_tokens, p.output_tokens]),
+                    "calibration", hash_lists([*d.block_hashes, *p.block_hashes]), BLOCK, max(d.context_tokens, prompt + 2))
 
 
 def run_client(python: str | Path, url: str, model: str, loads: list[dict], folder: Path,
@@ -102,6 +126,17 @@ def run_client(python: str | Path, url: str, model: str, loads: list[dict], fold
     return [json.loads(Path(run["result"]).read_text()) for run in runs]
 
 
+def _chunks(tokens: int, budget: int, cached: int = 0) -> tuple[int, float]:
+    """Chunk iterations of a prompt's `tokens` computed after `cached` ones under the token `budget`, and their
+    causal query-key pairs (the cached prefix included)."""
+    left, done, pairs, chunks = tokens, cached, 0.0, 0
+    while left > 0:
+        q = min(left, budget)
+        pairs += causal_pairs(q, done)
+        done, left, chunks = done + q, left - q, chunks + 1
+    return chunks, pairs
+
+
 def _first_token_rows(kind: str, w: Workload, result: dict, block_size: int, budget: int) -> list[Row]:
     """One row per group of requests with the same prompt and cached prefix: their median TTFT."""
     groups: dict = {}
@@ -112,11 +147,7 @@ def _first_token_rows(kind: str, w: Workload, result: dict, block_size: int, bud
         groups.setdefault((prompt, hit), []).append(float(ttft))
     rows = []
     for (prompt, hit), ttfts in sorted(groups.items()):
-        left, done, pairs, chunks = prompt - hit, hit, 0.0, 0
-        while left > 0:
-            q = min(left, budget)
-            pairs += causal_pairs(q, done)
-            done, left, chunks = done + q, left - q, chunks + 1
+        chunks, pairs = _chunks(prompt - hit, budget, hit)
         rows.append(Row(kind, float(np.median(ttfts)), chunks, prompt - hit, pairs, 0.0, 1.0, True))
     return rows
 
@@ -167,13 +198,70 @@ def _decode_row(kind: str, w: Workload, result: dict, batch: int) -> Row | None:
     return Row(kind, step, 1.0, batch, 0.0, context, batch, False)
 
 
+def _mixed_rows(kind: str, w: Workload, result: dict, budget: int) -> list[Row]:
+    """The held-out rows of one `mixed B P` load (see the module docstring); none where the decoders' streams do
+    not time their iterations, or no prompt arrived while all B decoded.
+
+    - `mixed_ttft`: the median TTFT of the prompts that arrived while every decoder was past its first token and
+      not finished: half a decode iteration of B (the one in flight at arrival, on average), then the prompt's
+      chunk iterations, each with the B decodes, at the decoders' context when it arrived (their tokens so far,
+      from their measured time per iteration);
+    - `mixed_tpot`: the decoders' median time per output token: decode iterations of B at their mean context,
+      with the arrived prompts' tokens, pairs and sampled tokens spread over the decoders' output tokens.
+    """
+    decoders = int(np.sum(w.arrival_s == 0))
+    prompt, output = int(w.prompt_tokens[-1]), int(w.output_tokens[0])
+    starts, ttfts = np.asarray(result["start_times"], float), np.asarray(result["ttfts"], float)
+    ends = starts + np.asarray(result["latencies"], float)
+    steps = [step for step in map(step_per_delivery, (result.get("itls") or [])[:decoders]) if step is not None]
+    if len(steps) < decoders / 2:
+        log.warning("held-out load %s left out: the decoders' tokens arrived in chunks (a front end starved of CPU)", kind)
+        return []
+    step = float(np.median(steps))
+    first, last = float(np.max(starts[:decoders] + ttfts[:decoders])), float(np.min(ends[:decoders]))
+    inside = [i for i in range(decoders, len(w)) if first < starts[i] and starts[i] + ttfts[i] < last]
+    if not inside:
+        log.warning("held-out load %s left out: no prompt arrived while its %d decoders ran", kind, decoders)
+        return []
+    chunks, pairs = _chunks(prompt, budget)
+    context = float(np.median([DECODER_PROMPT + 1 + (starts[i] - first) / step for i in inside]))
+    ttft = Row("mixed_ttft", float(np.median(ttfts[inside])), chunks + 0.5, prompt + decoders * (chunks + 0.5), pairs,
+               decoders * context * (chunks + 0.5), 1 + decoders * (chunks + 0.5), True)
+    share = len(inside) / (output - 1)  # arrived prompts per decoder output token
+    tpots = (ends[:decoders] - starts[:decoders] - ttfts[:decoders]) / (output - 1)
+    tpot = Row("mixed_tpot", float(np.median(tpots)), 1.0, decoders + share * prompt, share * pairs,
+               decoders * (DECODER_PROMPT + output / 2), decoders + 2 * share, False)
+    return [ttft, tpot]
+
+
+def held_out_rows(loads: list[dict], results: list[dict], budget: int) -> list[Row]:
+    """The rows of the held-out `mixed` loads (`_mixed_rows`), to score a fit made without them."""
+    rows = []
+    for load, result in zip(loads, results):
+        if load["kind"].startswith("mixed"):
+            rows += _mixed_rows(load["kind"], load["workload"], result, budget)
+    return rows
+
+
+def held_out_errors(fit: FitResult, rows: list[Row]) -> dict:
+    """|predicted / measured - 1| of `fit` on rows it was not fitted on, per kind of row and over all."""
+    errors = {}
+    for kind in [*sorted({row.kind for row in rows}), "all"]:
+        ratio = np.array([fit.predict_s(row) / row.measured_s - 1.0 for row in rows if kind in ("all", row.kind)])
+        if ratio.size:
+            errors[kind] = {"rows": int(ratio.size), "mean_abs_rel_error": round(float(np.abs(ratio).mean()), 4),
+                            "max_abs_rel_error": round(float(np.abs(ratio).max()), 4),
+                            "mean_rel_error": round(float(ratio.mean()), 4)}
+    return errors
+
+
 def rows_from(loads: list[dict], results: list[dict], block_size: int, budget: int) -> list[Row]:
     rows = []
     for load, result in zip(loads, results):
         if result.get("failed"):
             raise UserError(f"{result['failed']} requests of a {load['kind']} calibration load failed; see the client log")
-        if load["kind"].startswith("idle"):
-            continue  # `idle_wakeup_from`
+        if load["kind"].startswith(("idle", "mixed")):
+            continue  # `idle_wakeup_from`; held out (`held_out_rows`)
         if load["kind"] in ("prefill", "prefix"):
             rows += _first_token_rows(load["kind"], load["workload"], result, block_size, budget)
         else:
@@ -196,6 +284,7 @@ def idle_wakeup_from(loads: list[dict], results: list[dict]) -> dict | None:
 
 TTFT_METRIC = "vllm:time_to_first_token_seconds"
 ITL_METRIC = "vllm:inter_token_latency_seconds"
+TPOT_METRIC = "vllm:request_time_per_output_token_seconds"  # per request: (last - first token) / (tokens - 1)
 
 
 def engine_mean_s(result: dict, name: str) -> float | None:
@@ -244,11 +333,12 @@ def engine_block_size(url: str) -> int:
 
 
 def write_rows(path: Path, rows: list[Row], fit: FitResult) -> None:
+    """The fitted rows and the held-out ones (`fitted` False), each with the fit's prediction."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow([*asdict(rows[0]).keys(), "predicted_s"])
-        for row in rows:
-            writer.writerow([*asdict(row).values(), f"{fit.predict_s(row):.6g}"])
+        writer.writerow([*asdict(rows[0]).keys(), "fitted", "predicted_s"])
+        for row, fitted in [*((row, True) for row in rows), *((row, False) for row in fit.held_out)]:
+            writer.writerow([*asdict(row).values(), fitted, f"{fit.predict_s(row):.6g}"])
 
 
 def profile_document(fit: FitResult, model: str, device: str, block_size: int, rows_file: str, source: str,
@@ -260,7 +350,8 @@ def profile_document(fit: FitResult, model: str, device: str, block_size: int, r
             **({"idle_wakeup": fit.idle_wakeup} if fit.idle_wakeup else {}),
             "models": {model: {1: {"iteration": {k: round(v, 9) for k, v in fit.iteration.as_dict().items()}}}},
             "fit": {"method": "non-negative least squares on relative errors (cost_models/serving/engine_fit.py)",
-                    "rows_file": rows_file, "errors": fit.errors}}
+                    "rows_file": rows_file, "errors": fit.errors,
+                    **({"held_out_errors": fit.held_out_errors} if fit.held_out_errors else {})}}
 
 
 def calibrate_vllm(python: str | Path, url: str, model: str, folder: Path, budget: int, quick: bool = False,
@@ -280,4 +371,5 @@ def calibrate_vllm(python: str | Path, url: str, model: str, folder: Path, budge
     log.info("fitted %s from %d rows: %s", fit.iteration, len(rows), fit.errors["all"])
     if not math.isfinite(fit.request_latency_ms):
         raise UserError("the calibration fit did not converge; rerun on a quieter machine")
-    return fit, rows, block_size
+    held_out = held_out_rows(loads, results, budget)
+    return replace(fit, held_out=tuple(held_out), held_out_errors=held_out_errors(fit, held_out)), rows, block_size

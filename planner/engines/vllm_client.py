@@ -24,7 +24,7 @@ from pathlib import Path
 
 HISTOGRAMS = ("vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds",
               "vllm:e2e_request_latency_seconds", "vllm:request_queue_time_seconds", "vllm:request_prefill_time_seconds",
-              "vllm:iteration_tokens_total")
+              "vllm:request_time_per_output_token_seconds", "vllm:iteration_tokens_total")
 COUNTERS = ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total")
 
 
