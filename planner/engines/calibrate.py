@@ -48,7 +48,7 @@ BLOCK = 16  # tokens per hash id in the traces
 IDLE_GAPS_S = (0.02, 0.1, 0.3, 1.0)  # idle times before a request (engine wake-up: `engine_fit.fit_idle_wakeup`)
 
 
-def _fresh(n: int, prompt: int, output: int, first_id: int, shared: int = 0) -> Workload:
+def fresh_workload(n: int, prompt: int, output: int, first_id: int, shared: int = 0) -> Workload:
     """`n` requests at time 0 with their own content after an optional `shared`-token common prefix."""
     shared_ids = list(range(first_id, first_id + shared // BLOCK))
     own = -(-(prompt - shared) // BLOCK)
@@ -74,16 +74,16 @@ def calibration_loads(quick: bool = False, context: int = 4096) -> list[dict]:
     repeats = 3 if quick else 6
     lengths = (16, 128, 512, 1024, 2048) if quick else (16, 64, 128, 256, 512, 768, 1024, 1536, 2048)
     for prompt in sorted({min(length, context - 2) for length in lengths}):
-        add("prefill", _fresh(repeats, prompt, 2, 0), 1)
+        add("prefill", fresh_workload(repeats, prompt, 2, 0), 1)
     shared = min(1024, (context - 2) // 2 // BLOCK * BLOCK)
     for suffix in (64, 256) if quick else (16, 64, 128, 256, 512):
-        add("prefix", _fresh(repeats + 1, min(shared + suffix, context - 2), 2, 0, shared=shared), 1)
+        add("prefix", fresh_workload(repeats + 1, min(shared + suffix, context - 2), 2, 0, shared=shared), 1)
     for batch in (1, 4, 16, 64) if quick else (1, 2, 4, 8, 16, 32, 64):
-        add("decode", _fresh(2 * batch, 64, 48, 0), batch)
+        add("decode", fresh_workload(2 * batch, 64, 48, 0), batch)
     for batch in (4, 16):
-        add("long_decode", _fresh(2 * batch, min(1536, context - 32), 32, 0), batch)
+        add("long_decode", fresh_workload(2 * batch, min(1536, context - 32), 32, 0), batch)
     for gap in IDLE_GAPS_S:  # one request at a time after `gap` seconds of an idle engine (timed, no concurrency cap)
-        w = _fresh(4 if quick else 8, min(256, context - 2), 2, 0)
+        w = fresh_workload(4 if quick else 8, min(256, context - 2), 2, 0)
         add(f"idle {gap}", replace(w, arrival_s=np.arange(len(w)) * gap), None)
     for decoders, prompt in MIXED_LOADS:  # held out (`held_out_rows`): prompts arriving beside running decodes
         add(f"mixed {decoders} {prompt}", mixed_load(decoders, min(prompt, context - 2), context), None)
@@ -101,7 +101,7 @@ def mixed_load(decoders: int, prompt: int, context: int) -> Workload:
     `MIXED_START_S`; every request with its own content. A client whose event loop is busy reading the decoders'
     streams can send the prompts late, after the decoders finished: `_mixed_rows` then leaves the load out."""
     output = min(600, context - DECODER_PROMPT)
-    d, p = _fresh(decoders, DECODER_PROMPT, output, 0), _fresh(MIXED_PROMPTS, prompt, 2, 10_000_000)
+    d, p = fresh_workload(decoders, DECODER_PROMPT, output, 0), fresh_workload(MIXED_PROMPTS, prompt, 2, 10_000_000)
     return Workload(np.concatenate([d.arrival_s, MIXED_START_S + MIXED_GAP_S * np.arange(MIXED_PROMPTS)]),
                     np.concatenate([d.prompt_tokens, p.prompt_tokens]), np.concatenate([d.output_tokens, p.output_tokens]),
                     "calibration", hash_lists([*d.block_hashes, *p.block_hashes]), BLOCK, max(d.context_tokens, prompt + 2))
