@@ -12,7 +12,8 @@
    (its timestamps, its shared prefixes; fresh content per rate so no rate warms another's cache).
 5. Prints the engine's own prefix-cache hit rate (its /metrics counters) against the simulated one, and
    measured vs predicted mean and p90 TTFT and TPOT, output throughput and SLO attainment per rate, for
-   the profile fitted in this run and for the shipped one; the verdict: predicted within 15% of measured for
+   the profile calibrated in this run and for the shipped one; the verdict (with the first): predicted
+   within 15% of measured for
    mean TTFT, mean TPOT and throughput at every scored rate, and the same SLO verdict (attainment >= 90%).
    TTFT and TPOT are judged twice. As the engine counts them (its /metrics histograms: TTFT from the request's
    arrival in the engine to its first token out, predicted as the simulated TTFT less the profile's
@@ -174,18 +175,18 @@ def median_of(runs: list[dict]) -> dict:
 VERDICTS = {"engine": ("engine_ttft_mean", "engine_tpot_mean"), "client": ("ttft_mean", "tpot_mean")}
 
 
-def table(rows: list[tuple[float, float, dict, dict, dict]]) -> tuple[bool, bool]:
-    """Print measured/predicted per rate for both profiles; (verdict with the engine's own mean TTFT and TPOT,
-    verdict with the client's) for the profile fitted in this run. Throughput is the client's in both."""
+def table(rows: list[tuple[float, float, dict, list[dict]]], labels: list[str]) -> tuple[bool, bool]:
+    """Print measured/predicted per rate for each profile (`labels`, one prediction each per row); (verdict with the
+    engine's own mean TTFT and TPOT, verdict with the client's) for the first. Throughput is the client's in both."""
     keys = ("ttft_mean", "engine_ttft_mean", "ttft_p90", "tpot_mean", "engine_tpot_mean", "tpot_p90", "throughput",
             "attainment")
     ok = dict.fromkeys(VERDICTS, True)
-    for label, index in (("fitted in this run", 3), ("shipped profile", 4)):
-        print(f"\npredicted with the {label} ({SHIPPED if index == 4 else 'calibrate loads only'}):")
+    for index, label in enumerate(labels):
+        print(f"\npredicted with the {label}:")
         print(f"{'rate':>6} {'load':>5} " + " ".join(f"{k + ' meas/pred':>26}" for k in keys)
               + "  verdict (engine / client TTFT and TPOT)")
-        for rate, load, meas, *preds in rows:
-            pred = preds[index - 3]
+        for rate, load, meas, preds in rows:
+            pred = preds[index]
             cells = []
             for k in keys:
                 scale, unit = (1e3, "ms") if k.startswith(("ttft", "tpot", "engine_")) else (1.0, "")
@@ -196,11 +197,36 @@ def table(rows: list[tuple[float, float, dict, dict, dict]]) -> tuple[bool, bool
             for side, (ttft, tpot) in VERDICTS.items():
                 passed = same and all(abs(pred[k] / meas[k] - 1) <= TOLERANCE for k in (ttft, tpot, "throughput"))
                 verdicts.append("PASS" if passed else "FAIL")
-                if index == 3:
+                if index == 0:
                     ok[side] &= passed
             print(f"{rate:6.1f} {load:5.1f} " + " ".join(cells) + f"  {' / '.join(verdicts)} "
                   f"(SLO {'met' if meas['attainment'] >= ATTAINMENT else 'missed'})")
     return ok["engine"], ok["client"]
+
+
+def calibrate_profile(python: Path, server: VllmServer, model: Path, folder: Path, budget: int, quick: bool,
+                      nice: list[str], path: Path) -> Path:
+    """Calibrate against the running server (`calibrate_vllm`: closed-loop loads, no request rate), write the profile
+    to `path` (its rows beside it) and print the fit and its held-out errors; the profile's path."""
+    import yaml
+
+    t0 = time.monotonic()
+    fit, rows, block = calibrate_vllm(python, server.url, str(model), folder, budget, quick, prefix=nice)
+    rows_file = path.with_suffix(".rows.csv")
+    write_rows(rows_file, rows, fit)
+    path.write_text(yaml.safe_dump(profile_document(fit, MODEL_NAME, "cpu", block, rows_file.name,
+                                                    "bench_vllm_real.py calibration"), sort_keys=False))
+    wake = fit.idle_wakeup or {}
+    print(f"calibrated{' (quick)' if quick else ''} in {time.monotonic() - t0:.0f} s: {fit.iteration}, request latency "
+          f"{fit.request_latency_ms:.2f} ms, idle wake-up {wake.get('max_ms', 0):.2f} ms x (1 - exp(-idle / "
+          f"{wake.get('tau_ms', 0):.0f} ms)), fit error {fit.errors['all']}")
+    for kind, error in (fit.held_out_errors or {}).items():
+        print(f"  held out ({kind}: prompts arriving beside running decodes, not fitted): {error['rows']} rows, "
+              f"mean |pred/meas - 1| {error['mean_abs_rel_error']:.1%}, max {error['max_abs_rel_error']:.1%}, "
+              f"mean signed {error['mean_rel_error']:+.1%}")
+    for row in fit.held_out:
+        print(f"    {row.kind}: measured {row.measured_s * 1e3:.2f} ms, predicted {fit.predict_s(row) * 1e3:.2f} ms")
+    return path
 
 
 def main() -> None:
@@ -239,25 +265,8 @@ def main() -> None:
     wait_for_calm(args.max_load, args.wait_s)
     with VllmServer(python, model, engine_args, args.port, work / "server.log", startup_s=900,
                     prefix=nice, group_nice=args.nice or None) as server:
-        t0 = time.monotonic()
-        fit, rows, block = calibrate_vllm(python, server.url, str(model), work / "calibration", int(
-            serving["engines"]["instance"]["max_num_batched_tokens"]), prefix=nice)
-        fitted = work / "fitted.yaml"
-        write_rows(work / "fitted.rows.csv", rows, fit)
-        import yaml
-
-        fitted.write_text(yaml.safe_dump(profile_document(fit, MODEL_NAME, "cpu", block, "fitted.rows.csv",
-                                                          "bench_vllm_real.py calibration"), sort_keys=False))
-        wake = fit.idle_wakeup or {}
-        print(f"calibrated in {time.monotonic() - t0:.0f} s: {fit.iteration}, request latency "
-              f"{fit.request_latency_ms:.2f} ms, idle wake-up {wake.get('max_ms', 0):.2f} ms x (1 - exp(-idle / "
-              f"{wake.get('tau_ms', 0):.0f} ms)), fit error {fit.errors['all']}")
-        for kind, error in (fit.held_out_errors or {}).items():
-            print(f"  held out ({kind}: prompts arriving beside running decodes, not fitted): {error['rows']} rows, "
-                  f"mean |pred/meas - 1| {error['mean_abs_rel_error']:.1%}, max {error['max_abs_rel_error']:.1%}, "
-                  f"mean signed {error['mean_rel_error']:+.1%}")
-        for row in fit.held_out:
-            print(f"    {row.kind}: measured {row.measured_s * 1e3:.2f} ms, predicted {fit.predict_s(row) * 1e3:.2f} ms")
+        budget = int(serving["engines"]["instance"]["max_num_batched_tokens"])
+        fitted = calibrate_profile(python, server, model, work / "calibration", budget, False, nice, work / "fitted.yaml")
         workloads, out, engine_hits, host_cpu = {}, [], {}, {}
         for k, rate in enumerate(rates):
             n = int(rate * args.seconds)
@@ -282,24 +291,26 @@ def main() -> None:
             out.append((rate, max(b for b, _ in repeats), median_of([m for _, m in repeats]), [m for _, m in repeats]))
     print(f"\n{len(rates)} scored rates, {args.repeats} runs each (medians scored); calibration used no rate "
           f"(closed-loop loads only). Work folder: {work}")
-    rows_out = [(rate, load, meas, predict(plan, model, str(fitted), workloads[rate]),
-                 predict(plan, model, shipped or str(fitted), workloads[rate])) for rate, load, meas, _ in out]
-    for (rate, _, _, pred, _), (_, _, _, runs) in zip(rows_out, out):
+    profiles = [("profile calibrated in this run (calibrate loads only)", fitted),
+                (f"shipped profile ({SHIPPED})", shipped or fitted)]
+    rows_out = [(rate, load, meas, [predict(plan, model, str(path), workloads[rate]) for _, path in profiles])
+                for rate, load, meas, _ in out]
+    for (rate, _, _, (pred, *_)), (_, _, _, runs) in zip(rows_out, out):
         hits = ", ".join(f"{h:.1%}" for h in engine_hits[rate])
         print(f"rate {rate}: prefix-cache hit rate (tokens) measured by the engine {hits}, predicted {pred['hit']:.1%}; "
               "mean TTFT / TPOT per run " + ", ".join(f"{m['ttft_mean'] * 1e3:.1f}/{m['tpot_mean'] * 1e3:.2f}"
                                                     for m in runs) + " ms")
-    for rate, _, meas, pred, _ in rows_out:
+    for rate, _, meas, (pred, *_) in rows_out:
         print(f"rate {rate}: engine iterations {meas['iterations']:.0f} measured, {pred['iterations']:.0f} simulated "
               f"(x{pred['iterations'] / meas['iterations']:.2f})")
     for rate, runs in host_cpu.items():
         print(f"rate {rate}: CPU used during each run, in cores (the client's run includes its start-up): "
               + "; ".join(", ".join(f"{name} {share:.2f}" for name, share in run.items()) for run in runs))
-    for rate, _, meas, pred, _ in rows_out:
+    for rate, _, meas, (pred, *_) in rows_out:
         print(f"rate {rate}: first-token time outside the engine's own count (client TTFT - engine TTFT): measured "
               f"{(meas['ttft_mean'] - meas['engine_ttft_mean']) * 1e3:.1f} ms, calibrated "
               f"{(pred['ttft_mean'] - pred['engine_ttft_mean']) * 1e3:.1f} ms")
-    engine_ok, client_ok = table(rows_out)
+    engine_ok, client_ok = table(rows_out, [label for label, _ in profiles])
     print(f"\nall scored rates within {TOLERANCE:.0%} (mean TTFT and mean TPOT as the engine counts them, throughput) "
           f"with the same SLO verdict: {'PASS' if engine_ok else 'FAIL'}")
     print(f"the same with the client's mean TTFT and TPOT (they also hold the HTTP stream and the client's own turns on "
