@@ -23,7 +23,6 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_vllm_real import MODEL_NAME, PLAN_RATE, SHIPPED, ensure_env, plan_deployment, sessions  # noqa: E402
+from bench_vllm_real import PLAN_RATE, SHIPPED, plan_deployment, prepare, sessions  # noqa: E402
 
 from cost_models.serving.trace_files import write_trace  # noqa: E402
 from planner.engines.calibrate import TPOT_METRIC, TTFT_METRIC, engine_mean_s, fresh_workload, run_client  # noqa: E402
@@ -76,12 +75,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="keep the work folder here")
     ap.add_argument("--port", type=int, default=8170)
     args = ap.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="bench_vllm_host_contention_"))
-    work.mkdir(parents=True, exist_ok=True)
-    python = ensure_env()
-    model = work / MODEL_NAME
-    if not (model / "model.safetensors").exists():
-        subprocess.run([str(python), str(ROOT / "tools" / "make_tiny_model.py"), str(model)], check=True)
+    work, python, model = prepare(args.keep, "bench_vllm_host_contention_")
     write_trace(work / "sessions.csv", sessions(200).with_rate(PLAN_RATE))
     _, script = plan_deployment(model, work / "sessions.csv", SHIPPED, work)
     engine_args = script_args(script, "args", "0", env={"BASE_PORT": str(args.port)})

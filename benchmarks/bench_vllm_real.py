@@ -86,6 +86,18 @@ def ensure_env() -> Path:
     return python
 
 
+def prepare(keep: Path | None, prefix: str) -> tuple[Path, Path, Path]:
+    """The work folder (`keep`, or a new temporary one), the vLLM environment's python (built if missing) and the
+    tiny random-weight model in the work folder (made if missing)."""
+    work = keep or Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    python = ensure_env()
+    model = work / MODEL_NAME
+    if not (model / "model.safetensors").exists():
+        subprocess.run([str(python), str(ROOT / "tools" / "make_tiny_model.py"), str(model)], check=True)
+    return work, python, model
+
+
 def load_average() -> float:
     """The 1-minute load average (0 where the system does not report one)."""
     try:
@@ -244,12 +256,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8150)
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
-    work = args.keep or Path(tempfile.mkdtemp(prefix="bench_vllm_real_"))
-    work.mkdir(parents=True, exist_ok=True)
-    python = ensure_env()
-    model = work / MODEL_NAME
-    if not (model / "model.safetensors").exists():
-        subprocess.run([str(python), str(ROOT / "tools" / "make_tiny_model.py"), str(model)], check=True)
+    work, python, model = prepare(args.keep, "bench_vllm_real_")
     base = sessions(int(max(rates) * args.seconds))
     write_trace(work / "sessions.csv", base.with_rate(PLAN_RATE))
     shipped = SHIPPED if (PROFILE_DIR / f"{SHIPPED}.yaml").is_file() else None  # none yet: the cost model plans
