@@ -216,20 +216,20 @@ def table(rows: list[tuple[float, float, dict, list[dict]]], labels: list[str]) 
     return ok["engine"], ok["client"]
 
 
-def calibrate_profile(python: Path, server: VllmServer, model: Path, folder: Path, budget: int, quick: bool,
-                      nice: list[str], path: Path) -> Path:
+def calibrate_profile(python: Path, server: VllmServer, model: Path, folder: Path, budget: int, nice: list[str],
+                      path: Path) -> Path:
     """Calibrate against the running server (`calibrate_vllm`: closed-loop loads, no request rate), write the profile
     to `path` (its rows beside it) and print the fit and its held-out errors; the profile's path."""
     import yaml
 
     t0 = time.monotonic()
-    fit, rows, block = calibrate_vllm(python, server.url, str(model), folder, budget, quick, prefix=nice)
+    fit, rows, block = calibrate_vllm(python, server.url, str(model), folder, budget, prefix=nice)
     rows_file = path.with_suffix(".rows.csv")
     write_rows(rows_file, rows, fit)
     path.write_text(yaml.safe_dump(profile_document(fit, MODEL_NAME, "cpu", block, rows_file.name,
                                                     "bench_vllm_real.py calibration"), sort_keys=False))
     wake = fit.idle_wakeup or {}
-    print(f"calibrated{' (quick)' if quick else ''} in {time.monotonic() - t0:.0f} s: {fit.iteration}, request latency "
+    print(f"calibrated in {time.monotonic() - t0:.0f} s: {fit.iteration}, request latency "
           f"{fit.request_latency_ms:.2f} ms, idle wake-up {wake.get('max_ms', 0):.2f} ms x (1 - exp(-idle / "
           f"{wake.get('tau_ms', 0):.0f} ms)), fit error {fit.errors['all']}")
     for kind, error in (fit.held_out_errors or {}).items():
@@ -273,7 +273,7 @@ def main() -> None:
     with VllmServer(python, model, engine_args, args.port, work / "server.log", startup_s=900,
                     prefix=nice, group_nice=args.nice or None) as server:
         budget = int(serving["engines"]["instance"]["max_num_batched_tokens"])
-        fitted = calibrate_profile(python, server, model, work / "calibration", budget, False, nice, work / "fitted.yaml")
+        fitted = calibrate_profile(python, server, model, work / "calibration", budget, nice, work / "fitted.yaml")
         workloads, out, engine_hits, host_cpu = {}, [], {}, {}
         for k, rate in enumerate(rates):
             n = int(rate * args.seconds)

@@ -105,13 +105,20 @@ def fit_rows(rows: list[Row]) -> FitResult:
     weights = 1.0 / y
     coef = nnls(a * weights[:, None], y * weights)
     result = FitResult(IterationFit(*(float(c) for c in coef[:5])), float(coef[5]), {})
-    ratio = np.array([result.predict_s(row) for row in rows]) / y - 1.0
+    return FitResult(result.iteration, result.request_latency_ms, errors_by_kind(result, rows))
+
+
+def errors_by_kind(fit: FitResult, rows: list[Row], signed: bool = False) -> dict:
+    """|predicted / measured - 1| of `fit` on `rows`: rows, mean and max per kind of row and over all ("all"),
+    with the mean signed error too where `signed`."""
+    ratio = np.array([fit.predict_s(row) / row.measured_s - 1.0 for row in rows])
     errors = {}
-    for kind in [*sorted({row.kind for row in rows}), "all"]:
-        mask = np.array([kind in ("all", row.kind) for row in rows])
-        errors[kind] = {"rows": int(mask.sum()), "mean_abs_rel_error": round(float(np.abs(ratio[mask]).mean()), 4),
-                        "max_abs_rel_error": round(float(np.abs(ratio[mask]).max()), 4)}
-    return FitResult(result.iteration, result.request_latency_ms, errors)
+    for kind in [*sorted({row.kind for row in rows}), "all"] if rows else []:
+        r = ratio[np.array([kind in ("all", row.kind) for row in rows])]
+        errors[kind] = {"rows": int(r.size), "mean_abs_rel_error": round(float(np.abs(r).mean()), 4),
+                        "max_abs_rel_error": round(float(np.abs(r).max()), 4),
+                        **({"mean_rel_error": round(float(r.mean()), 4)} if signed else {})}
+    return errors
 
 
 def fit_idle_wakeup(gaps_ms: list[float], ttfts_ms: list[float]) -> dict:

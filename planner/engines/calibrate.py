@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cost_models.serving.engine_fit import FitResult, Row, fit_idle_wakeup, fit_rows
+from cost_models.serving.engine_fit import FitResult, Row, errors_by_kind, fit_idle_wakeup, fit_rows
 from cost_models.serving.iteration_cost import causal_pairs
 from cost_models.serving.trace_files import write_timed_trace
 from cost_models.serving.workload import Workload, hash_lists
@@ -244,15 +244,9 @@ def held_out_rows(loads: list[dict], results: list[dict], budget: int) -> list[R
 
 
 def held_out_errors(fit: FitResult, rows: list[Row]) -> dict:
-    """|predicted / measured - 1| of `fit` on rows it was not fitted on, per kind of row and over all."""
-    errors = {}
-    for kind in [*sorted({row.kind for row in rows}), "all"]:
-        ratio = np.array([fit.predict_s(row) / row.measured_s - 1.0 for row in rows if kind in ("all", row.kind)])
-        if ratio.size:
-            errors[kind] = {"rows": int(ratio.size), "mean_abs_rel_error": round(float(np.abs(ratio).mean()), 4),
-                            "max_abs_rel_error": round(float(np.abs(ratio).max()), 4),
-                            "mean_rel_error": round(float(ratio.mean()), 4)}
-    return errors
+    """|predicted / measured - 1| of `fit` on rows it was not fitted on, per kind of row and over all, with the
+    mean signed error (`engine_fit.errors_by_kind`)."""
+    return errors_by_kind(fit, rows, signed=True)
 
 
 def rows_from(loads: list[dict], results: list[dict], block_size: int, budget: int) -> list[Row]:

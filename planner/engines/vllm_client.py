@@ -9,7 +9,8 @@ its own timestamps: `--self-timed`; hash ids of 16-token blocks give prompts the
 
 Each saved result also gets `engine_metrics`: what the engine itself counted during the run (its /metrics
 before and after: `[sum, count]` increments of its time-to-first-token, inter-token, end-to-end, queue,
-prefill and tokens-per-iteration histograms (the last one's count: iterations), and its prefix-cache hit and
+prefill, per-request time-per-output-token and tokens-per-iteration histograms (the last one's count:
+iterations), and its prefix-cache hit and
 query counters). The engine's time to first token runs from the request's arrival in the engine (after the HTTP
 request is read and the prompt tokenized) to the first token's output processing; the client's also holds the
 HTTP exchange and the client's own scheduling.
