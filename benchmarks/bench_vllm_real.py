@@ -7,14 +7,19 @@
 3. Plans the model on this CPU: `planner plan MODEL --cluster 1xcpu --workload TRACE --rate R --slo ...
    --engine-profile vllm-0.32-cpu`, then `planner codegen`, and starts the generated serve_vllm.sh's instance
    with its own arguments (`serve_vllm.sh args 0`) through vLLM's OpenAI server module.
-4. Calibrates against that engine (`planner calibrate --engine vllm`'s closed-loop loads; no request rate)
-   and drives it with vLLM's own benchmark client at each scored request rate, replaying the sessions trace
-   (its timestamps, its shared prefixes; fresh content per rate so no rate warms another's cache).
+4. Calibrates against that engine (`planner calibrate --engine vllm`'s closed-loop loads; no request rate),
+   then drives it with vLLM's own benchmark client at each scored request rate, replaying the sessions trace
+   (its timestamps, its shared prefixes; fresh content per run so no run warms another's cache). The rates are
+   interleaved (2, 4, 9, 12, 2, 4, ...), so a drift of this shared machine's speed reaches every rate alike.
+   Right before each scored run the same client runs a 2-second closed-loop probe (`calibrate.probe_loads`: 4
+   decoding at once, 3 first tokens of 512-token prompts); its measured / calibrated time (`speed_factor`) says
+   how fast the machine ran then. The factors are printed, and the profile scaled by each run's factor
+   (`scaled_fit`) is scored as a diagnostic beside the calibrated profile, which gives the verdict.
 5. Prints the engine's own prefix-cache hit rate (its /metrics counters) against the simulated one, and
    measured vs predicted mean and p90 TTFT and TPOT, output throughput and SLO attainment per rate, for
-   the profile calibrated in this run and for the shipped one; the verdict (with the first): predicted
-   within 15% of measured for
-   mean TTFT, mean TPOT and throughput at every scored rate, and the same SLO verdict (attainment >= 90%).
+   the profile calibrated in this run (as calibrated, and at each run's probed speed) and for the shipped one;
+   the verdict (with the first): predicted within 15% of measured for mean TTFT, mean TPOT and throughput at
+   every scored rate, and the same SLO verdict (attainment >= 90%).
    TTFT and TPOT are judged twice. As the engine counts them (its /metrics histograms: TTFT from the request's
    arrival in the engine to its first token out, predicted as the simulated TTFT less the profile's
    `client_path_ms`, the calibrated time outside that count; TPOT per request from its first to its last token
@@ -52,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 import planner  # noqa: E402
 from cost_models.cluster import parse_cluster  # noqa: E402
 from cost_models.serving.deployment import Deployment, costs_for, simulate  # noqa: E402
+from cost_models.serving.engine_fit import FitResult  # noqa: E402
 from cost_models.serving.engine_profile import PROFILE_DIR, load_engine_profile  # noqa: E402
 from cost_models.serving.metrics import ATTAINMENT, attainment, measured_result, summarize  # noqa: E402
 from cost_models.serving.policies import Chunked  # noqa: E402
@@ -60,12 +66,19 @@ from cost_models.serving.trace_files import write_trace  # noqa: E402
 from cost_models.serving.workload import hash_lists  # noqa: E402
 from planner.cli import main as planner_main  # noqa: E402
 from planner.engines.calibrate import (  # noqa: E402
+    FIRST_ID,
+    PASS_IDS,
     TPOT_METRIC,
     TTFT_METRIC,
-    calibrate_vllm,
+    engine_block_size,
     engine_mean_s,
+    fit_calibration,
+    probe_loads,
     profile_document,
+    run_calibration,
     run_client,
+    scaled_fit,
+    speed_factor,
     write_rows,
 )
 from planner.engines.server import VllmServer, raise_group_priority, script_args  # noqa: E402
@@ -145,7 +158,8 @@ def predict(plan: dict, model: Path, profile: str, w) -> dict:
     result = simulate(costs, deployment, replace(w, context_tokens=serving["longest_request_tokens"]))
     s = summarize(result, SLO)
     client_path_s = load_engine_profile(profile).client_path_ms / 1e3  # outside the engine's own TTFT count
-    return {"iterations": float(result.iterations), "ttft_mean": s["ttft_mean"],
+    return {"iterations": float(result.iterations), "token_iterations": float(result.token_iterations),
+            "ttft_mean": s["ttft_mean"],
             "engine_ttft_mean": s["ttft_mean"] - client_path_s, "ttft_p90": s["ttft_p90"], "tpot_mean": s["tpot_mean"],
             "engine_tpot_mean": s["tpot_mean"], "tpot_p90": s["tpot_p90"],
             "throughput": s["output_tokens_per_s"], "attainment": s["attainment"], "hit": result.prefix_hit_rate}
@@ -165,7 +179,8 @@ def measured(w, result: dict) -> dict:
 
 
 def iterations(result: dict) -> float:
-    """Engine steps during a run (the count of vLLM's tokens-per-iteration histogram; nan without it)."""
+    """Engine steps during a run that output a token (the count of vLLM's tokens-per-iteration histogram, which its
+    front end records only for steps with outputs: a step of prompt chunks alone is not counted; nan without it)."""
     return (result.get("engine_metrics") or {}).get("vllm:iteration_tokens_total", (0.0, float("nan")))[1]
 
 
@@ -216,14 +231,14 @@ def table(rows: list[tuple[float, float, dict, list[dict]]], labels: list[str]) 
     return ok["engine"], ok["client"]
 
 
-def calibrate_profile(python: Path, server: VllmServer, model: Path, folder: Path, budget: int, nice: list[str],
-                      path: Path) -> Path:
-    """Calibrate against the running server (`calibrate_vllm`: closed-loop loads, no request rate), write the profile
-    to `path` (its rows beside it) and print the fit and its held-out errors; the profile's path."""
+def calibration_pass(python: Path, server: VllmServer, model: Path, folder: Path, nice: list[str],
+                     block: int, budget: int, path: Path) -> FitResult:
+    """Calibrate against the running server (`run_calibration`: closed-loop loads, no request rate), write the
+    profile to `path` (its rows beside it) and print the fit and its held-out errors; the fit."""
     import yaml
 
     t0 = time.monotonic()
-    fit, rows, block = calibrate_vllm(python, server.url, str(model), folder, budget, prefix=nice)
+    fit, rows = fit_calibration(*run_calibration(python, server.url, str(model), folder, prefix=nice), block, budget)
     rows_file = path.with_suffix(".rows.csv")
     write_rows(rows_file, rows, fit)
     path.write_text(yaml.safe_dump(profile_document(fit, MODEL_NAME, "cpu", block, rows_file.name,
@@ -238,6 +253,17 @@ def calibrate_profile(python: Path, server: VllmServer, model: Path, folder: Pat
               f"mean signed {error['mean_rel_error']:+.1%}")
     for row in fit.held_out:
         print(f"    {row.kind}: measured {row.measured_s * 1e3:.2f} ms, predicted {fit.predict_s(row) * 1e3:.2f} ms")
+    return fit
+
+
+def at_speed(fit: FitResult, factor: float, block: int, path: Path) -> Path:
+    """The calibrated profile priced `factor` times slower (`scaled_fit`), written to `path`; the path."""
+    import yaml
+
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(profile_document(scaled_fit(fit, factor), MODEL_NAME, "cpu", block, "fitted.rows.csv",
+                                                    f"bench_vllm_real.py calibration x{factor:.4f} (probe speed)"),
+                                   sort_keys=False))
     return path
 
 
@@ -273,43 +299,59 @@ def main() -> None:
     with VllmServer(python, model, engine_args, args.port, work / "server.log", startup_s=900,
                     prefix=nice, group_nice=args.nice or None) as server:
         budget = int(serving["engines"]["instance"]["max_num_batched_tokens"])
-        fitted = calibrate_profile(python, server, model, work / "calibration", budget, nice, work / "fitted.yaml")
-        workloads, out, engine_hits, host_cpu = {}, [], {}, {}
-        for k, rate in enumerate(rates):
+        block = engine_block_size(server.url)
+        fit = calibration_pass(python, server, model, work / "calibration", nice, block, budget, work / "fitted.yaml")
+        workloads, by_rate, engine_hits, host_cpu = {}, {}, {}, {}
+        for rate in rates:
             n = int(rate * args.seconds)
             w = base.head(n).with_rate(rate)
             workloads[rate] = replace(w, arrival_s=w.arrival_s - w.arrival_s[0])
-            repeats = []
-            for j in range(args.repeats):  # fresh content per repeat: no run warms another's prefix cache
+        (work / "rates").mkdir(exist_ok=True)
+        for j in range(args.repeats):  # rates interleaved: a drift of the machine's speed reaches every rate alike
+            for k, rate in enumerate(rates):  # fresh content per run: no run warms another's prefix cache
                 wj = fresh_content(workloads[rate], 10_000_000 * (1 + k * args.repeats + j))
+                probes = probe_loads(FIRST_ID + PASS_IDS * (1 + k + j * len(rates)))
                 wait_for_calm(args.max_load, 60.0)
                 before = load_average()
-                (work / "rates").mkdir(exist_ok=True)
                 load = {"kind": f"rate {rate}", "workload": wj, "max_concurrency": None}
                 cpu0, client0, t0 = server.cpu_seconds(), os.times(), time.monotonic()
-                result = run_client(python, server.url, str(model), [load], work / "rates", prefix=nice)[0]
+                *probed, result = run_client(python, server.url, str(model), [*probes, load], work / "rates",
+                                             prefix=nice)
                 host_cpu.setdefault(rate, []).append(cpu_shares(cpu0, server.cpu_seconds(), client0, os.times(),
                                                                 time.monotonic() - t0))
                 counted = result["engine_metrics"]
                 engine_hits.setdefault(rate, []).append(counted["vllm:prefix_cache_hits_total"][0]
                                                         / max(counted["vllm:prefix_cache_queries_total"][0], 1.0))
-                os.replace(work / "rates" / "load00.result.json", work / "rates" / f"rate{rate}.run{j}.result.json")
-                repeats.append((before, measured(wj, result)))
-            out.append((rate, max(b for b, _ in repeats), median_of([m for _, m in repeats]), [m for _, m in repeats]))
+                os.replace(work / "rates" / f"load{len(probes):02d}.result.json",
+                           work / "rates" / f"rate{rate}.run{j}.result.json")
+                factor = speed_factor(fit, probes, probed, block, budget)
+                speed = at_speed(fit, factor if np.isfinite(factor) else 1.0, block,
+                                 work / "speed" / f"rate{rate}.run{j}.yaml")
+                by_rate.setdefault(rate, []).append((before, measured(wj, result), factor, speed))
+    out = [(rate, max(run[0] for run in by_rate[rate]), median_of([run[1] for run in by_rate[rate]]),
+            [run[1] for run in by_rate[rate]]) for rate in rates]
+    labels = ["profile calibrated before the scored runs", "same profile at the speed its probe measured beside each "
+              "run (the median of the runs' predictions; a diagnostic)", f"shipped profile ({SHIPPED})"]
     print(f"\n{len(rates)} scored rates, {args.repeats} runs each (medians scored); calibration used no rate "
           f"(closed-loop loads only). Work folder: {work}")
-    profiles = [("profile calibrated in this run (calibrate loads only)", fitted),
-                (f"shipped profile ({SHIPPED})", shipped or fitted)]
-    rows_out = [(rate, load, meas, [predict(plan, model, str(path), workloads[rate]) for _, path in profiles])
-                for rate, load, meas, _ in out]
+    def predictions(rate: float) -> list[dict]:
+        at_each_speed = median_of([predict(plan, model, str(run[3]), workloads[rate]) for run in by_rate[rate]])
+        return [predict(plan, model, str(work / "fitted.yaml"), workloads[rate]), at_each_speed,
+                predict(plan, model, str(shipped or work / "fitted.yaml"), workloads[rate])]
+
+    rows_out = [(rate, load, meas, predictions(rate)) for rate, load, meas, _ in out]
+    for rate in rates:
+        print(f"rate {rate}: engine speed beside each run (probe measured / calibrated; over 1 is slower): "
+              + ", ".join(f"x{run[2]:.2f}" for run in by_rate[rate]))
     for (rate, _, _, (pred, *_)), (_, _, _, runs) in zip(rows_out, out):
         hits = ", ".join(f"{h:.1%}" for h in engine_hits[rate])
         print(f"rate {rate}: prefix-cache hit rate (tokens) measured by the engine {hits}, predicted {pred['hit']:.1%}; "
               "mean TTFT / TPOT per run " + ", ".join(f"{m['ttft_mean'] * 1e3:.1f}/{m['tpot_mean'] * 1e3:.2f}"
                                                     for m in runs) + " ms")
     for rate, _, meas, (pred, *_) in rows_out:
-        print(f"rate {rate}: engine iterations {meas['iterations']:.0f} measured, {pred['iterations']:.0f} simulated "
-              f"(x{pred['iterations'] / meas['iterations']:.2f})")
+        print(f"rate {rate}: engine iterations that output a token (the only ones vLLM's iteration_tokens histogram "
+              f"counts) {meas['iterations']:.0f} measured, {pred['token_iterations']:.0f} simulated "
+              f"(x{pred['token_iterations'] / meas['iterations']:.2f}); all simulated iterations {pred['iterations']:.0f}")
     for rate, runs in host_cpu.items():
         print(f"rate {rate}: CPU used during each run, in cores (the client's run includes its start-up): "
               + "; ".join(", ".join(f"{name} {share:.2f}" for name, share in run.items()) for run in runs))
@@ -317,7 +359,7 @@ def main() -> None:
         print(f"rate {rate}: first-token time outside the engine's own count (client TTFT - engine TTFT): measured "
               f"{(meas['ttft_mean'] - meas['engine_ttft_mean']) * 1e3:.1f} ms, calibrated "
               f"{(pred['ttft_mean'] - pred['engine_ttft_mean']) * 1e3:.1f} ms")
-    engine_ok, client_ok = table(rows_out, [label for label, _ in profiles])
+    engine_ok, client_ok = table(rows_out, labels)
     print(f"\nall scored rates within {TOLERANCE:.0%} (mean TTFT and mean TPOT as the engine counts them, throughput) "
           f"with the same SLO verdict: {'PASS' if engine_ok else 'FAIL'}")
     print(f"the same with the client's mean TTFT and TPOT (they also hold the HTTP stream and the client's own turns on "

@@ -360,6 +360,9 @@ def test_held_out_mixed_loads_score_the_fit_on_prompts_arriving_beside_decodes(t
     assert held_out_rows([load], [late], 2048) == []
     bursts = {**result, "itls": [[0.00001] * (out - 1)] * len(w)}
     assert held_out_rows([load], [bursts], 2048) == []
+    # a held-out load with a failed request (a reset connection) is left out; the fitted loads still fit
+    assert held_out_rows([load], [{**result, "failed": 1}], 2048) == []
+    assert rows_from([load], [{**result, "failed": 1}], 16, 2048) == []
 
     from dataclasses import replace
 
@@ -371,3 +374,80 @@ def test_held_out_mixed_loads_score_the_fit_on_prompts_arriving_beside_decodes(t
     assert document["fit"]["held_out_errors"]["all"]["rows"] == 2
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(document))
     assert load_engine_profile(tmp_path / "p.yaml").fit_for("m", 1).mixed.fixed_ms == pytest.approx(2.5)
+
+
+def test_calibration_passes_have_their_own_content_and_a_fit_spans_them():
+    """Two calibration passes (say before and after a long benchmark): the second pass's prompts share no hash id
+    with the first's (nothing of it is cached yet), the idle wake-up pools each gap's requests over the passes, and
+    a fit over both passes lies between the fits of each, so a machine that slowed by 20% between them is priced
+    at its speed over the whole window."""
+    from planner.engines.calibrate import FIRST_ID, PASS_IDS, calibration_loads, fit_calibration, idle_wakeup_from
+
+    ids = [{int(i) for load in calibration_loads(quick=True, context=1276, first_id=FIRST_ID + k * PASS_IDS)
+            for hashes in load["workload"].block_hashes for i in hashes} for k in (0, 1)]
+    assert not ids[0] & ids[1] and max(ids[0]) < FIRST_ID + PASS_IDS <= min(ids[1])
+
+    def results(loads, slow: float):
+        out = []
+        for load in loads:
+            w = load["workload"]
+            if load["kind"].startswith("idle"):
+                gap_ms = 1e3 * float(load["kind"].split()[1])
+                ttft = np.full(len(w), slow * (0.010 + 0.006 * (1 - np.exp(-gap_ms / 150.0))))
+            else:
+                ttft = slow * (0.004 + 2e-5 * w.prompt_tokens.astype(float))
+            out_len = int(w.output_tokens[0])
+            itl = slow * (0.003 + 1e-5 * (load["max_concurrency"] or 1))
+            out.append({"ttfts": ttft.tolist(), "itls": [[itl] * (out_len - 1)] * len(w),
+                        "output_lens": [out_len] * len(w), "latencies": (ttft + itl * (out_len - 1)).tolist()})
+        return out
+
+    kinds = ("prefill", "prefix", "decode", "idle")
+    passes = []
+    for k, slow in ((0, 1.0), (1, 1.2)):
+        loads = [x for x in calibration_loads(quick=True, context=1276, first_id=FIRST_ID + k * PASS_IDS)
+                 if x["kind"].startswith(kinds)]
+        passes.append((loads, results(loads, slow)))
+    fits = [fit_calibration(loads, res, 16, 2048)[0] for loads, res in passes]
+    both, rows = fit_calibration(passes[0][0] + passes[1][0], passes[0][1] + passes[1][1], 16, 2048)
+    assert len(rows) == 2 * len(fit_calibration(*passes[0], 16, 2048)[1])
+    for row in rows:
+        low, high = sorted(fit.predict_s(row) for fit in fits)
+        assert low * 0.99 <= both.predict_s(row) <= high * 1.01
+    wake = idle_wakeup_from(passes[0][0] + passes[1][0], passes[0][1] + passes[1][1])
+    assert wake["gaps_ms"] == sorted(set(wake["gaps_ms"])) and len(wake["gaps_ms"]) == 4  # one point per gap
+    assert 0.010 * 1.0 <= wake["ttft_ms"][0] / 1e3 <= 0.010 * 1.2
+
+
+def test_a_probe_beside_a_scored_run_prices_it_at_the_machines_speed_then():
+    """`probe_loads` (4 decoding at once, 3 first tokens of 512-token prompts) with content of its own; its
+    `speed_factor` against a fit is the median measured / predicted over its rows, so the same probe measured
+    twice as slow reads twice the factor, and the fit scaled by its factor (`scaled_fit`: every term alike)
+    predicts the probe as measured."""
+    from cost_models.serving.engine_fit import FitResult
+    from cost_models.serving.engine_profile import IterationFit
+    from planner.engines.calibrate import FIRST_ID, PASS_IDS, probe_loads, rows_from, scaled_fit, speed_factor
+
+    loads = probe_loads(FIRST_ID + 3 * PASS_IDS)
+    assert [x["kind"] for x in loads] == ["decode", "prefill"]
+    assert min(int(i) for x in loads for ids in x["workload"].block_hashes for i in ids) >= FIRST_ID + 3 * PASS_IDS
+
+    def results(slow: float):
+        out = []
+        for load in loads:
+            w = load["workload"]
+            out_len = int(w.output_tokens[0])
+            ttft = slow * (0.006 + 2.2e-5 * w.prompt_tokens.astype(float))
+            itl = slow * 0.0035
+            out.append({"ttfts": ttft.tolist(), "itls": [[itl] * (out_len - 1)] * len(w),
+                        "output_lens": [out_len] * len(w), "latencies": (ttft + itl * (out_len - 1)).tolist()})
+        return out
+
+    fit = FitResult(IterationFit(2.5, 0.02, 0.02, 0.25, 0.05), 5.0, {})
+    factor = speed_factor(fit, loads, results(1.0), 16, 2048)
+    assert len(rows_from(loads, results(1.0), 16, 2048)) >= 2 and 0.5 < factor < 3.0
+    assert speed_factor(fit, loads, results(2.0), 16, 2048) == pytest.approx(2 * factor, rel=1e-9)
+    assert speed_factor(scaled_fit(fit, factor), loads, results(1.0), 16, 2048) == pytest.approx(1.0, rel=1e-9)
+    row = rows_from(loads, results(1.0), 16, 2048)[0]
+    assert scaled_fit(fit, 1.3).predict_s(row) == pytest.approx(1.3 * fit.predict_s(row), rel=1e-12)
+    assert np.isnan(speed_factor(fit, [], [], 16, 2048))

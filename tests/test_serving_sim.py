@@ -85,6 +85,24 @@ def test_fast_forward_matches_stepping(costs):
     assert fast.decode_tokens == slow.decode_tokens
 
 
+def test_token_iterations_leave_out_chunks_that_output_nothing(costs):
+    """vLLM's iteration_tokens histogram counts only steps that output a token; a prompt split into chunks outputs
+    nothing until its last chunk, so on an idle engine one 1,000-token prompt under a 256-token budget runs 4
+    iterations to its first token of which 1 outputs it, then one per further output token."""
+    from cost_models.serving.workload import Workload
+
+    w = Workload(np.array([0.0, 10.0]), np.array([1000, 100]), np.array([5, 3]), "test")
+    for policy, chunk_steps in ((Chunked(256), 4), (PrefillFirst(), 1)):
+        r = simulate_instance(costs.get(1, 1), policy, w)
+        assert r.iterations == chunk_steps + 4 + 1 + 2, policy  # the second request: one prefill step, 2 decodes
+        assert r.token_iterations == 1 + 4 + 1 + 2, policy
+    mixed = make_workload("chat", 200, rate=40.0, seed=3)
+    r = simulate_instance(costs.get(1, 1), Chunked(64), mixed)
+    assert 0 < r.token_iterations < r.iterations  # chat prompts over 64 tokens take chunk-only steps
+    merged = simulate(costs, Deployment(Chunked(64), replicas=2), mixed)
+    assert merged.token_iterations <= merged.iterations
+
+
 def test_disaggregated_times(costs):
     w = make_workload("chat", 120, rate=20.0, seed=7)
     d = Deployment(Disaggregated(1, 1))

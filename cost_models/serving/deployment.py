@@ -204,6 +204,7 @@ def _merge(w: Workload, parts: list[tuple[np.ndarray, SimResult]], gpus: int) ->
         out.busy_s += r.busy_s * r.gpus / gpus  # GPU-weighted, so busy_s x gpus stays GPU-seconds
         out.compute_bound_s += r.compute_bound_s * r.gpus / gpus
         out.iterations += r.iterations
+        out.token_iterations += r.token_iterations
         out.preemptions += r.preemptions
         out.rejected += r.rejected
         out.max_kv_blocks = max(out.max_kv_blocks, r.max_kv_blocks)

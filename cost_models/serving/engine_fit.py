@@ -124,19 +124,25 @@ def errors_by_kind(fit: FitResult, rows: list[Row], signed: bool = False) -> dic
 def fit_idle_wakeup(gaps_ms: list[float], ttfts_ms: list[float]) -> dict:
     """`idle_wakeup_ms`'s max and tau from median first-token times of identical requests sent after idle gaps;
     the shortest gap is the reference (penalty 0 there). Least squares over tau on a log grid, max closed form.
+    Tau stays within the gaps measured (at most the longest): penalties still rising at the longest gap would
+    otherwise fit a far longer tau with a far larger max, which prices idle times beyond the data at many times
+    the largest penalty seen.
 
     >>> from cost_models.serving.engine_profile import idle_wakeup_ms
     >>> gaps = [20, 100, 300, 1000]
     >>> fit = fit_idle_wakeup(gaps, [10 + idle_wakeup_ms(g - 20, 6.0, 150.0) for g in gaps])
     >>> abs(fit["max_ms"] - 6.0) < 0.05, abs(fit["tau_ms"] - 150.0) < 3.0
     (True, True)
+    >>> rising = fit_idle_wakeup(gaps, [10 + 0.01 * g for g in gaps])  # still rising linearly at the longest gap
+    >>> rising["tau_ms"], round(idle_wakeup_ms(3000, rising["max_ms"], rising["tau_ms"]) / 9.8, 2)  # vs penalty at 1 s
+    (1000.0, 1.46)
     """
     order = np.argsort(gaps_ms)
     g = np.asarray(gaps_ms, float)[order]
     y = np.asarray(ttfts_ms, float)[order]
     x, penalty = g[1:] - g[0], np.maximum(y[1:] - y[0], 0.0)
     best = (math.inf, 0.0, 1.0)
-    for tau in np.exp(np.linspace(math.log(5.0), math.log(5000.0), 400)):
+    for tau in np.exp(np.linspace(math.log(5.0), math.log(max(float(g[-1]), 10.0)), 400)):
         basis = 1.0 - np.exp(-x / tau)
         scale = float(basis @ penalty / max(basis @ basis, 1e-12))
         err = float(((scale * basis - penalty) ** 2).sum())

@@ -70,7 +70,7 @@ def chunked_step(st) -> bool:
     finished = [i for i, q, d in chunks if q + d == st.need[i]]
     st.note_kv()
     t = cost.time(n, st.S, tokens, pairs, kv_read, len(finished))
-    st.account(t, n + tokens, cost.moe.bytes_read(n + tokens))
+    st.account(t, n + tokens, cost.moe.bytes_read(n + tokens), emits=bool(n or finished))
     st.r.prefill_tokens += tokens
     st.r.decode_tokens += n
     if n:
@@ -108,7 +108,7 @@ def layered_step(st) -> bool:
         t = cost.layered_time(n, st.S, tokens, pairs, blocks, g == 0, g == len(sizes) - 1, len(batch))
         experts = moe.bytes_read(n, (cost.num_blocks - blocks) * moe_per_block) + \
             moe.bytes_read(n + tokens, blocks * moe_per_block)
-        st.account(t, n + tokens * blocks // max(cost.num_blocks, 1), experts)
+        st.account(t, n + tokens * blocks // max(cost.num_blocks, 1), experts, emits=bool(n) or g == len(sizes) - 1)
         st.r.decode_tokens += n
         if n:
             st.step += 1

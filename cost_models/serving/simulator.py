@@ -91,6 +91,7 @@ class SimResult:
     busy_s: float = 0.0  # GPU-seconds / gpus of iterations
     compute_bound_s: float = 0.0
     iterations: int = 0
+    token_iterations: int = 0  # iterations that output at least one token (what vLLM's iteration_tokens counts)
     preemptions: int = 0
     rejected: int = 0
     max_kv_blocks: int = 0
@@ -275,7 +276,9 @@ class _Instance:
         return False
 
     # -- iterations ----------------------------------------------------------------------------
-    def account(self, t: float, tokens: int, expert_bytes: float) -> None:
+    def account(self, t: float, tokens: int, expert_bytes: float, emits: bool = True) -> None:
+        """One iteration of `t` seconds over `tokens` tokens; `emits`: it outputs a token (a decode, or a prompt's
+        last chunk), unlike an iteration that only computes prompt chunks."""
         self.now += t
         self.ev_end.append(self.now)
         self.ev_gap.append(t)
@@ -283,6 +286,7 @@ class _Instance:
         r.busy_s += t
         r.compute_bound_s += min(self.cost.compute_bound(tokens), t)
         r.iterations += 1
+        r.token_iterations += emits
         r.expert_bytes += expert_bytes
 
     def decode_run(self, bound_by_arrival: bool) -> None:
@@ -316,6 +320,7 @@ class _Instance:
         r.busy_s += t
         r.compute_bound_s += min(cost.compute_bound(n), base) * k
         r.iterations += k
+        r.token_iterations += k
         r.decode_tokens += n * k
         r.expert_bytes += k * cost.moe.bytes_read(n)
         self.step += k

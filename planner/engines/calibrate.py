@@ -58,10 +58,14 @@ def fresh_workload(n: int, prompt: int, output: int, first_id: int, shared: int 
                     hash_lists(lists), BLOCK, prompt + output)
 
 
-def calibration_loads(quick: bool = False, context: int = 4096) -> list[dict]:
-    """The loads (see the module docstring): {"kind", "workload", "max_concurrency"}, content unique per load;
-    prompts and outputs within the engine's `context` (its max_model_len)."""
-    loads, next_id = [], 1_000_000_000  # far from the ids of benchmark traces
+FIRST_ID = 1_000_000_000  # hash ids of the calibration's content start here: far from the ids of benchmark traces
+PASS_IDS = 100_000_000  # ids one pass of the loads spans at most: another pass or probe this far on has fresh content
+
+
+def calibration_loads(quick: bool = False, context: int = 4096, first_id: int = FIRST_ID) -> list[dict]:
+    """The loads (see the module docstring): {"kind", "workload", "max_concurrency"}, content unique per load
+    (hash ids from `first_id` on); prompts and outputs within the engine's `context` (its max_model_len)."""
+    loads, next_id = [], first_id
 
     def add(kind: str, w: Workload, concurrency: int) -> None:
         nonlocal next_id
@@ -105,6 +109,29 @@ def mixed_load(decoders: int, prompt: int, context: int) -> Workload:
     return Workload(np.concatenate([d.arrival_s, MIXED_START_S + MIXED_GAP_S * np.arange(MIXED_PROMPTS)]),
                     np.concatenate([d.prompt_tokens, p.prompt_tokens]), np.concatenate([d.output_tokens, p.output_tokens]),
                     "calibration", hash_lists([*d.block_hashes, *p.block_hashes]), BLOCK, max(d.context_tokens, prompt + 2))
+
+
+def probe_loads(first_id: int) -> list[dict]:
+    """A short closed-loop check of the engine's speed now (about 2 s; content from hash id `first_id` on): 8 requests
+    decoding 4 at a time (64-token prompts, 48 output tokens) and 3 first tokens of 512-token prompts, one at a time.
+    `speed_factor` compares them with a fit: a benchmark runs one beside each scored run, to price that run at the
+    speed the machine had then (a shared machine's speed drifts by tens of percent within minutes)."""
+    return [{"kind": "decode", "workload": fresh_workload(8, DECODER_PROMPT, 48, first_id), "max_concurrency": 4},
+            {"kind": "prefill", "workload": fresh_workload(3, 512, 2, first_id + 1_000), "max_concurrency": 1}]
+
+
+def speed_factor(fit: FitResult, loads: list[dict], results: list[dict], block_size: int, budget: int) -> float:
+    """How much slower than `fit` the engine ran the probe loads (`probe_loads`): the median over their rows of
+    measured / predicted (1.0: as fitted; nan where no row timed the engine)."""
+    rows = rows_from(loads, results, block_size, budget)
+    return float(np.median([row.measured_s / fit.predict_s(row) for row in rows])) if rows else math.nan
+
+
+def scaled_fit(fit: FitResult, factor: float) -> FitResult:
+    """`fit` on a machine `factor` times slower: every iteration term and the request latency scaled alike."""
+    terms = {k: v * factor for k, v in fit.iteration.as_dict().items()}
+    return replace(fit, iteration=type(fit.iteration)(**terms), request_latency_ms=fit.request_latency_ms * factor,
+                   client_path_ms=None if fit.client_path_ms is None else fit.client_path_ms * factor)
 
 
 def run_client(python: str | Path, url: str, model: str, loads: list[dict], folder: Path,
@@ -209,6 +236,9 @@ def _mixed_rows(kind: str, w: Workload, result: dict, budget: int) -> list[Row]:
     - `mixed_tpot`: the decoders' median time per output token: decode iterations of B at their mean context,
       with the arrived prompts' tokens, pairs and sampled tokens spread over the decoders' output tokens.
     """
+    if result.get("failed"):
+        log.warning("held-out load %s left out: %s of its requests failed (see the client log)", kind, result["failed"])
+        return []
     decoders = int(np.sum(w.arrival_s == 0))
     prompt, output = int(w.prompt_tokens[-1]), int(w.output_tokens[0])
     starts, ttfts = np.asarray(result["start_times"], float), np.asarray(result["ttfts"], float)
@@ -252,10 +282,12 @@ def held_out_errors(fit: FitResult, rows: list[Row]) -> dict:
 def rows_from(loads: list[dict], results: list[dict], block_size: int, budget: int) -> list[Row]:
     rows = []
     for load, result in zip(loads, results):
+        if load["kind"].startswith("mixed"):
+            continue  # held out (`held_out_rows`)
         if result.get("failed"):
             raise UserError(f"{result['failed']} requests of a {load['kind']} calibration load failed; see the client log")
-        if load["kind"].startswith(("idle", "mixed")):
-            continue  # `idle_wakeup_from`; held out (`held_out_rows`)
+        if load["kind"].startswith("idle"):
+            continue  # `idle_wakeup_from`
         if load["kind"] in ("prefill", "prefix"):
             rows += _first_token_rows(load["kind"], load["workload"], result, block_size, budget)
         else:
@@ -266,14 +298,14 @@ def rows_from(loads: list[dict], results: list[dict], block_size: int, budget: i
 
 def idle_wakeup_from(loads: list[dict], results: list[dict]) -> dict | None:
     """The engine's wake-up after idle time (`engine_fit.fit_idle_wakeup`) from the `idle` loads: median
-    first-token time of identical requests per idle gap (the first request of each load, after the previous
-    load, is left out)."""
-    gaps, ttfts = [], []
+    first-token time of identical requests per idle gap, pooled over the loads of one gap (several passes); the
+    first request of each load, after the previous load, is left out."""
+    per_gap: dict[float, list[float]] = {}
     for load, result in zip(loads, results):
         if load["kind"].startswith("idle") and len(result["ttfts"]) > 1:
-            gaps.append(1e3 * float(load["kind"].split()[1]))
-            ttfts.append(1e3 * float(np.median(result["ttfts"][1:])))
-    return fit_idle_wakeup(gaps, ttfts) if len(gaps) >= 3 else None
+            per_gap.setdefault(1e3 * float(load["kind"].split()[1]), []).extend(result["ttfts"][1:])
+    gaps = sorted(per_gap)
+    return fit_idle_wakeup(gaps, [1e3 * float(np.median(per_gap[g])) for g in gaps]) if len(gaps) >= 3 else None
 
 
 TTFT_METRIC = "vllm:time_to_first_token_seconds"
@@ -348,13 +380,28 @@ def profile_document(fit: FitResult, model: str, device: str, block_size: int, r
                     **({"held_out_errors": fit.held_out_errors} if fit.held_out_errors else {})}}
 
 
+def run_calibration(python: str | Path, url: str, model: str, folder: Path, quick: bool = False,
+                    prefix: list[str] | None = None) -> tuple[list[dict], list[dict]]:
+    """Replay the calibration loads (`calibration_loads`) against the vLLM server at `url` serving `model`;
+    (loads, the client's results)."""
+    loads = calibration_loads(quick, engine_context(url))
+    folder.mkdir(parents=True, exist_ok=True)
+    return loads, run_client(python, url, model, loads, folder, prefix)
+
+
 def calibrate_vllm(python: str | Path, url: str, model: str, folder: Path, budget: int, quick: bool = False,
                    prefix: list[str] | None = None) -> tuple[FitResult, list[Row], int]:
     """Run the calibration loads against the vLLM server at `url` serving `model`; (fit, rows, block size)."""
     block_size = engine_block_size(url)
-    loads = calibration_loads(quick, engine_context(url))
-    folder.mkdir(parents=True, exist_ok=True)
-    results = run_client(python, url, model, loads, folder, prefix)
+    loads, results = run_calibration(python, url, model, folder, quick, prefix)
+    fit, rows = fit_calibration(loads, results, block_size, budget)
+    return fit, rows, block_size
+
+
+def fit_calibration(loads: list[dict], results: list[dict], block_size: int, budget: int) -> tuple[FitResult, list[Row]]:
+    """The profile fit (`engine_fit.fit_rows`, idle wake-up, client path, held-out errors) of calibration loads and
+    their results: one pass of `run_calibration`, or several passes' lists joined (each pass with content of its
+    own: `calibration_loads`' `first_id`), a fit over the time they span; (fit, the fitted rows)."""
     rows = rows_from(loads, results, block_size, budget)
     decode = sum(not row.first_token for row in rows)
     if decode < 3:
@@ -366,4 +413,4 @@ def calibrate_vllm(python: str | Path, url: str, model: str, folder: Path, budge
     if not math.isfinite(fit.request_latency_ms):
         raise UserError("the calibration fit did not converge; rerun on a quieter machine")
     held_out = held_out_rows(loads, results, budget)
-    return replace(fit, held_out=tuple(held_out), held_out_errors=held_out_errors(fit, held_out)), rows, block_size
+    return replace(fit, held_out=tuple(held_out), held_out_errors=held_out_errors(fit, held_out)), rows
