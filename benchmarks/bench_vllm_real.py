@@ -334,6 +334,7 @@ def main() -> None:
               "run (the median of the runs' predictions; a diagnostic)", f"shipped profile ({SHIPPED})"]
     print(f"\n{len(rates)} scored rates, {args.repeats} runs each (medians scored); calibration used no rate "
           f"(closed-loop loads only). Work folder: {work}")
+
     def predictions(rate: float) -> list[dict]:
         at_each_speed = median_of([predict(plan, model, str(run[3]), workloads[rate]) for run in by_rate[rate]])
         return [predict(plan, model, str(work / "fitted.yaml"), workloads[rate]), at_each_speed,
@@ -353,7 +354,7 @@ def main() -> None:
               f"counts) {meas['iterations']:.0f} measured, {pred['token_iterations']:.0f} simulated "
               f"(x{pred['token_iterations'] / meas['iterations']:.2f}); all simulated iterations {pred['iterations']:.0f}")
     for rate, runs in host_cpu.items():
-        print(f"rate {rate}: CPU used during each run, in cores (the client's run includes its start-up): "
+        print(f"rate {rate}: CPU used during each run, in cores (the client's run includes its start-up and the probe): "
               + "; ".join(", ".join(f"{name} {share:.2f}" for name, share in run.items()) for run in runs))
     for rate, _, meas, (pred, *_) in rows_out:
         print(f"rate {rate}: first-token time outside the engine's own count (client TTFT - engine TTFT): measured "
