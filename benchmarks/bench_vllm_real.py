@@ -11,7 +11,7 @@
    then drives it with vLLM's own benchmark client at each scored request rate, replaying the sessions trace
    (its timestamps, its shared prefixes; fresh content per run so no run warms another's cache). The rates are
    interleaved (2, 4, 9, 12, 2, 4, ...), so a drift of this shared machine's speed reaches every rate alike.
-   Right before each scored run the same client runs a 2-second closed-loop probe (`calibrate.probe_loads`: 4
+   Right before each scored run the same client runs a 2-second closed-loop probe (`speed_probe.probe_loads`: 4
    decoding at once, 3 first tokens of 512-token prompts); its measured / calibrated time (`speed_factor`) says
    how fast the machine ran then. The factors are printed, and the profile scaled by each run's factor
    (`scaled_fit`) is scored as a diagnostic beside the calibrated profile, which gives the verdict.
@@ -73,15 +73,13 @@ from planner.engines.calibrate import (  # noqa: E402
     engine_block_size,
     engine_mean_s,
     fit_calibration,
-    probe_loads,
     profile_document,
     run_calibration,
     run_client,
-    scaled_fit,
-    speed_factor,
     write_rows,
 )
 from planner.engines.server import VllmServer, raise_group_priority, script_args  # noqa: E402
+from planner.engines.speed_probe import probe_loads, scaled_fit, speed_factor  # noqa: E402
 from planner.engines.vllm_env import vllm_python  # noqa: E402
 
 SHIPPED = "vllm-0.32-cpu"

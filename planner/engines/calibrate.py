@@ -111,29 +111,6 @@ def mixed_load(decoders: int, prompt: int, context: int) -> Workload:
                     "calibration", hash_lists([*d.block_hashes, *p.block_hashes]), BLOCK, max(d.context_tokens, prompt + 2))
 
 
-def probe_loads(first_id: int) -> list[dict]:
-    """A short closed-loop check of the engine's speed now (about 2 s; content from hash id `first_id` on): 8 requests
-    decoding 4 at a time (64-token prompts, 48 output tokens) and 3 first tokens of 512-token prompts, one at a time.
-    `speed_factor` compares them with a fit: a benchmark runs one beside each scored run, to price that run at the
-    speed the machine had then (a shared machine's speed drifts by tens of percent within minutes)."""
-    return [{"kind": "decode", "workload": fresh_workload(8, DECODER_PROMPT, 48, first_id), "max_concurrency": 4},
-            {"kind": "prefill", "workload": fresh_workload(3, 512, 2, first_id + 1_000), "max_concurrency": 1}]
-
-
-def speed_factor(fit: FitResult, loads: list[dict], results: list[dict], block_size: int, budget: int) -> float:
-    """How much slower than `fit` the engine ran the probe loads (`probe_loads`): the median over their rows of
-    measured / predicted (1.0: as fitted; nan where no row timed the engine)."""
-    rows = rows_from(loads, results, block_size, budget)
-    return float(np.median([row.measured_s / fit.predict_s(row) for row in rows])) if rows else math.nan
-
-
-def scaled_fit(fit: FitResult, factor: float) -> FitResult:
-    """`fit` on a machine `factor` times slower: every iteration term and the request latency scaled alike."""
-    terms = {k: v * factor for k, v in fit.iteration.as_dict().items()}
-    return replace(fit, iteration=type(fit.iteration)(**terms), request_latency_ms=fit.request_latency_ms * factor,
-                   client_path_ms=None if fit.client_path_ms is None else fit.client_path_ms * factor)
-
-
 def run_client(python: str | Path, url: str, model: str, loads: list[dict], folder: Path,
                prefix: list[str] | None = None) -> list[dict]:
     """Replay every load against the server with vLLM's benchmark client (one process, after `prefix`, e.g. a
