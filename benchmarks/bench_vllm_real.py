@@ -7,18 +7,22 @@
 3. Plans the model on this CPU: `planner plan MODEL --cluster 1xcpu --workload TRACE --rate R --slo ...
    --engine-profile vllm-0.32-cpu`, then `planner codegen`, and starts the generated serve_vllm.sh's instance
    with its own arguments (`serve_vllm.sh args 0`) through vLLM's OpenAI server module.
-4. Calibrates against that engine (`planner calibrate --engine vllm`'s closed-loop loads; no request rate),
-   then drives it with vLLM's own benchmark client at each scored request rate, replaying the sessions trace
-   (its timestamps, its shared prefixes; fresh content per run so no run warms another's cache). The rates are
-   interleaved (2, 4, 9, 12, 2, 4, ...), so a drift of this shared machine's speed reaches every rate alike.
-   Right before each scored run the same client runs a 2-second closed-loop probe (`speed_probe.probe_loads`: 4
-   decoding at once, 3 first tokens of 512-token prompts); its measured / calibrated time (`speed_factor`) says
-   how fast the machine ran then. The factors are printed, and the profile scaled by each run's factor
-   (`scaled_fit`) is scored as a diagnostic beside the calibrated profile, which gives the verdict.
+4. Calibrates against that engine (`planner calibrate --engine vllm`'s closed-loop loads; no request rate), then
+   drives it with vLLM's own benchmark client at each scored request rate, replaying the sessions trace (its
+   timestamps, its shared prefixes; fresh content per run so no run warms another's cache). The rates are
+   interleaved (2, 4, 9, 12, 2, 4, ...), so a drift of this shared machine's speed reaches every rate alike, and
+   the calibration loads run again after each round of rates (each pass with content of its own): the profile
+   scored is fitted over all passes with one speed per pass (`calibration_passes.fit_passes`) and priced at their
+   mean speed, so it is the machine over the window the scored runs took, not over the minute before them. Each
+   pass's speed is printed, and the profile of the first pass alone (what one `planner calibrate` gives) is
+   scored beside it. Right before each scored run the same client runs a 4-second closed-loop probe
+   (`speed_probe.probe_loads`: decode iterations of 1, 4 and 16, first tokens of 128-1,024-token prompts); its
+   measured / calibrated time (`speed_factor`) is printed, and the profile scaled by each run's factor
+   (`scaled_fit`) is scored as a diagnostic.
 5. Prints the engine's own prefix-cache hit rate (its /metrics counters) against the simulated one, and
    measured vs predicted mean and p90 TTFT and TPOT, output throughput and SLO attainment per rate, for
-   the profile calibrated in this run (as calibrated, and at each run's probed speed) and for the shipped one;
-   the verdict (with the first): predicted within 15% of measured for mean TTFT, mean TPOT and throughput at
+   the profiles calibrated in this run (over the passes, from the first pass, at each run's probed speed) and for
+   the shipped one; the verdict (with the first): predicted within 15% of measured for mean TTFT, mean TPOT and throughput at
    every scored rate, and the same SLO verdict (attainment >= 90%).
    TTFT and TPOT are judged twice. As the engine counts them (its /metrics histograms: TTFT from the request's
    arrival in the engine to its first token out, predicted as the simulated TTFT less the profile's
@@ -78,6 +82,7 @@ from planner.engines.calibrate import (  # noqa: E402
     run_client,
     write_rows,
 )
+from planner.engines.calibration_passes import Pass, fit_passes  # noqa: E402
 from planner.engines.server import VllmServer, raise_group_priority, script_args  # noqa: E402
 from planner.engines.speed_probe import probe_loads, scaled_fit, speed_factor  # noqa: E402
 from planner.engines.vllm_env import vllm_python  # noqa: E402
@@ -87,6 +92,7 @@ MODEL_NAME = "vllm-cpu-tiny-llama"  # the folder name: what the planner and the 
 SLO = {"ttft": 0.1, "tpot": 0.01}
 PLAN_RATE = 4.0
 TOLERANCE = 0.15
+CALIBRATION_PASS_IDS = 20  # calibration pass k's content: hash ids from FIRST_ID + PASS_IDS x (20 + k) on
 
 
 def ensure_env() -> Path:
@@ -230,28 +236,37 @@ def table(rows: list[tuple[float, float, dict, list[dict]]], labels: list[str]) 
 
 
 def calibration_pass(python: Path, server: VllmServer, model: Path, folder: Path, nice: list[str],
-                     block: int, budget: int, path: Path) -> FitResult:
-    """Calibrate against the running server (`run_calibration`: closed-loop loads, no request rate), write the
-    profile to `path` (its rows beside it) and print the fit and its held-out errors; the fit."""
+                     index: int) -> Pass:
+    """One pass of the calibration loads against the running server (`run_calibration`: closed-loop loads, no
+    request rate), content of its own (pass `index`); (loads, results)."""
+    t0 = time.monotonic()
+    done = run_calibration(python, server.url, str(model), folder / f"pass{index}", prefix=nice,
+                           first_id=FIRST_ID + PASS_IDS * (CALIBRATION_PASS_IDS + index))
+    print(f"calibration pass {index} in {time.monotonic() - t0:.0f} s (load average {load_average():.1f})", flush=True)
+    return done
+
+
+def write_profile(fit: FitResult, rows: list, block: int, path: Path, source: str) -> Path:
+    """The profile document of `fit` at `path` (its rows beside it); the path."""
     import yaml
 
-    t0 = time.monotonic()
-    fit, rows = fit_calibration(*run_calibration(python, server.url, str(model), folder, prefix=nice), block, budget)
     rows_file = path.with_suffix(".rows.csv")
     write_rows(rows_file, rows, fit)
-    path.write_text(yaml.safe_dump(profile_document(fit, MODEL_NAME, "cpu", block, rows_file.name,
-                                                    "bench_vllm_real.py calibration"), sort_keys=False))
+    path.write_text(yaml.safe_dump(profile_document(fit, MODEL_NAME, "cpu", block, rows_file.name, source),
+                                   sort_keys=False))
+    return path
+
+
+def report_fit(label: str, fit: FitResult) -> None:
+    """Print a calibrated fit, its fit error and its errors on the held-out loads."""
     wake = fit.idle_wakeup or {}
-    print(f"calibrated in {time.monotonic() - t0:.0f} s: {fit.iteration}, request latency "
-          f"{fit.request_latency_ms:.2f} ms, idle wake-up {wake.get('max_ms', 0):.2f} ms x (1 - exp(-idle / "
-          f"{wake.get('tau_ms', 0):.0f} ms)), fit error {fit.errors['all']}")
+    print(f"{label}: {fit.iteration}, request latency {fit.request_latency_ms:.2f} ms, idle wake-up "
+          f"{wake.get('max_ms', 0):.2f} ms x (1 - exp(-idle / {wake.get('tau_ms', 0):.0f} ms)), fit error "
+          f"{fit.errors['all']}")
     for kind, error in (fit.held_out_errors or {}).items():
         print(f"  held out ({kind}: prompts arriving beside running decodes, not fitted): {error['rows']} rows, "
               f"mean |pred/meas - 1| {error['mean_abs_rel_error']:.1%}, max {error['max_abs_rel_error']:.1%}, "
               f"mean signed {error['mean_rel_error']:+.1%}")
-    for row in fit.held_out:
-        print(f"    {row.kind}: measured {row.measured_s * 1e3:.2f} ms, predicted {fit.predict_s(row) * 1e3:.2f} ms")
-    return fit
 
 
 def at_speed(fit: FitResult, factor: float, block: int, path: Path) -> Path:
@@ -298,7 +313,7 @@ def main() -> None:
                     prefix=nice, group_nice=args.nice or None) as server:
         budget = int(serving["engines"]["instance"]["max_num_batched_tokens"])
         block = engine_block_size(server.url)
-        fit = calibration_pass(python, server, model, work / "calibration", nice, block, budget, work / "fitted.yaml")
+        passes = [calibration_pass(python, server, model, work / "calibration", nice, 0)]
         workloads, by_rate, engine_hits, host_cpu = {}, {}, {}, {}
         for rate in rates:
             n = int(rate * args.seconds)
@@ -322,25 +337,39 @@ def main() -> None:
                                                         / max(counted["vllm:prefix_cache_queries_total"][0], 1.0))
                 os.replace(work / "rates" / f"load{len(probes):02d}.result.json",
                            work / "rates" / f"rate{rate}.run{j}.result.json")
-                factor = speed_factor(fit, probes, probed, block, budget)
-                speed = at_speed(fit, factor if np.isfinite(factor) else 1.0, block,
-                                 work / "speed" / f"rate{rate}.run{j}.yaml")
-                by_rate.setdefault(rate, []).append((before, measured(wj, result), factor, speed))
+                by_rate.setdefault(rate, []).append((before, measured(wj, result), probes, probed))
+            passes.append(calibration_pass(python, server, model, work / "calibration", nice, j + 1))
+    fit, rows, speeds = fit_passes(passes, block, budget)
+    write_profile(fit, rows, block, work / "fitted.yaml", f"bench_vllm_real.py calibration ({len(passes)} passes)")
+    first, first_rows = fit_calibration(*passes[0], block, budget)
+    write_profile(first, first_rows, block, work / "first_pass.yaml", "bench_vllm_real.py calibration (first pass)")
+    report_fit(f"calibrated over {len(passes)} passes (before the scored runs and after each round of them)", fit)
+    print("  each pass's speed (measured / the fit at the passes' mean speed; over 1 is slower): "
+          + ", ".join(f"x{s:.3f}" for s in speeds))
+    report_fit("calibrated on the first pass alone (before the scored runs)", first)
+    for rate in rates:
+        by_rate[rate] = [(before, meas, factor, at_speed(fit, factor if np.isfinite(factor) else 1.0, block,
+                                                            work / "speed" / f"rate{rate}.run{j}.yaml"))
+                         for j, (before, meas, probes, probed) in enumerate(by_rate[rate])
+                         for factor in [speed_factor(fit, probes, probed, block, budget)]]
     out = [(rate, max(run[0] for run in by_rate[rate]), median_of([run[1] for run in by_rate[rate]]),
             [run[1] for run in by_rate[rate]]) for rate in rates]
-    labels = ["profile calibrated before the scored runs", "same profile at the speed its probe measured beside each "
-              "run (the median of the runs' predictions; a diagnostic)", f"shipped profile ({SHIPPED})"]
+    labels = [f"profile calibrated over {len(passes)} passes spread over the scored runs (at their mean speed)",
+              "profile of the first pass alone (calibrated before the scored runs)",
+              "passes' profile at the speed its probe measured beside each run (the median of the runs' predictions; "
+              "a diagnostic)", f"shipped profile ({SHIPPED})"]
     print(f"\n{len(rates)} scored rates, {args.repeats} runs each (medians scored); calibration used no rate "
           f"(closed-loop loads only). Work folder: {work}")
 
     def predictions(rate: float) -> list[dict]:
         at_each_speed = median_of([predict(plan, model, str(run[3]), workloads[rate]) for run in by_rate[rate]])
-        return [predict(plan, model, str(work / "fitted.yaml"), workloads[rate]), at_each_speed,
+        return [predict(plan, model, str(work / "fitted.yaml"), workloads[rate]),
+                predict(plan, model, str(work / "first_pass.yaml"), workloads[rate]), at_each_speed,
                 predict(plan, model, str(shipped or work / "fitted.yaml"), workloads[rate])]
 
     rows_out = [(rate, load, meas, predictions(rate)) for rate, load, meas, _ in out]
     for rate in rates:
-        print(f"rate {rate}: engine speed beside each run (probe measured / calibrated; over 1 is slower): "
+        print(f"rate {rate}: engine speed beside each run (probe measured / calibrated over the passes; over 1 is slower): "
               + ", ".join(f"x{run[2]:.2f}" for run in by_rate[rate]))
     for (rate, _, _, (pred, *_)), (_, _, _, runs) in zip(rows_out, out):
         hits = ", ".join(f"{h:.1%}" for h in engine_hits[rate])

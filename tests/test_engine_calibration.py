@@ -162,6 +162,24 @@ def test_held_out_mixed_loads_score_the_fit_on_prompts_arriving_beside_decodes(t
     assert load_engine_profile(tmp_path / "p.yaml").fit_for("m", 1).mixed.fixed_ms == pytest.approx(2.5)
 
 
+def _synthetic_results(loads: list[dict], slow: float) -> list[dict]:
+    """Client results of calibration loads on an engine `slow` times slower than a reference one: first tokens
+    linear in the prompt (with a wake-up after idle gaps), decode steps growing with the batch."""
+    out = []
+    for load in loads:
+        w = load["workload"]
+        if load["kind"].startswith("idle"):
+            gap_ms = 1e3 * float(load["kind"].split()[1])
+            ttft = np.full(len(w), slow * (0.010 + 0.006 * (1 - np.exp(-gap_ms / 150.0))))
+        else:
+            ttft = slow * (0.004 + 2e-5 * w.prompt_tokens.astype(float))
+        itl = slow * (0.003 + 1e-5 * (load["max_concurrency"] or 1))
+        out_lens = w.output_tokens.astype(int)
+        out.append({"ttfts": ttft.tolist(), "itls": [[itl] * (n - 1) for n in out_lens], "output_lens": out_lens.tolist(),
+                    "latencies": (ttft + itl * (out_lens - 1)).tolist(), "start_times": w.arrival_s.tolist()})
+    return out
+
+
 def test_calibration_passes_have_their_own_content_and_a_fit_spans_them():
     """Two calibration passes (say before and after a long benchmark): the second pass's prompts share no hash id
     with the first's (nothing of it is cached yet), the idle wake-up pools each gap's requests over the passes, and
@@ -173,27 +191,12 @@ def test_calibration_passes_have_their_own_content_and_a_fit_spans_them():
             for hashes in load["workload"].block_hashes for i in hashes} for k in (0, 1)]
     assert not ids[0] & ids[1] and max(ids[0]) < FIRST_ID + PASS_IDS <= min(ids[1])
 
-    def results(loads, slow: float):
-        out = []
-        for load in loads:
-            w = load["workload"]
-            if load["kind"].startswith("idle"):
-                gap_ms = 1e3 * float(load["kind"].split()[1])
-                ttft = np.full(len(w), slow * (0.010 + 0.006 * (1 - np.exp(-gap_ms / 150.0))))
-            else:
-                ttft = slow * (0.004 + 2e-5 * w.prompt_tokens.astype(float))
-            out_len = int(w.output_tokens[0])
-            itl = slow * (0.003 + 1e-5 * (load["max_concurrency"] or 1))
-            out.append({"ttfts": ttft.tolist(), "itls": [[itl] * (out_len - 1)] * len(w),
-                        "output_lens": [out_len] * len(w), "latencies": (ttft + itl * (out_len - 1)).tolist()})
-        return out
-
     kinds = ("prefill", "prefix", "decode", "idle")
     passes = []
     for k, slow in ((0, 1.0), (1, 1.2)):
         loads = [x for x in calibration_loads(quick=True, context=1276, first_id=FIRST_ID + k * PASS_IDS)
                  if x["kind"].startswith(kinds)]
-        passes.append((loads, results(loads, slow)))
+        passes.append((loads, _synthetic_results(loads, slow)))
     fits = [fit_calibration(loads, res, 16, 2048)[0] for loads, res in passes]
     both, rows = fit_calibration(passes[0][0] + passes[1][0], passes[0][1] + passes[1][1], 16, 2048)
     assert len(rows) == 2 * len(fit_calibration(*passes[0], 16, 2048)[1])
@@ -205,8 +208,47 @@ def test_calibration_passes_have_their_own_content_and_a_fit_spans_them():
     assert 0.010 * 1.0 <= wake["ttft_ms"][0] / 1e3 <= 0.010 * 1.2
 
 
+def test_passes_fitted_together_give_each_its_speed_and_price_the_engine_at_their_mean():
+    """Three passes of a machine whose speed drifts (x1.0, x1.25, x0.9 of a reference engine): `fit_passes` finds
+    the drift (speeds in the ratio 1 : 1.25 : 0.9, geometric mean 1), fits the rows at their own pass's speed as
+    well as one pass fits its own (a plain joined fit leaves the drift in its errors), and prices the engine at the
+    passes' geometric-mean speed. One pass alone gives `fit_calibration`'s fit and speed 1."""
+    from planner.engines.calibrate import FIRST_ID, PASS_IDS, calibration_loads, fit_calibration
+    from planner.engines.calibration_passes import fit_passes
+
+    kinds = ("prefill", "prefix", "decode", "idle", "mixed")
+    drift = (1.0, 1.25, 0.9)
+    passes = []
+    for k, slow in enumerate(drift):
+        loads = [x for x in calibration_loads(quick=True, context=1276, first_id=FIRST_ID + (20 + k) * PASS_IDS)
+                 if x["kind"].startswith(kinds)]
+        passes.append((loads, _synthetic_results(loads, slow)))
+    fit, rows, speeds = fit_passes(passes, 16, 2048)
+    mean = float(np.prod(drift)) ** (1 / 3)
+    assert speeds == pytest.approx([s / mean for s in drift], rel=1e-4)
+    assert float(np.prod(speeds)) == pytest.approx(1.0, rel=1e-5)
+    one, one_rows = fit_calibration(*passes[0], 16, 2048)
+    assert len(rows) == 3 * len(one_rows)
+    assert fit.errors["all"]["mean_abs_rel_error"] <= one.errors["all"]["mean_abs_rel_error"] + 1e-3
+    joined = fit_calibration([x for p in passes for x in p[0]], [x for p in passes for x in p[1]], 16, 2048)[0]
+    assert joined.errors["all"]["mean_abs_rel_error"] > fit.errors["all"]["mean_abs_rel_error"] + 0.05
+    for row in one_rows:  # the reference engine's rows, priced at the mean speed
+        assert fit.predict_s(row) == pytest.approx(mean * one.predict_s(row), rel=0.02)
+    assert len(fit.held_out) == 3 * len(one.held_out) > 0  # held-out rows scored at their own pass's speed
+    assert fit.held_out_errors["all"]["mean_abs_rel_error"] == pytest.approx(
+        one.held_out_errors["all"]["mean_abs_rel_error"], abs=0.02)
+    broken = [dict(r) for r in passes[1][1]]  # a reset connection in one load of one pass: that load left out
+    k = next(i for i, x in enumerate(passes[1][0]) if x["kind"] == "decode")
+    broken[k]["failed"] = 19
+    _, again_rows, again_speeds = fit_passes([passes[0], (passes[1][0], broken), passes[2]], 16, 2048)
+    assert len(again_rows) == len(rows) - 1 and again_speeds == pytest.approx(speeds, rel=1e-3)
+    alone, alone_rows, alone_speed = fit_passes(passes[:1], 16, 2048)
+    assert alone_speed == [1.0] and alone.iteration == one.iteration and alone_rows == one_rows
+    assert alone.idle_wakeup == one.idle_wakeup and alone.client_path_ms == one.client_path_ms
+
+
 def test_a_probe_beside_a_scored_run_prices_it_at_the_machines_speed_then():
-    """`probe_loads` (4 decoding at once, 3 first tokens of 512-token prompts) with content of its own; its
+    """`probe_loads` (decode iterations of 1, 4 and 16, first tokens of 128-1,024-token prompts) with content of its own; its
     `speed_factor` against a fit is the median measured / predicted over its rows, so the same probe measured
     twice as slow reads twice the factor, and the fit scaled by its factor (`scaled_fit`: every term alike)
     predicts the probe as measured."""
@@ -216,7 +258,9 @@ def test_a_probe_beside_a_scored_run_prices_it_at_the_machines_speed_then():
     from planner.engines.speed_probe import probe_loads, scaled_fit, speed_factor
 
     loads = probe_loads(FIRST_ID + 3 * PASS_IDS)
-    assert [x["kind"] for x in loads] == ["decode", "prefill"]
+    assert [x["kind"] for x in loads] == ["decode"] * 3 + ["prefill"] * 3
+    ids = [int(i) for x in loads for ids in x["workload"].block_hashes for i in ids]
+    assert len(ids) == len(set(ids))  # every request with content of its own
     assert min(int(i) for x in loads for ids in x["workload"].block_hashes for i in ids) >= FIRST_ID + 3 * PASS_IDS
 
     def results(slow: float):
@@ -232,7 +276,7 @@ def test_a_probe_beside_a_scored_run_prices_it_at_the_machines_speed_then():
 
     fit = FitResult(IterationFit(2.5, 0.02, 0.02, 0.25, 0.05), 5.0, {})
     factor = speed_factor(fit, loads, results(1.0), 16, 2048)
-    assert len(rows_from(loads, results(1.0), 16, 2048)) >= 2 and 0.5 < factor < 3.0
+    assert len(rows_from(loads, results(1.0), 16, 2048)) == 6 and 0.5 < factor < 3.0
     assert speed_factor(fit, loads, results(2.0), 16, 2048) == pytest.approx(2 * factor, rel=1e-9)
     assert speed_factor(scaled_fit(fit, factor), loads, results(1.0), 16, 2048) == pytest.approx(1.0, rel=1e-9)
     row = rows_from(loads, results(1.0), 16, 2048)[0]

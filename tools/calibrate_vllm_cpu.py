@@ -2,7 +2,7 @@
 .rows.csv) the way a user measures theirs: plan the tiny model for this CPU, start the generated serve_vllm.sh's
 instance (its arguments, through vLLM's OpenAI server module) and run `planner calibrate --engine vllm` on it.
 
-    python3 tools/calibrate_vllm_cpu.py [--nice -20] [--out cost_models/data/engine_profiles/vllm-0.32-cpu.yaml]
+    python3 tools/calibrate_vllm_cpu.py [--nice -20] [--passes N] [--out cost_models/data/engine_profiles/vllm-0.32-cpu.yaml]
 
 The plan is made without an engine profile (the cost model), for the chat-sessions traffic of
 benchmarks/bench_vllm_real.py; the profile's coefficients do not depend on the plan's limits beyond its KV block
@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "cost_models" / "data" / "engine_profiles" / "vllm-0.32-cpu.yaml")
     ap.add_argument("--nice", type=int, default=0)  # see bench_vllm_real.py --help
     ap.add_argument("--port", type=int, default=8150)
+    ap.add_argument("--passes", type=int, default=1, help="calibration passes (`planner calibrate --passes`)")
     args = ap.parse_args()
     python = ensure_env()
     work = Path(tempfile.mkdtemp(prefix="calibrate_vllm_cpu_"))
@@ -54,7 +55,7 @@ def main() -> None:
                     group_nice=args.nice or None) as server:
         code = planner_main(["calibrate", "--engine", "vllm", "--url", server.url, "--model", str(model),
                              "--model-name", MODEL_NAME, "--max-num-batched-tokens", str(budget), "--nice", str(args.nice),
-                             "-o", str(args.out)])
+                             "--passes", str(args.passes), "-o", str(args.out)])
     print(f"engine arguments: {' '.join(engine_args)}")
     sys.exit(code)
 

@@ -51,7 +51,8 @@ def _host() -> str:
     return f"{name}, {os.cpu_count()} logical CPUs"
 
 
-def _engine_profile(url, model, model_name, output, budget, profile_device, vllm_python, quick, nice, as_json) -> None:
+def _engine_profile(url, model, model_name, output, budget, profile_device, vllm_python, quick, nice, passes,
+                    as_json) -> None:
     """`--engine vllm`: the loads of planner.engines.calibrate against the server at `url`, fit, profile + rows."""
     import tempfile
 
@@ -59,7 +60,8 @@ def _engine_profile(url, model, model_name, output, budget, profile_device, vllm
 
     from ir.errors import UserError
     from ir.fileio import write_atomic
-    from planner.engines.calibrate import calibrate_vllm, profile_document, write_rows
+    from planner.engines.calibrate import profile_document, write_rows
+    from planner.engines.calibration_passes import calibrate_vllm
     from planner.engines.server import raise_group_priority
     from planner.engines.vllm_env import vllm_python as default_python
     from planner.engines.vllm_env import why_not_vllm
@@ -75,12 +77,15 @@ def _engine_profile(url, model, model_name, output, budget, profile_device, vllm
         prefix = ["nice", "-n", str(nice)] if nice else None
         if nice:
             raise_group_priority(nice)  # the client's session group too (kernel autogroups)
-        fit, rows, block = calibrate_vllm(python, url.rstrip("/"), model, Path(folder), budget, quick, prefix)
+        fit, rows, block, speeds = calibrate_vllm(python, url.rstrip("/"), model, Path(folder), budget, quick, prefix,
+                                                  passes)
     out = Path(output)
     rows_file = out.with_suffix(".rows.csv")
     write_rows(rows_file, rows, fit)
     source = (f"measured by `planner calibrate --engine vllm` with vLLM's benchmark client against a server serving "
-              f"{Path(model).name} (token budget {budget}) on {_host()}; fit rows in {rows_file.name}")
+              f"{Path(model).name} (token budget {budget}) on {_host()}"
+              + (f", {passes} passes at their mean speed (each pass's: {', '.join(f'x{v:.3f}' for v in speeds)})"
+                 if passes > 1 else "") + f"; fit rows in {rows_file.name}")
     document = profile_document(fit, model_name, profile_device, block, rows_file.name, source)
     write_atomic(out, yaml.safe_dump(document, sort_keys=False))
     if as_json:
@@ -101,6 +106,9 @@ def _engine_profile(url, model, model_name, output, budget, profile_device, vllm
                       "|predicted / measured - 1|", ["kind", "rows", "mean", "max", "mean signed"],
                       [[k, str(e["rows"]), f"{e['mean_abs_rel_error']:.1%}", f"{e['max_abs_rel_error']:.1%}",
                         f"{e['mean_rel_error']:+.1%}"] for k, e in fit.held_out_errors.items()]))
+    if passes > 1:
+        c.print(f"{passes} passes, each one's speed against the fit at their mean (over 1 slower): "
+                + ", ".join(f"x{v:.3f}" for v in speeds))
     c.print(f"wrote {out} and {rows_file} (use it with --engine-profile {out})")
 
 
@@ -125,9 +133,12 @@ def _engine_profile(url, model, model_name, output, budget, profile_device, vllm
               help="Engine: python of the vLLM environment [default: tools/make_vllm_env.sh's].")
 @click.option("--nice", type=int, default=0, show_default=True,
               help="Engine: niceness of the benchmark client (a loaded machine delays a client at 0; lowering it needs root).")
+@click.option("--passes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Engine: run the loads this many times (about 40 s each) and fit them with one speed per pass, "
+                   "priced at their mean speed: a profile of a machine whose speed drifts, over the whole window.")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as one JSON object.")
 def calibrate_command(device, output, quick, threads, no_collectives, engine, url, model, model_name, budget,
-                      profile_device, vllm_python, nice, as_json):
+                      profile_device, vllm_python, nice, passes, as_json):
     """Measure GEMMs, memory, attention, overheads and all-reduce here; fit and write a profile.
 
     With --engine vllm: drive the vLLM server at --url with vLLM's benchmark client (closed-loop loads) and fit the
@@ -143,7 +154,8 @@ def calibrate_command(device, output, quick, threads, no_collectives, engine, ur
     if engine:
         if not model:
             raise UserError("--engine vllm needs --model: the model folder the server serves (its tokenizer too)")
-        _engine_profile(url, model, model_name, output, budget, profile_device, vllm_python, quick, nice, as_json)
+        _engine_profile(url, model, model_name, output, budget, profile_device, vllm_python, quick, nice, passes,
+                        as_json)
         return
     profile = calibrate(device, quick=quick, threads=threads, collectives=not no_collectives)
     write_atomic(output, profile_to_yaml(profile))

@@ -15,11 +15,15 @@ from planner.engines.calibrate import DECODER_PROMPT, fresh_workload, rows_from
 
 
 def probe_loads(first_id: int) -> list[dict]:
-    """A short closed-loop check of the engine's speed now (about 2 s; content from hash id `first_id` on): 8 requests
-    decoding 4 at a time (64-token prompts, 48 output tokens) and 3 first tokens of 512-token prompts, one at a time.
-    `speed_factor` compares them with a fit."""
-    return [{"kind": "decode", "workload": fresh_workload(8, DECODER_PROMPT, 48, first_id), "max_concurrency": 4},
-            {"kind": "prefill", "workload": fresh_workload(3, 512, 2, first_id + 1_000), "max_concurrency": 1}]
+    """A short closed-loop check of the engine's speed now (about 4 s; content from hash id `first_id` on), six
+    calibration rows so that their median is not one row's noise: decode iterations of 1, 4 and 16 sequences
+    (64-token prompts, 48 output tokens; 4, 8 and 16 requests) and first tokens of 128-, 512- and 1,024-token
+    prompts (3 each, one at a time). `speed_factor` compares them with a fit."""
+    decode = [{"kind": "decode", "workload": fresh_workload(n, DECODER_PROMPT, 48, first_id + k * 1_000),
+               "max_concurrency": b} for k, (b, n) in enumerate(((1, 4), (4, 8), (16, 16)))]
+    prefill = [{"kind": "prefill", "workload": fresh_workload(3, prompt, 2, first_id + (3 + k) * 1_000),
+                "max_concurrency": 1} for k, prompt in enumerate((128, 512, 1024))]
+    return decode + prefill
 
 
 def speed_factor(fit: FitResult, loads: list[dict], results: list[dict], block_size: int, budget: int) -> float:
