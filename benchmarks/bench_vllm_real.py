@@ -72,6 +72,7 @@ from planner.cli import main as planner_main  # noqa: E402
 from planner.engines.calibrate import (  # noqa: E402
     FIRST_ID,
     PASS_IDS,
+    PREFILL_METRIC,
     TPOT_METRIC,
     TTFT_METRIC,
     engine_block_size,
@@ -162,7 +163,11 @@ def predict(plan: dict, model: Path, profile: str, w) -> dict:
     result = simulate(costs, deployment, replace(w, context_tokens=serving["longest_request_tokens"]))
     s = summarize(result, SLO)
     client_path_s = load_engine_profile(profile).client_path_ms / 1e3  # outside the engine's own TTFT count
+    served = np.isfinite(result.first_token_s)
+    wait = result.scheduled_s[served] - w.arrival_s[served]  # arrival to the iteration that takes it in
     return {"iterations": float(result.iterations), "token_iterations": float(result.token_iterations),
+            "engine_before_scheduled": float(wait.mean()) - client_path_s,
+            "engine_scheduled_to_first": float((result.first_token_s - result.scheduled_s)[served].mean()),
             "ttft_mean": s["ttft_mean"],
             "engine_ttft_mean": s["ttft_mean"] - client_path_s, "ttft_p90": s["ttft_p90"], "tpot_mean": s["tpot_mean"],
             "engine_tpot_mean": s["tpot_mean"], "tpot_p90": s["tpot_p90"],
@@ -174,7 +179,9 @@ def measured(w, result: dict) -> dict:
     out = np.array(result["output_lens"])
     tpot = np.array([(lat - t) / (o - 1) if o > 1 else np.nan for lat, t, o in zip(result["latencies"], ttft, out)])
     ok = np.isfinite(tpot)
-    return {"ttft_mean": float(ttft.mean()), "engine_ttft_mean": engine_mean_s(result, TTFT_METRIC),
+    engine_ttft, prefill = (engine_mean_s(result, name) or np.nan for name in (TTFT_METRIC, PREFILL_METRIC))
+    return {"ttft_mean": float(ttft.mean()), "engine_ttft_mean": engine_ttft,
+            "engine_before_scheduled": engine_ttft - prefill, "engine_scheduled_to_first": prefill,
             "ttft_p90": float(np.percentile(ttft, 90)), "iterations": float(iterations(result)),
             "tpot_mean": float(tpot[ok].mean()), "engine_tpot_mean": engine_mean_s(result, TPOT_METRIC),
             "tpot_p90": float(np.percentile(tpot[ok], 90)),
@@ -383,6 +390,11 @@ def main() -> None:
     for rate, runs in host_cpu.items():
         print(f"rate {rate}: CPU used during each run, in cores (the client's run includes its start-up and the probe): "
               + "; ".join(", ".join(f"{name} {share:.2f}" for name, share in run.items()) for run in runs))
+    for rate, _, meas, (pred, *_) in rows_out:
+        print(f"rate {rate}: the engine's TTFT in two parts, measured / predicted: arrival to scheduled (the API "
+              f"server, the hand-off, the step in flight, the queue) {meas['engine_before_scheduled'] * 1e3:.2f} / "
+              f"{pred['engine_before_scheduled'] * 1e3:.2f} ms; scheduled to first token "
+              f"{meas['engine_scheduled_to_first'] * 1e3:.2f} / {pred['engine_scheduled_to_first'] * 1e3:.2f} ms")
     for rate, _, meas, (pred, *_) in rows_out:
         print(f"rate {rate}: first-token time outside the engine's own count (client TTFT - engine TTFT): measured "
               f"{(meas['ttft_mean'] - meas['engine_ttft_mean']) * 1e3:.1f} ms, calibrated "

@@ -196,9 +196,13 @@ def costs_for(graph, cluster, dtype: str, engine_profile: str | None = None) -> 
 
 def _merge(w: Workload, parts: list[tuple[np.ndarray, SimResult]], gpus: int) -> SimResult:
     first, finish, tbt = np.full(len(w), np.nan), np.full(len(w), np.nan), np.full(len(w), np.nan)
-    out = SimResult(w, first, finish, gpus, power=parts[0][1].power if parts else {}, max_tbt_s=tbt)
+    scheduled = np.full(len(w), np.nan)
+    out = SimResult(w, first, finish, gpus, power=parts[0][1].power if parts else {}, max_tbt_s=tbt,
+                    scheduled_s=scheduled)
     for index, r in parts:
         first[index], finish[index] = r.first_token_s, r.finish_s
+        if r.scheduled_s is not None:  # the first instance to take a request in (prefill before decode)
+            scheduled[index] = np.fmin(scheduled[index], r.scheduled_s)
         if r.max_tbt_s is not None:
             tbt[index] = np.fmax(tbt[index], r.max_tbt_s)
         out.busy_s += r.busy_s * r.gpus / gpus  # GPU-weighted, so busy_s x gpus stays GPU-seconds

@@ -6,11 +6,15 @@ with vLLM's benchmark client):
   + its prefill iterations (`iterations` chunks of the token budget, `tokens` computed, `pairs` causal query-key
   pairs including its cached prefix, one sequence sampled);
 - an inter-token row: the median time between tokens while `sequences` requests decode together (one
-  iteration: `tokens` = sequences, `kv_tokens` = the context they read).
-The model is linear in its coefficients:
+  iteration: `tokens` = sequences, `kv_tokens` = the context they read);
+- an iteration row: one iteration that computes a prompt, as the engine stamps it (scheduled to first token) or
+  as running decodes beside it see it (their gap when it joins them); no request latency in it.
+`prefill_iterations` counts a row's iterations that compute prompt tokens. The model is linear in its
+coefficients:
 
     measured = fixed x iterations + per_token x tokens + per_kilo_pair x pairs/1e3
-               + per_kilo_kv_token x kv_tokens/1e3 + per_sequence x sequences + latency x [first-token row]
+               + per_kilo_kv_token x kv_tokens/1e3 + per_sequence x sequences
+               + per_prefill_iteration x prefill_iterations + latency x [first-token row]
 
 and fitted by non-negative least squares on relative errors (each row divided by its measurement, so short and
 long iterations weigh alike), Lawson-Hanson active set. The fit error is reported per kind of row, as the mean
@@ -26,7 +30,7 @@ import numpy as np
 
 from cost_models.serving.engine_profile import IterationFit
 
-COLUMNS = ("iterations", "tokens", "kilo_pairs", "kilo_kv_tokens", "sequences", "first_token")
+COLUMNS = ("iterations", "tokens", "kilo_pairs", "kilo_kv_tokens", "sequences", "prefill_iterations", "first_token")
 
 
 @dataclass(frozen=True)
@@ -41,10 +45,11 @@ class Row:
     kv_tokens: float
     sequences: float
     first_token: bool
+    prefill_iterations: float = 0.0  # of `iterations`, those computing prompt tokens
 
     def features(self) -> list[float]:
         return [self.iterations, self.tokens, self.pairs / 1e3, self.kv_tokens / 1e3, self.sequences,
-                1.0 if self.first_token else 0.0]
+                self.prefill_iterations, 1.0 if self.first_token else 0.0]
 
 
 def nnls(a: np.ndarray, b: np.ndarray, iterations: int = 200) -> np.ndarray:
@@ -85,8 +90,7 @@ class FitResult:
     held_out_errors: dict | None = None  # the fit's errors on them, per kind of row
 
     def predict_s(self, row: Row) -> float:
-        coef = np.array([self.iteration.fixed_ms, self.iteration.per_token_ms, self.iteration.per_kilo_pair_ms,
-                         self.iteration.per_kilo_kv_token_ms, self.iteration.per_sequence_ms, self.request_latency_ms])
+        coef = np.array([*self.iteration.as_dict().values(), self.request_latency_ms])
         return float(np.dot(row.features(), coef)) / 1e3
 
 
@@ -104,7 +108,7 @@ def fit_rows(rows: list[Row]) -> FitResult:
     y = np.array([row.measured_s for row in rows])
     weights = 1.0 / y
     coef = nnls(a * weights[:, None], y * weights)
-    result = FitResult(IterationFit(*(float(c) for c in coef[:5])), float(coef[5]), {})
+    result = FitResult(IterationFit(*(float(c) for c in coef[:-1])), float(coef[-1]), {})
     return FitResult(result.iteration, result.request_latency_ms, errors_by_kind(result, rows))
 
 

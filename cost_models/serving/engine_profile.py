@@ -25,13 +25,15 @@ prefill and decode parts, and layered prefill is refused (the profiles hold no p
 Engines that run mixed iterations (vLLM v1: every iteration carries the decodes and prompt chunks of one
 token budget, `planner calibrate --engine vllm`) are profiled by one fit of the whole iteration instead,
 `models: {name: {tp: {iteration: {fixed_ms, per_token_ms, per_kilo_pair_ms, per_kilo_kv_token_ms,
-per_sequence_ms}}}}`:
+per_sequence_ms, per_prefill_iteration_ms}}}}`:
 
     iteration = fixed + per_token x T + per_kilo_pair x P / 1e3 + per_kilo_kv_token x K / 1e3 + per_sequence x S
+                + per_prefill_iteration x [the iteration computes prompt tokens]
 
 T: tokens computed (decodes + prompt chunk tokens); P: causal query-key pairs of the prompt chunks (with
 their cached prefix); K: tokens of context the decodes read; S: sequences sampled (decodes + prompts that
-finish). Such a profile also gives the engine's KV `block_size` (tokens; vLLM's CPU backend uses 128) and
+finish); the last term is the prompt path's own work (0 where a profile does not give it, as profiles measured
+before it was fitted). Such a profile also gives the engine's KV `block_size` (tokens; vLLM's CPU backend uses 128) and
 `request_latency_ms`, the time a request spends outside the iterations before its first token (HTTP,
 tokenization, detokenization and streaming back), which the simulator adds at arrival, and optionally
 `client_path_ms`, the part of that latency the engine's own time-to-first-token metric does not count (the HTTP
@@ -57,27 +59,34 @@ PROFILE_DIR = Path(__file__).resolve().parents[1] / "data" / "engine_profiles"
 @dataclass(frozen=True)
 class IterationFit:
     """Milliseconds of one mixed iteration (see the module docstring): fixed + per token + per 1e3 attention
-    pairs + per 1e3 context tokens read by decodes + per sampled sequence."""
+    pairs + per 1e3 context tokens read by decodes + per sampled sequence, + once if it computes prompt tokens
+    (`per_prefill_iteration_ms`: the prompt path's own work beyond its tokens, e.g. the prefill attention
+    kernels beside the decode ones; 0 in profiles measured before it was fitted)."""
 
     fixed_ms: float
     per_token_ms: float
     per_kilo_pair_ms: float
     per_kilo_kv_token_ms: float
     per_sequence_ms: float
+    per_prefill_iteration_ms: float = 0.0
 
-    def ms(self, tokens: float, pairs: float, kv_tokens: float, sequences: float) -> float:
+    def ms(self, tokens: float, pairs: float, kv_tokens: float, sequences: float, prefill_iterations: float = 0.0) -> float:
         """
         >>> round(IterationFit(2.0, 0.01, 0.001, 0.002, 0.1).ms(tokens=100, pairs=5000, kv_tokens=1000, sequences=1), 6)
         3.107
+        >>> round(IterationFit(2.0, 0.01, 0.001, 0.002, 0.1, 1.5).ms(100, 5000, 1000, 1, prefill_iterations=1), 6)
+        4.607
         """
         return (self.fixed_ms + self.per_token_ms * tokens + self.per_kilo_pair_ms * pairs / 1e3
-                + self.per_kilo_kv_token_ms * kv_tokens / 1e3 + self.per_sequence_ms * sequences)
+                + self.per_kilo_kv_token_ms * kv_tokens / 1e3 + self.per_sequence_ms * sequences
+                + self.per_prefill_iteration_ms * prefill_iterations)
 
     def as_dict(self) -> dict:
         return {k: float(getattr(self, k)) for k in ITERATION_TERMS}
 
 
-ITERATION_TERMS = ("fixed_ms", "per_token_ms", "per_kilo_pair_ms", "per_kilo_kv_token_ms", "per_sequence_ms")
+ITERATION_TERMS = ("fixed_ms", "per_token_ms", "per_kilo_pair_ms", "per_kilo_kv_token_ms", "per_sequence_ms",
+                   "per_prefill_iteration_ms")
 
 
 @dataclass(frozen=True)
@@ -163,7 +172,7 @@ def load_engine_profile(path: str | Path) -> EngineProfile:
 
 def _entry(e: dict) -> EngineFit:
     if "iteration" in e:
-        return EngineFit(mixed=IterationFit(*(float(e["iteration"][k]) for k in ITERATION_TERMS)))
+        return EngineFit(mixed=IterationFit(*(float(e["iteration"].get(k, 0.0)) for k in ITERATION_TERMS)))
     return EngineFit(tuple(float(x) for x in e["prefill"]), tuple(float(x) for x in e["decode_small"]),
                      tuple(float(x) for x in e["decode_large"]), int(e["small_batch_below"]))
 
@@ -215,8 +224,8 @@ class ProfiledIterationCost:
             return 0.0
         if self.fit.mixed is not None:
             kv = decode_kv + decodes if decodes else 0.0
-            return self.fit.mixed.ms(decodes + prefill_tokens, prefill_pairs, kv, decodes + prompts_done) / 1e3 \
-                + self.overhead_s
+            return self.fit.mixed.ms(decodes + prefill_tokens, prefill_pairs, kv, decodes + prompts_done,
+                                     1.0 if prefill_tokens else 0.0) / 1e3 + self.overhead_s
         t = 0.0
         if prefill_tokens:
             # causal pairs sum L(L+1)/2 over whole prompts, so sum L^2 = 2 x pairs - sum L

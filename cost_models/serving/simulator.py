@@ -102,6 +102,7 @@ class SimResult:
     decode_tokens: int = 0
     power: dict = field(default_factory=dict)  # {"tdp_w", "idle_w"} per GPU
     max_tbt_s: np.ndarray | None = None  # per request: longest gap between two of its output tokens
+    scheduled_s: np.ndarray | None = None  # per request: start of the iteration that first took it in (vLLM's stamp)
     prefix_hit_tokens: int = 0  # prompt tokens served from the prefix cache (not computed)
     prompt_tokens_admitted: int = 0  # prompt tokens of every admission (with recomputations)
 
@@ -123,6 +124,7 @@ class _Instance:
         self.total = [p + o for p, o in zip(self.need, w.output_tokens.tolist())]
         n = len(self.arr)
         self.first = [math.nan] * n
+        self.scheduled = [math.nan] * n
         self.finish = [math.nan] * n
         self.bs = block_size
         limit = kv_cache_tokens(cost.kv_capacity_tokens, getattr(policy, "max_num_seqs", 0), w.context_tokens,
@@ -188,6 +190,8 @@ class _Instance:
         self.reserved += need
         self.resident_prefill += 1
         self.done_pf[i] = hit
+        if self.scheduled[i] != self.scheduled[i]:  # nan: first admission (a preempted request keeps its stamp)
+            self.scheduled[i] = self.now
         self.r.prefix_hit_tokens += hit
         self.r.prompt_tokens_admitted += min(need, self.prompt[i])
         return True
@@ -380,6 +384,7 @@ def simulate_instance(cost: IterationCost, policy, w: Workload, block_size: int 
             raise RuntimeError("serving simulator stalled: a waiting prompt cannot be admitted into an empty cache")
     st.r.first_token_s = np.array(st.first)
     st.r.finish_s = np.array(st.finish)
+    st.r.scheduled_s = np.array(st.scheduled)
     st.r.max_tbt_s = max_gaps(np.array(st.ev_end), np.array(st.ev_gap), st.r.first_token_s, st.r.finish_s)
     return st.r
 

@@ -11,16 +11,20 @@ timed trace with fresh prompt content (hash ids unique to the load) and exact ou
 - wake-up (`idle G`): 256-token requests one at a time after G = 20 ms .. 1 s of an idle engine: the first-token
   time grows with the idle time (a CPU engine's OpenMP threads sleep past their spin time), fitted as
   max x (1 - exp(-G / tau)) over the 20 ms reference (`engine_fit.fit_idle_wakeup`);
-- held out, never fitted (`mixed B P`): B requests decode (64-token prompts, long outputs) while prompts of P
+- a prompt beside decodes (`beside B P`, B = 8, P = 128 and 512): as `mixed` below, fitted: the iteration that
+  computes the prompt, timed by the decoders' streams (their gap ending with the prompt's first token);
+- held out, never fitted (`mixed B P`, other B and P): B requests decode (64-token prompts, long outputs) while prompts of P
   tokens arrive one at a time beside them, so their chunks share iterations with the decodes (what a loaded
   engine runs). The fitted profile predicts each prompt's TTFT (the residual of the decode iteration in flight,
   then its chunk iterations with the B decodes) and the decoders' time per output token (decode iterations of B
   with the prompts' chunks added); `held_out_rows` makes these rows and `held_out_errors` scores them.
 Rows (`engine_fit.Row`): per `prefill`/`prefix` load and group of requests with the same prompt and cached
 prefix, the median TTFT (its chunks under the token budget, its cached prefix in whole engine blocks as the
-simulator reuses it); per decode load, the median of its requests' median inter-token latency (an iteration of B
-decodes reading their contexts, without the iterations that prefilled other requests' prompts beside them). Medians, since
-a shared machine adds outliers.
+simulator reuses it); per `prefill` load, also the engine's own scheduled-to-first-token time (no request latency
+in it, so a prompt's iteration is told apart from the time around it: `Row.prefill_iterations`); per decode load,
+the median of its requests' median inter-token latency (an iteration of B decodes reading their contexts, without
+the iterations that prefilled other requests' prompts beside them); per `beside` load, the prompt's iteration.
+Medians, since a shared machine adds outliers.
 """
 
 from __future__ import annotations
@@ -89,11 +93,14 @@ def calibration_loads(quick: bool = False, context: int = 4096, first_id: int = 
     for gap in IDLE_GAPS_S:  # one request at a time after `gap` seconds of an idle engine (timed, no concurrency cap)
         w = fresh_workload(4 if quick else 8, min(256, context - 2), 2, 0)
         add(f"idle {gap}", replace(w, arrival_s=np.arange(len(w)) * gap), None)
+    for decoders, prompt in BESIDE_LOADS:  # fitted: the iteration computing a prompt beside running decodes
+        add(f"beside {decoders} {prompt}", mixed_load(decoders, min(prompt, context - 2), context), None)
     for decoders, prompt in MIXED_LOADS:  # held out (`held_out_rows`): prompts arriving beside running decodes
         add(f"mixed {decoders} {prompt}", mixed_load(decoders, min(prompt, context - 2), context), None)
     return loads
 
 
+BESIDE_LOADS = ((8, 128), (8, 512))  # (decoders, prompt tokens) of the fitted loads of prompts beside decodes
 MIXED_LOADS = ((4, 256), (4, 1024), (16, 256), (16, 1024))  # (decoders, prompt tokens) of the held-out loads
 MIXED_PROMPTS, MIXED_START_S, MIXED_GAP_S = 6, 0.3, 0.25  # prompts per load; the first's arrival; between arrivals
 DECODER_PROMPT = 64
@@ -152,8 +159,23 @@ def _first_token_rows(kind: str, w: Workload, result: dict, block_size: int, bud
     rows = []
     for (prompt, hit), ttfts in sorted(groups.items()):
         chunks, pairs = _chunks(prompt - hit, budget, hit)
-        rows.append(Row(kind, float(np.median(ttfts)), chunks, prompt - hit, pairs, 0.0, 1.0, True))
+        rows.append(Row(kind, float(np.median(ttfts)), chunks, prompt - hit, pairs, 0.0, 1.0, True, chunks))
     return rows
+
+
+PREFILL_METRIC = "vllm:request_prefill_time_seconds"  # from the engine core scheduling a request to its first token
+
+
+def _engine_prefill_row(w: Workload, result: dict, budget: int) -> Row | None:
+    """The prompt's own iterations as the engine core stamps them (scheduled to first token; the mean over a
+    `prefill` load, whose requests share one length): no request latency in it, so this row and the client's
+    first-token row of the same load tell an iteration that computes a prompt apart from the time around it
+    (`Row.prefill_iterations` against `first_token`). None without the engine's metrics."""
+    prefill = engine_mean_s(result, PREFILL_METRIC)
+    if prefill is None or len(set(w.prompt_tokens.tolist())) != 1:
+        return None
+    chunks, pairs = _chunks(int(w.prompt_tokens[0]), budget)
+    return Row("prefill_engine", prefill, chunks, int(w.prompt_tokens[0]), pairs, 0.0, 1.0, False, chunks)
 
 
 BURST_GAP_S = 1e-4  # an inter-token gap shorter than any engine iteration: a token that came in the same chunk
@@ -202,9 +224,32 @@ def _decode_row(kind: str, w: Workload, result: dict, batch: int) -> Row | None:
     return Row(kind, step, 1.0, batch, 0.0, context, batch, False)
 
 
+def _beside_decoders(kind: str, w: Workload, result: dict) -> dict | None:
+    """What `mixed` and `beside` loads share: the B decoders (arrived at 0), the prompts that arrived while all B
+    decoded, and the decoders' step; None (with a warning) where a request failed, the decoders' streams do not
+    time their iterations or no prompt arrived while all B decoded."""
+    if result.get("failed"):
+        log.warning("load %s left out: %s of its requests failed (see the client log)", kind, result["failed"])
+        return None
+    decoders = int(np.sum(w.arrival_s == 0))
+    starts, ttfts = np.asarray(result["start_times"], float), np.asarray(result["ttfts"], float)
+    ends = starts + np.asarray(result["latencies"], float)
+    steps = [step for step in map(step_per_delivery, (result.get("itls") or [])[:decoders]) if step is not None]
+    if len(steps) < decoders / 2:
+        log.warning("load %s left out: the decoders' tokens arrived in chunks (a front end starved of CPU)", kind)
+        return None
+    first, last = float(np.max(starts[:decoders] + ttfts[:decoders])), float(np.min(ends[:decoders]))
+    inside = [i for i in range(decoders, len(w)) if first < starts[i] and starts[i] + ttfts[i] < last]
+    if not inside:
+        log.warning("load %s left out: no prompt arrived while its %d decoders ran", kind, decoders)
+        return None
+    return {"decoders": decoders, "starts": starts, "ttfts": ttfts, "ends": ends, "step": float(np.median(steps)),
+            "first": first, "inside": inside}
+
+
 def _mixed_rows(kind: str, w: Workload, result: dict, budget: int) -> list[Row]:
-    """The held-out rows of one `mixed B P` load (see the module docstring); none where the decoders' streams do
-    not time their iterations, or no prompt arrived while all B decoded.
+    """The held-out rows of one `mixed B P` load (see the module docstring); none where `_beside_decoders` finds
+    nothing to time.
 
     - `mixed_ttft`: the median TTFT of the prompts that arrived while every decoder was past its first token and
       not finished: half a decode iteration of B (the one in flight at arrival, on average), then the prompt's
@@ -213,32 +258,51 @@ def _mixed_rows(kind: str, w: Workload, result: dict, budget: int) -> list[Row]:
     - `mixed_tpot`: the decoders' median time per output token: decode iterations of B at their mean context,
       with the arrived prompts' tokens, pairs and sampled tokens spread over the decoders' output tokens.
     """
-    if result.get("failed"):
-        log.warning("held-out load %s left out: %s of its requests failed (see the client log)", kind, result["failed"])
+    b = _beside_decoders(f"held-out {kind}", w, result)
+    if b is None:
         return []
-    decoders = int(np.sum(w.arrival_s == 0))
+    decoders, starts, ttfts, ends, inside = b["decoders"], b["starts"], b["ttfts"], b["ends"], b["inside"]
     prompt, output = int(w.prompt_tokens[-1]), int(w.output_tokens[0])
-    starts, ttfts = np.asarray(result["start_times"], float), np.asarray(result["ttfts"], float)
-    ends = starts + np.asarray(result["latencies"], float)
-    steps = [step for step in map(step_per_delivery, (result.get("itls") or [])[:decoders]) if step is not None]
-    if len(steps) < decoders / 2:
-        log.warning("held-out load %s left out: the decoders' tokens arrived in chunks (a front end starved of CPU)", kind)
-        return []
-    step = float(np.median(steps))
-    first, last = float(np.max(starts[:decoders] + ttfts[:decoders])), float(np.min(ends[:decoders]))
-    inside = [i for i in range(decoders, len(w)) if first < starts[i] and starts[i] + ttfts[i] < last]
-    if not inside:
-        log.warning("held-out load %s left out: no prompt arrived while its %d decoders ran", kind, decoders)
-        return []
     chunks, pairs = _chunks(prompt, budget)
-    context = float(np.median([DECODER_PROMPT + 1 + (starts[i] - first) / step for i in inside]))
+    context = float(np.median([DECODER_PROMPT + 1 + (starts[i] - b["first"]) / b["step"] for i in inside]))
     ttft = Row("mixed_ttft", float(np.median(ttfts[inside])), chunks + 0.5, prompt + decoders * (chunks + 0.5), pairs,
-               decoders * context * (chunks + 0.5), 1 + decoders * (chunks + 0.5), True)
+               decoders * context * (chunks + 0.5), 1 + decoders * (chunks + 0.5), True, chunks)
     share = len(inside) / (output - 1)  # arrived prompts per decoder output token
     tpots = (ends[:decoders] - starts[:decoders] - ttfts[:decoders]) / (output - 1)
     tpot = Row("mixed_tpot", float(np.median(tpots)), 1.0, decoders + share * prompt, share * pairs,
-               decoders * (DECODER_PROMPT + output / 2), decoders + 2 * share, False)
+               decoders * (DECODER_PROMPT + output / 2), decoders + 2 * share, False, share * chunks)
     return [ttft, tpot]
+
+
+def _beside_row(kind: str, w: Workload, result: dict, budget: int) -> Row | None:
+    """The fitted row of one `beside B P` load: the iteration that computes a prompt beside B running decodes,
+    timed by the decoders' streams (their gap that ends with the prompt's first token: the same iteration outputs
+    both), the median over decoders and then over the prompts that arrived while all B decoded; None where
+    `_beside_decoders` finds nothing to time, or the prompt takes more than one chunk."""
+    b = _beside_decoders(kind, w, result)
+    prompt = int(w.prompt_tokens[-1])
+    chunks, pairs = _chunks(prompt, budget)
+    if b is None or chunks != 1:
+        return None
+    decoders, step = b["decoders"], b["step"]
+    times = [b["starts"][j] + b["ttfts"][j] + np.cumsum(result["itls"][j]) for j in range(decoders)]
+    gaps, contexts = [], []
+    for i in b["inside"]:
+        token = b["starts"][i] + b["ttfts"][i]  # the prompt's first token at the client
+        near = []
+        for t in times:  # each decoder's longest gap ending within half a step of it
+            k = np.nonzero(np.abs(t[1:] - token) <= step / 2)[0] + 1
+            if len(k):
+                near.append(float(np.max(t[k] - t[k - 1])))
+        if len(near) >= decoders / 2:
+            gaps.append(float(np.median(near)))
+            contexts.append(DECODER_PROMPT + 1 + (b["starts"][i] - b["first"]) / step)
+    if not gaps:
+        log.warning("load %s left out: no decoder stream timed the prompts' iterations", kind)
+        return None
+    context = float(np.median(contexts))
+    return Row("beside", float(np.median(gaps)), 1.0, prompt + decoders, pairs, decoders * context, decoders + 1,
+               False, 1.0)
 
 
 def held_out_rows(loads: list[dict], results: list[dict], budget: int) -> list[Row]:
@@ -269,8 +333,14 @@ def rows_from(loads: list[dict], results: list[dict], block_size: int, budget: i
             continue
         if load["kind"].startswith("idle"):
             continue  # `idle_wakeup_from`
+        if load["kind"].startswith("beside"):
+            row = _beside_row(load["kind"], load["workload"], result, budget)
+            rows += [row] if row is not None else []
+            continue
         if load["kind"] in ("prefill", "prefix"):
             rows += _first_token_rows(load["kind"], load["workload"], result, block_size, budget)
+            engine = _engine_prefill_row(load["workload"], result, budget) if load["kind"] == "prefill" else None
+            rows += [engine] if engine is not None else []
         else:
             row = _decode_row(load["kind"], load["workload"], result, load["max_concurrency"])
             rows += [row] if row is not None else []
