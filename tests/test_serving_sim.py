@@ -103,6 +103,27 @@ def test_token_iterations_leave_out_chunks_that_output_nothing(costs):
     assert merged.token_iterations <= merged.iterations
 
 
+
+def test_each_request_is_stamped_when_an_iteration_first_takes_it_in(costs):
+    """`scheduled_s` is vLLM's scheduled stamp (the engine's prefill-time histogram runs from it to the first
+    token): the start of the iteration that first takes the request in. On an idle engine one 1,000-token prompt
+    under a 256-token budget is taken in at its arrival and outputs its first token 4 chunk iterations later; a
+    request arriving while another runs waits for the iteration in flight; replicas and disaggregated instances
+    keep the first instance's stamp."""
+    from cost_models.serving.workload import Workload
+
+    w = Workload(np.array([0.0, 10.0]), np.array([1000, 100]), np.array([5, 3]), "test")
+    r = simulate_instance(costs.get(1, 1), Chunked(256), w)
+    assert r.scheduled_s.tolist()[0] == 0.0 and r.scheduled_s[1] >= 10.0
+    assert np.all(r.first_token_s > r.scheduled_s)
+    busy = make_workload("chat", 200, rate=40.0, seed=3)
+    r = simulate_instance(costs.get(1, 1), Chunked(256), busy)
+    assert np.all(busy.arrival_s <= r.scheduled_s) and np.all(r.scheduled_s < r.first_token_s)
+    assert np.any(r.scheduled_s > busy.arrival_s)  # some waited for the iteration in flight
+    for d in (Deployment(Chunked(256), replicas=2), Deployment(Disaggregated(1, 1))):
+        merged = simulate(costs, d, busy)
+        assert np.all(busy.arrival_s <= merged.scheduled_s) and np.all(merged.scheduled_s < merged.first_token_s)
+
 def test_disaggregated_times(costs):
     w = make_workload("chat", 120, rate=20.0, seed=7)
     d = Deployment(Disaggregated(1, 1))
