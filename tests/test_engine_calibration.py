@@ -352,6 +352,9 @@ def test_a_prompts_own_iteration_cost_is_fitted_apart_from_the_request_latency_a
     assert {"prefill_engine", "beside"} <= kinds
     beside = [row for row in rows if row.kind == "beside"]
     assert len(beside) == 2 and all(row.prefill_iterations == 1.0 for row in beside)
+    k = next(i for i, x in enumerate(loads) if x["kind"].startswith("beside"))  # 2 prompts timed: one stall would
+    late = {**results[k], "start_times": [*results[k]["start_times"][:10], *[1e3] * 4]}  # be the row, so none
+    assert rows_from([loads[k]], [late], 16, 2048) == [] and len(rows_from([loads[k]], [results[k]], 16, 2048)) == 1
     fit, _ = fit_calibration(loads, results, 16, 2048)
     assert fit.iteration.per_prefill_iteration_ms == pytest.approx(2.5, rel=0.05)
     assert fit.request_latency_ms == pytest.approx(4.0, rel=0.05)

@@ -101,6 +101,7 @@ def calibration_loads(quick: bool = False, context: int = 4096, first_id: int = 
 
 
 BESIDE_LOADS = ((8, 128), (8, 512))  # (decoders, prompt tokens) of the fitted loads of prompts beside decodes
+BESIDE_MIN_PROMPTS = 3  # prompts a `beside` row's median needs
 MIXED_LOADS = ((4, 256), (4, 1024), (16, 256), (16, 1024))  # (decoders, prompt tokens) of the held-out loads
 MIXED_PROMPTS, MIXED_START_S, MIXED_GAP_S = 6, 0.3, 0.25  # prompts per load; the first's arrival; between arrivals
 DECODER_PROMPT = 64
@@ -278,7 +279,8 @@ def _beside_row(kind: str, w: Workload, result: dict, budget: int) -> Row | None
     """The fitted row of one `beside B P` load: the iteration that computes a prompt beside B running decodes,
     timed by the decoders' streams (their gap that ends with the prompt's first token: the same iteration outputs
     both), the median over decoders and then over the prompts that arrived while all B decoded; None where
-    `_beside_decoders` finds nothing to time, or the prompt takes more than one chunk."""
+    `_beside_decoders` finds nothing to time, fewer than `BESIDE_MIN_PROMPTS` prompts were timed (a client busy
+    reading the decoders' streams sends prompts late), or the prompt takes more than one chunk."""
     b = _beside_decoders(kind, w, result)
     prompt = int(w.prompt_tokens[-1])
     chunks, pairs = _chunks(prompt, budget)
@@ -297,8 +299,9 @@ def _beside_row(kind: str, w: Workload, result: dict, budget: int) -> Row | None
         if len(near) >= decoders / 2:
             gaps.append(float(np.median(near)))
             contexts.append(DECODER_PROMPT + 1 + (b["starts"][i] - b["first"]) / step)
-    if not gaps:
-        log.warning("load %s left out: no decoder stream timed the prompts' iterations", kind)
+    if len(gaps) < BESIDE_MIN_PROMPTS:  # one stall of the shared machine would be the row
+        log.warning("load %s left out: %d of its prompts timed beside all decoders (%d needed)", kind, len(gaps),
+                    BESIDE_MIN_PROMPTS)
         return None
     context = float(np.median(contexts))
     return Row("beside", float(np.median(gaps)), 1.0, prompt + decoders, pairs, decoders * context, decoders + 1,
