@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_vllm_real import PLAN_RATE, SHIPPED, plan_deployment, prepare, sessions  # noqa: E402
 
 from cost_models.serving.trace_files import write_trace  # noqa: E402
-from planner.engines.calibrate import TPOT_METRIC, TTFT_METRIC, engine_mean_s, fresh_workload, run_client  # noqa: E402
+from planner.engines.calibrate import fresh_workload, run_client  # noqa: E402
+from planner.engines.calibration_rows import TPOT_METRIC, TTFT_METRIC, engine_mean_s  # noqa: E402
 from planner.engines.server import VllmServer, script_args  # noqa: E402
 
 LOADS = (0.0, 0.2, 0.4)  # spinner duty cycle: cores of foreign demand on the cores the worker does not own

@@ -72,11 +72,7 @@ from planner.cli import main as planner_main  # noqa: E402
 from planner.engines.calibrate import (  # noqa: E402
     FIRST_ID,
     PASS_IDS,
-    PREFILL_METRIC,
-    TPOT_METRIC,
-    TTFT_METRIC,
     engine_block_size,
-    engine_mean_s,
     fit_calibration,
     profile_document,
     run_calibration,
@@ -84,6 +80,7 @@ from planner.engines.calibrate import (  # noqa: E402
     write_rows,
 )
 from planner.engines.calibration_passes import Pass, fit_passes  # noqa: E402
+from planner.engines.calibration_rows import PREFILL_METRIC, TPOT_METRIC, TTFT_METRIC, engine_mean_s  # noqa: E402
 from planner.engines.server import VllmServer, raise_group_priority, script_args  # noqa: E402
 from planner.engines.speed_probe import probe_loads, scaled_fit, speed_factor  # noqa: E402
 from planner.engines.vllm_env import vllm_python  # noqa: E402

@@ -15,7 +15,8 @@ def test_calibration_decode_rows_read_token_bursts_as_iterations_not_as_free_one
     """A front end that falls behind streams tokens in chunks: inter-token gaps of one long wait and then
     microseconds. The decode row must still be the iteration time (the sum over a burst divided among its tokens),
     not the median gap (microseconds, which once fitted a profile with no decode cost at all)."""
-    from planner.engines.calibrate import calibration_loads, rows_from
+    from planner.engines.calibrate import calibration_loads
+    from planner.engines.calibration_rows import rows_from
 
     load = next(x for x in calibration_loads(quick=True, context=1024) if x["kind"] == "decode"
                 and x["max_concurrency"] == 16)
@@ -47,7 +48,8 @@ def test_calibration_separates_the_client_path_from_the_engines_own_first_token_
     import yaml
 
     from cost_models.serving.engine_fit import fit_rows
-    from planner.engines.calibrate import calibration_loads, client_path_from, engine_mean_s, profile_document, rows_from
+    from planner.engines.calibrate import calibration_loads, profile_document
+    from planner.engines.calibration_rows import client_path_from, engine_mean_s, rows_from
 
     loads = [x for x in calibration_loads(quick=True, context=1024) if x["kind"] in ("prefill", "prefix", "decode")]
     rng = np.random.default_rng(1)
@@ -85,15 +87,8 @@ def test_held_out_mixed_loads_score_the_fit_on_prompts_arriving_beside_decodes(t
 
     from cost_models.serving.engine_fit import FitResult
     from cost_models.serving.engine_profile import IterationFit
-    from planner.engines.calibrate import (
-        calibration_loads,
-        held_out_errors,
-        held_out_rows,
-        mixed_load,
-        profile_document,
-        rows_from,
-        write_rows,
-    )
+    from planner.engines.calibrate import calibration_loads, mixed_load, profile_document, write_rows
+    from planner.engines.calibration_rows import held_out_errors, held_out_rows, rows_from
 
     it = IterationFit(fixed_ms=2.5, per_token_ms=0.02, per_kilo_pair_ms=0.03, per_kilo_kv_token_ms=0.2,
                       per_sequence_ms=0.05)
@@ -185,7 +180,8 @@ def test_calibration_passes_have_their_own_content_and_a_fit_spans_them():
     with the first's (nothing of it is cached yet), the idle wake-up pools each gap's requests over the passes, and
     a fit over both passes lies between the fits of each, so a machine that slowed by 20% between them is priced
     at its speed over the whole window."""
-    from planner.engines.calibrate import FIRST_ID, PASS_IDS, calibration_loads, fit_calibration, idle_wakeup_from
+    from planner.engines.calibrate import FIRST_ID, PASS_IDS, calibration_loads, fit_calibration
+    from planner.engines.calibration_rows import idle_wakeup_from
 
     ids = [{int(i) for load in calibration_loads(quick=True, context=1276, first_id=FIRST_ID + k * PASS_IDS)
             for hashes in load["workload"].block_hashes for i in hashes} for k in (0, 1)]
@@ -254,7 +250,8 @@ def test_a_probe_beside_a_scored_run_prices_it_at_the_machines_speed_then():
     predicts the probe as measured."""
     from cost_models.serving.engine_fit import FitResult
     from cost_models.serving.engine_profile import IterationFit
-    from planner.engines.calibrate import FIRST_ID, PASS_IDS, rows_from
+    from planner.engines.calibrate import FIRST_ID, PASS_IDS
+    from planner.engines.calibration_rows import rows_from
     from planner.engines.speed_probe import probe_loads, scaled_fit, speed_factor
 
     loads = probe_loads(FIRST_ID + 3 * PASS_IDS)
@@ -289,7 +286,7 @@ def _engine_results(loads: list[dict], truth, request_latency_s: float) -> list[
     iterations cost `truth` (`IterationFit`, including a prompt iteration's own `per_prefill_iteration_ms`):
     one-at-a-time prompts, decode batches, and prompts arriving beside running decoders (`beside`, `mixed`), where
     the engine runs decode iterations back to back and the next one after a prompt arrives also computes it."""
-    from planner.engines.calibrate import DECODER_PROMPT, PREFILL_METRIC
+    from planner.engines.calibration_rows import DECODER_PROMPT, PREFILL_METRIC
 
     def step(decodes: int, context: float, prompt: int = 0) -> float:
         return truth.ms(decodes + prompt, causal_pairs(prompt, 0), decodes * context, decodes + (1 if prompt else 0),
@@ -342,7 +339,8 @@ def test_a_prompts_own_iteration_cost_is_fitted_apart_from_the_request_latency_a
     are then predicted within 3% on average; and the simulator charges it to every iteration that computes prompt tokens,
     so decoders beside a prompt wait for it, where a profile without it (0, as profiles measured before) does not."""
     from cost_models.serving.engine_profile import EngineFit, IterationFit, ProfiledIterationCost
-    from planner.engines.calibrate import calibration_loads, fit_calibration, rows_from
+    from planner.engines.calibrate import calibration_loads, fit_calibration
+    from planner.engines.calibration_rows import rows_from
 
     truth = IterationFit(2.4, 0.02, 0.03, 0.25, 0.04, 2.5)
     loads = [x for x in calibration_loads(quick=True, context=1276) if not x["kind"].startswith(("idle", "prefix"))]

@@ -86,7 +86,7 @@ class FitResult:
     errors: dict  # kind -> {"rows", "mean_abs_rel_error", "max_abs_rel_error"}; "all" over every row
     idle_wakeup: dict | None = None  # `fit_idle_wakeup`: max_ms, tau_ms and the measured points
     client_path_ms: float | None = None  # of request_latency_ms, the part outside the engine's own TTFT (HTTP, client)
-    held_out: tuple = ()  # rows measured but not fitted (`planner.engines.calibrate.held_out_rows`)
+    held_out: tuple = ()  # rows measured but not fitted (`planner.engines.calibration_rows.held_out_rows`)
     held_out_errors: dict | None = None  # the fit's errors on them, per kind of row
 
     def predict_s(self, row: Row) -> float:

@@ -23,18 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from cost_models.serving.engine_fit import FitResult, Row, fit_rows
-from planner.engines.calibrate import (
-    FIRST_ID,
-    PASS_IDS,
+from planner.engines.calibrate import FIRST_ID, PASS_IDS, engine_block_size, require_converged, run_calibration
+from planner.engines.calibration_rows import (
     client_path_from,
-    engine_block_size,
     held_out_errors,
     held_out_rows,
     idle_wakeup_from,
-    require_converged,
     require_decode_rows,
     rows_from,
-    run_calibration,
 )
 
 Pass = tuple[list[dict], list[dict]]  # one pass of `calibrate.run_calibration`: (loads, the client's results)

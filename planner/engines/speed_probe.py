@@ -1,7 +1,7 @@
 """A short closed-loop check of a running vLLM engine's speed against a calibrated fit: a benchmark on a shared
 machine runs one beside each scored run, to see how fast the machine ran then (its speed drifts by tens of
 percent within minutes). The probe's loads are calibration loads (`calibrate.fresh_workload`) and its rows are
-calibration rows (`calibrate.rows_from`), so a fit predicts them as it predicts its own."""
+calibration rows (`calibration_rows.rows_from`), so a fit predicts them as it predicts its own."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from dataclasses import replace
 import numpy as np
 
 from cost_models.serving.engine_fit import FitResult
-from planner.engines.calibrate import DECODER_PROMPT, fresh_workload, rows_from
+from planner.engines.calibrate import fresh_workload
+from planner.engines.calibration_rows import DECODER_PROMPT, rows_from
 
 
 def probe_loads(first_id: int) -> list[dict]:
