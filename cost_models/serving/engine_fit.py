@@ -97,10 +97,15 @@ class FitResult:
 def fit_rows(rows: list[Row]) -> FitResult:
     """The non-negative least-squares fit of `rows` on relative errors, with its errors per kind of row.
 
-    >>> rows = [Row("prefill", (1.0 + 0.02 * t) / 1e3 + 0.003, 1, t, t * t / 2, 0, 1, True) for t in (64, 256, 1024)]
-    >>> rows += [Row("decode", (1.0 + 0.02 * b + 0.1 * b * 0.1 + 0.05 * b) / 1e3, 1, b, 0, 100 * b, b, False) for b in (1, 8, 32)]
+    >>> def prompt_ms(t): return 1.0 + 0.02 * t + 0.05 + 1.5  # fixed, tokens, one sequence, its prompt iteration
+    >>> rows = [Row("prefill", prompt_ms(t) / 1e3 + 0.003, 1, t, t * t / 2, 0, 1, True, 1) for t in (64, 256, 1024)]
+    >>> rows += [Row("prefill_engine", prompt_ms(t) / 1e3, 1, t, t * t / 2, 0, 1, False, 1) for t in (64, 512)]
+    >>> rows += [Row("decode", (1.0 + 0.02 * b + 0.1 * b * c / 1e3 + 0.05 * b) / 1e3, 1, b, 0, b * c, b, False)
+    ...          for b, c in ((1, 100), (8, 400), (32, 50))]
     >>> fit = fit_rows(rows); fit.errors["all"]["max_abs_rel_error"] < 1e-6, round(fit.iteration.per_token_ms, 6)
     (True, 0.02)
+    >>> round(fit.iteration.per_prefill_iteration_ms, 6), round(fit.request_latency_ms, 6)
+    (1.5, 3.0)
     """
     if len(rows) < len(COLUMNS):
         raise ValueError(f"{len(rows)} rows cannot fit {len(COLUMNS)} coefficients")
