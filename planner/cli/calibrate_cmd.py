@@ -60,8 +60,7 @@ def _engine_profile(url, model, model_name, output, budget, profile_device, vllm
 
     from ir.errors import UserError
     from ir.fileio import write_atomic
-    from planner.engines.calibrate import profile_document, write_rows
-    from planner.engines.calibration_passes import calibrate_vllm
+    from planner.engines.calibrate import calibrate_vllm, profile_document, write_rows
     from planner.engines.server import raise_group_priority
     from planner.engines.vllm_env import vllm_python as default_python
     from planner.engines.vllm_env import why_not_vllm

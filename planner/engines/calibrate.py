@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
-import math
 import subprocess
 import urllib.request
 from dataclasses import asdict, replace
@@ -42,21 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cost_models.serving.engine_fit import FitResult, Row, fit_rows
+from cost_models.serving.engine_fit import FitResult, Row
 from cost_models.serving.trace_files import write_timed_trace
 from cost_models.serving.workload import Workload, hash_lists
 from ir.errors import UserError
-from planner.engines.calibration_rows import (
-    DECODER_PROMPT,
-    client_path_from,
-    held_out_errors,
-    held_out_rows,
-    idle_wakeup_from,
-    require_decode_rows,
-    rows_from,
-)
+from planner.engines.calibration_passes import fit_passes
+from planner.engines.calibration_rows import DECODER_PROMPT
 
-log = logging.getLogger(__name__)
 CLIENT = Path(__file__).with_name("vllm_client.py")
 BLOCK = 16  # tokens per hash id in the traces
 IDLE_GAPS_S = (0.02, 0.1, 0.3, 1.0)  # idle times before a request (engine wake-up: `engine_fit.fit_idle_wakeup`)
@@ -202,21 +192,13 @@ def run_calibration(python: str | Path, url: str, model: str, folder: Path, quic
     return loads, run_client(python, url, model, loads, folder, prefix)
 
 
-def fit_calibration(loads: list[dict], results: list[dict], block_size: int, budget: int) -> tuple[FitResult, list[Row]]:
-    """The profile fit (`engine_fit.fit_rows`, idle wake-up, client path, held-out errors) of calibration loads and
-    their results: one pass of `run_calibration`, or several passes' lists joined (each pass with content of its
-    own: `calibration_loads`' `first_id`), a fit over the time they span; (fit, the fitted rows)."""
-    rows = rows_from(loads, results, block_size, budget)
-    require_decode_rows(rows)
-    fit = replace(fit_rows(rows), idle_wakeup=idle_wakeup_from(loads, results),
-                  client_path_ms=client_path_from(loads, results))
-    log.info("fitted %s from %d rows: %s", fit.iteration, len(rows), fit.errors["all"])
-    require_converged(fit)
-    held_out = held_out_rows(loads, results, budget)
-    return replace(fit, held_out=tuple(held_out), held_out_errors=held_out_errors(fit, held_out)), rows
-
-
-
-def require_converged(fit: FitResult) -> None:
-    if not math.isfinite(fit.request_latency_ms):
-        raise UserError("the calibration fit did not converge; rerun on a quieter machine")
+def calibrate_vllm(python: str | Path, url: str, model: str, folder: Path, budget: int, quick: bool = False,
+                   prefix: list[str] | None = None, passes: int = 1) -> tuple[FitResult, list[Row], int, list[float]]:
+    """Run the calibration loads `passes` times, back to back, against the vLLM server at `url` serving `model`
+    (each pass with content of its own) and fit them (`calibration_passes.fit_passes`); (fit, rows, block size, each
+    pass's speed)."""
+    block_size = engine_block_size(url)
+    done = [run_calibration(python, url, model, folder / f"pass{k}", quick, prefix, FIRST_ID + k * PASS_IDS)
+            for k in range(passes)]
+    fit, rows, speeds = fit_passes(done, block_size, budget)
+    return fit, rows, block_size, speeds

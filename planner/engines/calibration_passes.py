@@ -16,14 +16,14 @@ no speed is fitted per row."""
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
 from cost_models.serving.engine_fit import FitResult, Row, fit_rows
-from planner.engines.calibrate import FIRST_ID, PASS_IDS, engine_block_size, require_converged, run_calibration
+from ir.errors import UserError
 from planner.engines.calibration_rows import (
     client_path_from,
     held_out_errors,
@@ -33,6 +33,7 @@ from planner.engines.calibration_rows import (
     rows_from,
 )
 
+log = logging.getLogger(__name__)
 Pass = tuple[list[dict], list[dict]]  # one pass of `calibrate.run_calibration`: (loads, the client's results)
 
 
@@ -50,7 +51,7 @@ def fit_passes(passes: list[Pass], block_size: int, budget: int, rounds: int = 5
     """The profile fit of several calibration passes (each with content of its own: `calibration_loads`' `first_id`)
     at their geometric-mean speed; (fit, every pass's rows, at that speed; each pass's speed, 1.0 the mean, over 1
     slower). Errors are of the rows at their own pass's speed; the held-out `mixed` loads are scored the same way.
-    One pass gives `calibrate.fit_calibration`'s fit."""
+    One pass is `fit_calibration`."""
     rows_per_pass = [rows_from(loads, results, block_size, budget) for loads, results in passes]
     require_decode_rows([row for rows in rows_per_pass for row in rows])
     speeds = np.ones(len(passes))
@@ -75,12 +76,15 @@ def fit_passes(passes: list[Pass], block_size: int, budget: int, rounds: int = 5
     return fit, rows, [round(float(s), 6) for s in speeds]
 
 
-def calibrate_vllm(python: str | Path, url: str, model: str, folder: Path, budget: int, quick: bool = False,
-                   prefix: list[str] | None = None, passes: int = 1) -> tuple[FitResult, list[Row], int, list[float]]:
-    """Run the calibration loads `passes` times, back to back, against the vLLM server at `url` serving `model`
-    (each pass with content of its own) and fit them (`fit_passes`); (fit, rows, block size, each pass's speed)."""
-    block_size = engine_block_size(url)
-    done = [run_calibration(python, url, model, folder / f"pass{k}", quick, prefix, FIRST_ID + k * PASS_IDS)
-            for k in range(passes)]
-    fit, rows, speeds = fit_passes(done, block_size, budget)
-    return fit, rows, block_size, speeds
+def fit_calibration(loads: list[dict], results: list[dict], block_size: int, budget: int) -> tuple[FitResult, list[Row]]:
+    """The profile fit (`engine_fit.fit_rows`, idle wake-up, client path, held-out errors) of calibration loads and
+    their results as one pass (`fit_passes` of one pass: no speed fitted): one `calibrate.run_calibration`, or
+    several passes' lists joined, a fit over the time they span; (fit, the fitted rows)."""
+    fit, rows, _ = fit_passes([(loads, results)], block_size, budget)
+    log.info("fitted %s from %d rows: %s", fit.iteration, len(rows), fit.errors["all"])
+    return fit, rows
+
+
+def require_converged(fit: FitResult) -> None:
+    if not math.isfinite(fit.request_latency_ms):
+        raise UserError("the calibration fit did not converge; rerun on a quieter machine")
