@@ -24,6 +24,10 @@
    the profiles calibrated in this run (over the passes, from the first pass, at each run's probed speed) and for
    the shipped one; the verdict (with the first): predicted within 15% of measured for mean TTFT, mean TPOT and throughput at
    every scored rate, and the same SLO verdict (attainment >= 90%).
+   Each run is predicted on the arrivals the engine was offered: the client's own record of when it sent each
+   request (`client_timing.as_delivered`). On these 2 cores the client's event loop falls behind at high rates and
+   sends requests late and in bursts (its lateness is printed per run), which the engine queues; the prediction
+   for the trace as written (a client that keeps time) is printed beside the verdict's.
    TTFT and TPOT are judged twice. As the engine counts them (its /metrics histograms: TTFT from the request's
    arrival in the engine to its first token out, predicted as the simulated TTFT less the profile's
    `client_path_ms`, the calibrated time outside that count; TPOT per request from its first to its last token
@@ -73,14 +77,14 @@ from planner.engines.calibrate import (  # noqa: E402
     FIRST_ID,
     PASS_IDS,
     engine_block_size,
-    fit_calibration,
     profile_document,
     run_calibration,
     run_client,
     write_rows,
 )
-from planner.engines.calibration_passes import Pass, fit_passes  # noqa: E402
+from planner.engines.calibration_passes import Pass, fit_calibration, fit_passes  # noqa: E402
 from planner.engines.calibration_rows import PREFILL_METRIC, TPOT_METRIC, TTFT_METRIC, engine_mean_s  # noqa: E402
+from planner.engines.client_timing import as_delivered, lateness  # noqa: E402
 from planner.engines.server import VllmServer, raise_group_priority, script_args  # noqa: E402
 from planner.engines.speed_probe import probe_loads, scaled_fit, speed_factor  # noqa: E402
 from planner.engines.vllm_env import vllm_python  # noqa: E402
@@ -318,7 +322,7 @@ def main() -> None:
         budget = int(serving["engines"]["instance"]["max_num_batched_tokens"])
         block = engine_block_size(server.url)
         passes = [calibration_pass(python, server, model, work / "calibration", nice, 0)]
-        workloads, by_rate, engine_hits, host_cpu = {}, {}, {}, {}
+        workloads, by_rate, engine_hits, host_cpu, delivered = {}, {}, {}, {}, {}
         for rate in rates:
             n = int(rate * args.seconds)
             w = base.head(n).with_rate(rate)
@@ -342,6 +346,7 @@ def main() -> None:
                 os.replace(work / "rates" / f"load{len(probes):02d}.result.json",
                            work / "rates" / f"rate{rate}.run{j}.result.json")
                 by_rate.setdefault(rate, []).append((before, measured(wj, result), probes, probed))
+                delivered.setdefault(rate, []).append((as_delivered(workloads[rate], result), lateness(wj, result)))
             passes.append(calibration_pass(python, server, model, work / "calibration", nice, j + 1))
     fit, rows, speeds = fit_passes(passes, block, budget)
     write_profile(fit, rows, block, work / "fitted.yaml", f"bench_vllm_real.py calibration ({len(passes)} passes)")
@@ -358,20 +363,32 @@ def main() -> None:
                          for factor in [speed_factor(fit, probes, probed, block, budget)]]
     out = [(rate, max(run[0] for run in by_rate[rate]), median_of([run[1] for run in by_rate[rate]]),
             [run[1] for run in by_rate[rate]]) for rate in rates]
-    labels = [f"profile calibrated over {len(passes)} passes spread over the scored runs (at their mean speed)",
-              "profile of the first pass alone (calibrated before the scored runs)",
-              "passes' profile at the speed its probe measured beside each run (the median of the runs' predictions; "
-              "a diagnostic)", f"shipped profile ({SHIPPED})"]
+    labels = [f"profile calibrated over {len(passes)} passes spread over the scored runs (at their mean speed), on the "
+              "arrivals as the client sent them", "same profile on the trace as written (a client that keeps time)",
+              "profile of the first pass alone (calibrated before the scored runs), on the arrivals as sent",
+              "passes' profile at the speed its probe measured beside each run, on the arrivals as sent (a diagnostic)",
+              f"shipped profile ({SHIPPED}), on the arrivals as sent"]
     print(f"\n{len(rates)} scored rates, {args.repeats} runs each (medians scored); calibration used no rate "
           f"(closed-loop loads only). Work folder: {work}")
 
     def predictions(rate: float) -> list[dict]:
-        at_each_speed = median_of([predict(plan, model, str(run[3]), workloads[rate]) for run in by_rate[rate]])
-        return [predict(plan, model, str(work / "fitted.yaml"), workloads[rate]),
-                predict(plan, model, str(work / "first_pass.yaml"), workloads[rate]), at_each_speed,
-                predict(plan, model, str(shipped or work / "fitted.yaml"), workloads[rate])]
+        """Per profile, the median over the rate's runs of the prediction for each run's arrivals as the client sent
+        them (`client_timing.as_delivered`: the engine was offered those), and one for the trace as written."""
+        sent = [w for w, _ in delivered[rate]]
+
+        def over_runs(profile) -> dict:
+            return median_of([predict(plan, model, str(profile(j)), w) for j, w in enumerate(sent)])
+
+        return [over_runs(lambda j: work / "fitted.yaml"), predict(plan, model, str(work / "fitted.yaml"), workloads[rate]),
+                over_runs(lambda j: work / "first_pass.yaml"), over_runs(lambda j: by_rate[rate][j][3]),
+                over_runs(lambda j: shipped or work / "fitted.yaml")]
 
     rows_out = [(rate, load, meas, predictions(rate)) for rate, load, meas, _ in out]
+    for rate in rates:
+        print(f"rate {rate}: the client's sends against the trace (late by mean / p90 / max ms; share of requests sent "
+              f"within 1 ms of another, in the trace {delivered[rate][0][1]['trace_burst_share']:.1%}): "
+              + "; ".join(f"{late['mean_ms']:.1f} / {late['p90_ms']:.1f} / {late['max_ms']:.0f} ms, "
+                          f"{late['burst_share']:.1%}" for _, late in delivered[rate]))
     for rate in rates:
         print(f"rate {rate}: engine speed beside each run (probe measured / calibrated over the passes; over 1 is slower): "
               + ", ".join(f"x{run[2]:.2f}" for run in by_rate[rate]))
