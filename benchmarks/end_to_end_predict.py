@@ -37,11 +37,10 @@ def _planners_schedule(row: Row) -> dict:
     return min((_estimate(replace(row, vp=v), "train") for v in runs), key=lambda r: r["step_time_s"])
 
 
-def _estimate(row: Row, phase: str, **over) -> dict:
-    from cost_models.estimator import estimate_graph
+def _options(row: Row, phase: str, **over):
+    """The estimator's `Options` for the row's own setup (layout, dtypes, engine, schedule)."""
     from cost_models.parallel_config import Options
 
-    graph = graph_of(row.model)
     options = dict(tp=row.tp, pp=row.pp, dp=row.dp, batch=row.batch, input_len=row.input_len,
                    output_len=max(row.output_len, 1), dtype=row.dtype, weight_dtype=row.weight_dtype,
                    kv_dtype=row.kv_dtype, collectives=row.collectives, attention=row.attention)
@@ -53,7 +52,27 @@ def _estimate(row: Row, phase: str, **over) -> dict:
                        schedule="interleaved" if row.vp > 1 else "1f1b", virtual_stages=row.vp,
                        p2p_overlap=row.p2p_overlap)
     options.update(over)
-    return estimate_graph(graph, _cluster(row), phase, Options(**options))
+    return Options(**options)
+
+
+def _estimate(row: Row, phase: str, **over) -> dict:
+    from cost_models.estimator import estimate_graph
+
+    return estimate_graph(graph_of(row.model), _cluster(row), phase, _options(row, phase, **over))
+
+
+def inference_pass(row: Row, **over):
+    """The estimator's own forward pass (`cost_models.estimate_infer.PassResult`, with each layer's GEMM,
+    attention, other-op and communication time) of a prefill or decode row, as `predict` prices it."""
+    from cost_models.estimate_context import make_context
+    from cost_models.estimate_infer import forward_pass, replica_batch
+    from cost_models.parallel_config import validate
+
+    graph, cluster = graph_of(row.model), _cluster(row)
+    options = validate(graph, cluster, row.phase, _options(row, row.phase, **over))
+    ctx = make_context(graph, cluster, options)
+    context = options.input_len if row.phase == "decode" else None
+    return forward_pass(ctx, row.phase, replica_batch(ctx), options.input_len, context)
 
 
 @functools.cache

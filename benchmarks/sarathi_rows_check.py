@@ -19,6 +19,12 @@ with batch size b and a 1,024-token budget, so each pure decode batch holds b se
 context. The decode steps rise unevenly with b (46.8, 47.5, 48.8 ms at b 1, 2, 4, then 69.7 ms at 8 and 127.8 ms at
 64), which no per-token or per-sequence term of the profiles gives.
 
+The second table holds the same engine's own CUDA-event timers (the artifact's table-2 experiment, same GPUs, model
+and tp, `benchmarks/data/sarathi/`): the four projections ("linear") and the attention of a decode-only batch of 4
+sequences at 1,025-1,039 tokens of context and of a 1,024-token prefill, beside the planner's GEMM and attention time
+of the same blocks. Its batch times are medians over runs with and without those timers, so they hold the timers'
+own cost in part, and are printed for reference only.
+
     python3 benchmarks/sarathi_rows_check.py
 """
 
@@ -32,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 DATA = Path(__file__).resolve().parent / "data" / "vidur"
+ENGINE_TIMERS = Path(__file__).resolve().parent / "data" / "sarathi" / "table2_results.csv"
+TABLE2_DECODE_CONTEXT = 1032  # the decode-only batches of table 2 run at 1,025-1,039 tokens of context
 CODELLAMA_34B = {"hidden": 8192, "intermediate": 22016, "heads": 64, "kv_heads": 8, "head_dim": 128}
 CPU_COLUMNS = ("schedule_mean", "sampler_e2e_mean", "prepare_inputs_e2e_mean", "process_model_outputs_mean")
 
@@ -114,6 +122,37 @@ def main() -> None:
         planner, measured = [p for p, _ in pairs], [m for _, m in pairs]
         print(f"summary {phase}: planner / sum x{min(planner):.2f}-x{max(planner):.2f}; "
               f"measured / sum x{min(measured):.2f}-x{max(measured):.2f}")
+    engine_timer_check(rows, graph)
+
+
+def engine_timer_check(rows: list, graph) -> None:
+    """The planner's GEMM and attention time of Yi-34B's 60 blocks against the engine's own CUDA-event timers
+    (table 2 of the artifact) for the two pure batches the estimator prices; the mixed batch is left out."""
+    from dataclasses import replace
+
+    from end_to_end_predict import inference_pass
+
+    by_id = {row.id: row for row in rows}
+    shapes = {(0, 4, 4): replace(by_id["PT-yi34b-d1"], batch=4, input_len=TABLE2_DECODE_CONTEXT),
+              (1024, 0, 1): by_id["PT-yi34b-p1024"]}
+    print("\nthe engine's own CUDA-event timers (table 2; ms over the 60 blocks) against the planner's")
+    print(f"{'batch':34} {'linear':>7} {'GEMMs':>7} {'ratio':>6} {'attn':>6} {'planner':>8} {'ratio':>6} "
+          f"{'batch time':>11} {'planner':>8}")
+    with open(ENGINE_TIMERS, newline="") as f:
+        for timed in csv.DictReader(f):
+            key = tuple(int(float(timed[c])) for c in ("batch_num_prefill_tokens", "batch_num_decode_tokens",
+                                                       "batch_size"))
+            if key not in shapes:
+                print(f"{key[0]} prompt + {key[1]} decode tokens: a mixed batch, which the estimator does not price "
+                      f"on its own")
+                continue
+            p = inference_pass(shapes[key])
+            blocks = [t for layer, t in zip(graph.layers, p.layer_times) if layer.kind == "block"]
+            gemm, attn = (1e3 * sum(getattr(t, f) for t in blocks) for f in ("gemm_s", "attention_s"))
+            linear, attention = float(timed["linear"]), float(timed["attention"])
+            label = (f"decode-only, {key[2]} sequences" if key[0] == 0 else f"prefill-only, {key[0]} tokens")
+            print(f"{label:34} {linear:7.1f} {gemm:7.1f} {gemm / linear:5.2f}x {attention:6.1f} {attn:8.1f} "
+                  f"{attn / attention:5.2f}x {float(timed['batch_execution_time']):11.1f} {1e3 * p.time_s:8.1f}")
 
 
 if __name__ == "__main__":

@@ -152,6 +152,23 @@ def test_development_set_rows_all_name_their_source_and_unscored_rows_say_why():
     assert megatron_eq3_flops(1536, 2048, 96, 12288, 51200) == pytest.approx(4.511e18, rel=0.001)
 
 
+def test_the_pass_split_by_op_kind_is_the_pass_the_row_is_predicted_with():
+    """`inference_pass` (what `sarathi_rows_check.py` compares with the engine's own op timers) prices a row
+    exactly as `predict` does, and its blocks' GEMM and attention times are parts of that total."""
+    sys.path.insert(0, str(BENCH))
+    import end_to_end_rows as rows
+    from end_to_end_predict import inference_pass, predict
+
+    picked = [r for r in rows.load_rows() if r.id in ("PT-yi34b-p1024", "PT-yi34b-d128", "PT-opt-13b-tp2-d32")]
+    assert len(picked) == 3
+    for row in picked:
+        p = inference_pass(row)
+        assert p.time_s * 1e3 == pytest.approx(predict(row), rel=1e-12)
+        gemm = sum(t.gemm_s for t in p.layer_times)
+        attention = sum(t.attention_s for t in p.layer_times)
+        assert 0 < attention < gemm < p.time_s
+
+
 def test_make_context_resolves_the_engine_collectives_by_phase():
     graph = planner.capture("tiny-llama", seq_len=64)
     from cost_models.parallel_config import Options
